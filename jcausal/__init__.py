@@ -1,0 +1,49 @@
+"""jcausal: causal machine learning in JAX.
+
+Structural causal models whose mechanisms are pure functions; interventions and counterfactuals
+that compile with ``jit``, batch with ``vmap`` and differentiate with ``grad``.
+"""
+
+from ._version import __version__
+from .scm import (
+    SCM,
+    Additive,
+    Amortized,
+    CycleError,
+    GumbelMax,
+    Hard,
+    Intervention,
+    Invertible,
+    Mechanism,
+    Root,
+    Scale,
+    Shift,
+    Soft,
+    abduct,
+    counterfactual,
+    do,
+    log_prob,
+    sample,
+)
+
+__all__ = [
+    "SCM",
+    "Additive",
+    "Amortized",
+    "CycleError",
+    "GumbelMax",
+    "Hard",
+    "Intervention",
+    "Invertible",
+    "Mechanism",
+    "Root",
+    "Scale",
+    "Shift",
+    "Soft",
+    "__version__",
+    "abduct",
+    "counterfactual",
+    "do",
+    "log_prob",
+    "sample",
+]

@@ -1,0 +1,28 @@
+"""Structural causal models: mechanisms, interventions, sampling, abduction, counterfactuals."""
+
+from .graph import CycleError
+from .inference import abduct, counterfactual, log_prob, sample
+from .interventions import Hard, Intervention, Scale, Shift, Soft
+from .mechanisms import Additive, Amortized, GumbelMax, Invertible, Mechanism, Root
+from .model import SCM, do
+
+__all__ = [
+    "SCM",
+    "Additive",
+    "Amortized",
+    "CycleError",
+    "GumbelMax",
+    "Hard",
+    "Intervention",
+    "Invertible",
+    "Mechanism",
+    "Root",
+    "Scale",
+    "Shift",
+    "Soft",
+    "abduct",
+    "counterfactual",
+    "do",
+    "log_prob",
+    "sample",
+]

@@ -59,8 +59,11 @@ def find_cycle(parents: Mapping[str, tuple[str, ...]]) -> list[str] | None:
                 path.pop()
             elif colour[nxt] == 1:
                 # We walked child -> parent, so reverse to report cause -> effect order.
-                cycle = path[path.index(nxt) :]
-                return list(reversed(cycle))
+                cycle = list(reversed(path[path.index(nxt) :]))
+                # Start from the node declared first, so the message is stable and readable.
+                rank = {n: i for i, n in enumerate(parents)}
+                i = min(range(len(cycle)), key=lambda j: rank[cycle[j]])
+                return cycle[i:] + cycle[:i]
             elif colour[nxt] == 0:
                 colour[nxt] = 1
                 stack.append((nxt, iter(parents[nxt])))

@@ -1,0 +1,16 @@
+"""Test-session settings.
+
+The whole suite runs with 64-bit JAX enabled so closed-form comparisons can be tight; tests
+about float32 behaviour create float32 arrays explicitly.
+"""
+
+import jax
+from hypothesis import HealthCheck, settings
+
+jax.config.update("jax_enable_x64", True)
+
+# Compilation makes the first example of a property slow; deadlines would only measure that.
+settings.register_profile(
+    "jcausal", deadline=None, suppress_health_check=[HealthCheck.too_slow], max_examples=25
+)
+settings.load_profile("jcausal")

@@ -270,10 +270,14 @@ def _solve_jaxopt(fn, cfg: _Config, x0, args):
     # `init_state` / `update` stepping API, which is exactly what `run` loops over) and drive
     # it with our own `lax.while_loop` whose condition is the relative test
     # `error <= rtol * ||y|| + atol` on the point `y` at which `error` was measured.
+    # jaxopt builds its Gram matrix and KKT system with the *default* float dtype (float64
+    # whenever x64 is enabled), which would turn a float32 iterate into float64 half-way
+    # through `update` and break its `lax.cond`. So jaxopt iterates in the promoted dtype,
+    # while `fn` itself is always evaluated in x's own dtype.
+    work = jnp.promote_types(dtype, jnp.zeros(()).dtype)
+
     def g(v, a):
-        # Keep jaxopt's arithmetic in x's dtype: jaxopt builds its Gram matrix with the default
-        # float dtype, which is float64 whenever x64 is enabled even for a float32 problem.
-        return fn(v.astype(dtype), a).astype(dtype)
+        return fn(v.astype(dtype), a).astype(work)
 
     if cfg.method == "anderson":
 
@@ -321,8 +325,9 @@ def _solve_jaxopt(fn, cfg: _Config, x0, args):
 
         error_scale = abs(cfg.beta)
 
+    x0 = x0.astype(work)
     state0 = make_solver(None).init_state(x0, args)
-    init = (x0, state0, x0, jnp.array(jnp.inf, dtype), _two_norm(x0), jnp.array(0))
+    init = (x0, state0, x0, jnp.array(jnp.inf, work), _two_norm(x0), jnp.array(0))
 
     def cond(carry):
         _, _, _, r_norm, y_norm, k = carry
@@ -333,14 +338,14 @@ def _solve_jaxopt(fn, cfg: _Config, x0, args):
     def body(carry):
         x, state, _, _, _, k = carry
         x_next, state_next = make_solver(state).update(x, state, args)
-        # Pin dtypes so the while_loop carry is type-stable (see `g`).
+        # Pin dtypes so that the while_loop carry is type-stable.
         state_next = jax.tree.map(lambda new, old: new.astype(old.dtype), state_next, state)
-        y = evaluated(x, state_next).astype(dtype)
-        r_norm = (state_next.error / error_scale).astype(dtype)
-        return x_next.astype(dtype), state_next, y, r_norm, _two_norm(y), k + 1
+        y = evaluated(x, state_next).astype(work)
+        r_norm = (state_next.error / error_scale).astype(work)
+        return x_next.astype(work), state_next, y, r_norm, _two_norm(y), k + 1
 
     _, _, y, r_norm, y_norm, k = jax.lax.while_loop(cond, body, init)
-    return y, k, r_norm, y_norm
+    return y.astype(dtype), k, r_norm.astype(dtype), y_norm.astype(dtype)
 
 
 def _raw_solve(fn, cfg: _Config, x0, args):

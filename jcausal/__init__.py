@@ -5,6 +5,7 @@ that compile with ``jit``, batch with ``vmap`` and differentiate with ``grad``.
 """
 
 from ._version import __version__
+from . import examples
 from .scm import (
     SCM,
     Additive,
@@ -44,6 +45,7 @@ __all__ = [
     "abduct",
     "counterfactual",
     "do",
+    "examples",
     "log_prob",
     "sample",
 ]

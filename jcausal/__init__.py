@@ -4,8 +4,8 @@ Structural causal models whose mechanisms are pure functions; interventions and 
 that compile with ``jit``, batch with ``vmap`` and differentiate with ``grad``.
 """
 
-from ._version import __version__
 from . import examples
+from ._version import __version__
 from .scm import (
     SCM,
     Additive,

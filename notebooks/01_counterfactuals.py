@@ -7,7 +7,6 @@
 # The test suite executes it.
 
 # %%
-import distrax
 import jax
 import jax.numpy as jnp
 import numpy as np

@@ -21,8 +21,10 @@ class CycleError(ValueError):
         )
 
 
-def check_parents(parents: Mapping[str, Iterable[str]]) -> dict[str, tuple[str, ...]]:
-    """Validate a parent map (every parent is a node, no self-loops, no repeats)."""
+def check_parents(
+    parents: Mapping[str, Iterable[str]], self_loops: bool = False
+) -> dict[str, tuple[str, ...]]:
+    """Validate a parent map (every parent is a node, no repeats, self-loops only if allowed)."""
     out: dict[str, tuple[str, ...]] = {}
     for node, pa in parents.items():
         pa = tuple(pa)
@@ -32,7 +34,7 @@ def check_parents(parents: Mapping[str, Iterable[str]]) -> dict[str, tuple[str, 
                     f"node {node!r} names parent {p!r}, which is not a node of the model; "
                     f"known nodes: {sorted(parents)}"
                 )
-            if p == node:
+            if p == node and not self_loops:
                 raise CycleError([node])
         if len(set(pa)) != len(pa):
             raise ValueError(f"node {node!r} lists a parent twice: {pa}")

@@ -18,7 +18,7 @@ from jaxtyping import Array, Float, PRNGKeyArray
 
 from . import graph
 from .interventions import Hard, Intervention, check_interventions
-from .mechanisms import Mechanism, is_stochastic
+from .mechanisms import is_stochastic
 from .model import SCM
 
 Values = dict[str, Array]
@@ -33,39 +33,17 @@ def _node_key(key: PRNGKeyArray, scm: SCM, node: str) -> PRNGKeyArray:
     return jax.random.fold_in(key, scm.order.index(node))
 
 
+def _ancestral(key: PRNGKeyArray, scm: SCM, n: int) -> tuple[Values, Values]:
+    noise = scm.sample_noise(key, n)
+    return scm.predict(noise, {}, scm.order, scm.interventions), noise
+
+
 def _as_key(key) -> PRNGKeyArray:
     if key is None:
         return None
     if isinstance(key, int):
         raise TypeError("key must be a jax.random key (jax.random.key(seed)), not an int")
     return key
-
-
-def _node_value(
-    node: str,
-    mech: Mechanism,
-    iv: Intervention | None,
-    parents: Values,
-    noise: Array | None,
-    shape: jax.ShapeDtypeStruct | None,
-) -> Array:
-    if iv is None:
-        return jax.vmap(mech.forward)(parents, noise)
-    if shape is None:
-        shape = jax.eval_shape(lambda: jax.vmap(mech.forward)(parents, noise))
-    return iv.apply(node, mech, parents, noise, shape)
-
-
-def _ancestral(key: PRNGKeyArray, scm: SCM, n: int) -> tuple[Values, Values]:
-    values: Values = {}
-    noises: Values = {}
-    for node in scm.order:
-        mech = scm.mechanisms[node]
-        u = mech.sample_noise(_node_key(key, scm, node), n)
-        pa = {p: values[p] for p in mech.parents}
-        values[node] = _node_value(node, mech, scm.interventions.get(node), pa, u, None)
-        noises[node] = u
-    return values, noises
 
 
 def _check_observations(scm: SCM, obs: Mapping[str, Array]) -> int:
@@ -244,17 +222,12 @@ def _counterfactual_jit(scm, obs, interventions, key, targets, num_samples):
     obs = _cast_obs(scm, obs)
     # Hard-intervened nodes ignore their own noise, so it is never abducted.
     need = tuple(t for t in targets if not isinstance(interventions.get(t), Hard))
-    specs = scm.node_shapes()
 
     def one(k):
         noise = _abduct_nodes(scm, obs, k, need)
-        cf: Values = {}
-        for node in targets:
-            mech = scm.mechanisms[node]
-            pa = {p: cf[p] if p in cf else obs[p] for p in mech.parents}
-            shape = jax.ShapeDtypeStruct(obs[node].shape, specs[node].dtype)
-            cf[node] = _node_value(node, mech, interventions.get(node), pa, noise.get(node), shape)
-        return cf
+        # Observed values serve as the parents of targets and as the initial guess of an
+        # equilibrium solve (the counterfactual equilibrium is usually near the factual one).
+        return scm.predict(noise, obs, targets, interventions, init=obs)
 
     if num_samples is None:
         return one(key)

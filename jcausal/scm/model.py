@@ -2,14 +2,35 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping
+from typing import ClassVar
 
 import equinox as eqx
 import jax
+import jax.numpy as jnp
 
 from . import graph
 from .interventions import Intervention, check_interventions
 from .mechanisms import Mechanism
+
+Values = dict[str, jax.Array]
+
+
+def node_value(
+    node: str,
+    mech: Mechanism,
+    iv: Intervention | None,
+    parents: Values,
+    noise: jax.Array | None,
+    shape: jax.ShapeDtypeStruct | None = None,
+) -> jax.Array:
+    """A node's batched value from batched parents and noise, under an optional intervention."""
+    if iv is None:
+        return jax.vmap(mech.forward)(parents, noise)
+    if shape is None:
+        shape = jax.eval_shape(lambda: jax.vmap(mech.forward)(parents, noise))
+    return iv.apply(node, mech, parents, noise, shape)
 
 
 class SCM(eqx.Module):
@@ -37,6 +58,7 @@ class SCM(eqx.Module):
     mechanisms: dict[str, Mechanism]
     interventions: dict[str, Intervention]
     order: tuple[str, ...] = eqx.field(static=True)
+    acyclic: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -60,8 +82,10 @@ class SCM(eqx.Module):
                     f"node {name!r}: expected a Mechanism (Root, Additive, Invertible, GumbelMax, "
                     f"Amortized, ...), got {type(mech).__name__}"
                 )
-        parents = graph.check_parents({n: m.parents for n, m in mechs.items()})
-        self.order = graph.topological_order(parents)
+        parents = graph.check_parents(
+            {n: m.parents for n, m in mechs.items()}, self_loops=not self.acyclic
+        )
+        self.order = graph.topological_order(parents) if self.acyclic else tuple(mechs)
         self.mechanisms = mechs
         self.interventions = check_interventions(dict(interventions or {}), mechs)
 
@@ -92,11 +116,60 @@ class SCM(eqx.Module):
 
     def node_shapes(self) -> dict[str, jax.ShapeDtypeStruct]:
         """Shape and dtype of one unit's value at every node (computed abstractly, no FLOPs)."""
-        from .inference import _ancestral  # local: inference imports this module
 
-        base = SCM(self.mechanisms)
-        out = jax.eval_shape(lambda k: _ancestral(k, base, 1)[0], jax.random.key(0))
+        def one(key):
+            noise = self.sample_noise(key, 1)
+            return self.predict(noise, {}, self.order, {})
+
+        out = jax.eval_shape(one, jax.random.key(0))
         return {n: jax.ShapeDtypeStruct(s.shape[1:], s.dtype) for n, s in out.items()}
+
+    def sample_noise(self, key, n: int) -> Values:
+        """Exogenous noise for ``n`` units: ``{node: (n, *noise_shape)}``, one stream per node."""
+        return {
+            node: self.mechanisms[node].sample_noise(jax.random.fold_in(key, i), n)
+            for i, node in enumerate(self.order)
+        }
+
+    def predict(
+        self,
+        noise: Values,
+        fixed: Values,
+        targets: tuple[str, ...],
+        interventions: Mapping[str, Intervention],
+        init: Values | None = None,
+    ) -> Values:
+        """Values of ``targets`` for a batch, given their noise and the other nodes' values.
+
+        This is the prediction step shared by sampling (every node is a target) and
+        counterfactuals (the descendants of the intervention are targets, the other nodes are
+        ``fixed`` at their observed values). An acyclic model evaluates the targets in
+        topological order; an equilibrium model solves for them jointly.
+
+        Args:
+            noise: ``{node: (n, *noise_shape)}`` for every target that is not hard-intervened.
+            fixed: ``{node: (n, *shape)}`` for the parents of targets that are not targets.
+            targets: node names, in ``self.order`` order.
+            interventions: ``{node: Intervention}`` in force.
+            init: ignored by acyclic models (initial guess for equilibrium models).
+        """
+        out: Values = {}
+        for node in targets:
+            mech = self.mechanisms[node]
+            pa = {p: out[p] if p in out else fixed[p] for p in mech.parents}
+            shape = None
+            if noise.get(node) is None and node in fixed:
+                shape = jax.ShapeDtypeStruct(fixed[node].shape, jnp.result_type(fixed[node]))
+            out[node] = node_value(node, mech, interventions.get(node), pa, noise.get(node), shape)
+        return out
+
+    def with_interventions(self, interventions: Mapping[str, Intervention]) -> SCM:
+        """A copy of this model with ``interventions`` in force (replacing all earlier ones)."""
+        new = copy.copy(self)
+        object.__setattr__(
+            new, "interventions", check_interventions(dict(interventions), self.mechanisms)
+        )
+        return new
 
     def _check_nodes(self, nodes) -> None:
         for n in nodes:
@@ -121,4 +194,4 @@ def do(scm: SCM, interventions: Mapping[str, Intervention]) -> SCM:
             (e.g. ``Shift`` on a categorical node).
     """
     new = check_interventions(interventions, scm.mechanisms)
-    return SCM(scm.mechanisms, interventions={**scm.interventions, **new})
+    return scm.with_interventions({**scm.interventions, **new})

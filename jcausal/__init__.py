@@ -11,6 +11,7 @@ from .scm import (
     Additive,
     Amortized,
     CycleError,
+    EquilibriumSCM,
     GumbelMax,
     Hard,
     Intervention,
@@ -20,11 +21,15 @@ from .scm import (
     Scale,
     Shift,
     Soft,
+    Solvability,
+    Solver,
     abduct,
     counterfactual,
     do,
     log_prob,
     sample,
+    solvability,
+    solve,
 )
 
 __all__ = [
@@ -32,6 +37,7 @@ __all__ = [
     "Additive",
     "Amortized",
     "CycleError",
+    "EquilibriumSCM",
     "GumbelMax",
     "Hard",
     "Intervention",
@@ -41,6 +47,8 @@ __all__ = [
     "Scale",
     "Shift",
     "Soft",
+    "Solvability",
+    "Solver",
     "__version__",
     "abduct",
     "counterfactual",
@@ -48,4 +56,6 @@ __all__ = [
     "examples",
     "log_prob",
     "sample",
+    "solvability",
+    "solve",
 ]

@@ -1,5 +1,6 @@
 """Structural causal models: mechanisms, interventions, sampling, abduction, counterfactuals."""
 
+from .equilibrium import EquilibriumSCM, Solvability, Solver, solvability, solve
 from .graph import CycleError
 from .inference import abduct, counterfactual, log_prob, sample
 from .interventions import Hard, Intervention, Scale, Shift, Soft
@@ -11,6 +12,7 @@ __all__ = [
     "Additive",
     "Amortized",
     "CycleError",
+    "EquilibriumSCM",
     "GumbelMax",
     "Hard",
     "Intervention",
@@ -20,9 +22,13 @@ __all__ = [
     "Scale",
     "Shift",
     "Soft",
+    "Solvability",
+    "Solver",
     "abduct",
     "counterfactual",
     "do",
     "log_prob",
     "sample",
+    "solvability",
+    "solve",
 ]

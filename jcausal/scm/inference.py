@@ -343,5 +343,10 @@ def log_prob(
     Returns:
         Array of shape ``(n,)`` in nats (mixed densities/probabilities for discrete nodes).
     """
+    if not scm.acyclic:
+        raise ValueError(
+            f"log_prob is defined for acyclic SCMs; {type(scm).__name__} values are equilibria "
+            "whose density also needs det(I - dF/dx)"
+        )
     _check_concrete(scm, observations, None)
     return _log_prob_jit(scm, observations, bool(per_node))

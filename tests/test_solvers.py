@@ -1,0 +1,273 @@
+"""Tests for `jcausal.solvers`: accuracy vs LU, implicit gradients, batching, failure reports.
+
+Precision is set per test with the `jax.enable_x64` context manager (never globally), so that
+float32 tests really run in float32 and other test files are unaffected.
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jcausal.solvers import FixedPointReport, fixed_point, relative_residual
+
+CASES = [
+    ("optimistix", "anderson"),
+    ("jaxopt", "anderson"),
+    ("optimistix", "forward"),
+    ("jaxopt", "forward"),
+]
+
+
+def leontief(n, seed=0, dtype=np.float64):
+    """Nonnegative A with column sums in [0.5, 0.7] (spectral radius <= 0.7), y > 0."""
+    rng = np.random.default_rng(seed)
+    a = rng.random((n, n))
+    a *= rng.uniform(0.5, 0.7, n) / a.sum(0)
+    y = rng.uniform(0.1, 1.0, n)
+    return a.astype(dtype), y.astype(dtype)
+
+
+def linear_map(x, p):
+    a, y = p
+    return a @ x + y
+
+
+def rel_err(x, ref):
+    x = np.asarray(x, np.float64)
+    return np.linalg.norm(x - ref) / np.linalg.norm(ref)
+
+
+@pytest.mark.parametrize("backend,method", CASES)
+def test_linear_matches_lu_float64(backend, method):
+    with jax.enable_x64(True):
+        a, y = leontief(120, seed=1)
+        ref = np.linalg.solve(np.eye(120) - a, y)
+        solve = jax.jit(
+            lambda p: fixed_point(
+                linear_map, jnp.zeros(120), p, backend=backend, method=method, rtol=1e-13
+            )
+        )
+        x, rep = solve((jnp.asarray(a), jnp.asarray(y)))
+        assert x.dtype == jnp.float64
+        assert isinstance(rep, FixedPointReport)
+        assert bool(rep.converged)
+        # converged means ||x - f(x)|| <= rtol ||x|| + atol (default atol 1e-12).
+        assert float(rep.relative_residual) <= 1e-13 + 1e-12 / float(jnp.linalg.norm(x))
+        assert rel_err(x, ref) < 1e-10
+        # The report describes the returned point exactly.
+        direct = relative_residual(linear_map, x, (jnp.asarray(a), jnp.asarray(y)))
+        assert float(direct) == pytest.approx(float(rep.relative_residual), rel=1e-3, abs=1e-15)
+
+
+@pytest.mark.parametrize("backend,method", CASES)
+def test_linear_matches_lu_float32(backend, method):
+    with jax.enable_x64(False):
+        a, y = leontief(150, seed=2, dtype=np.float32)
+        ref = np.linalg.solve(np.eye(150) - a.astype(np.float64), y.astype(np.float64))
+        x, rep = jax.jit(
+            lambda p: fixed_point(
+                linear_map,
+                jnp.zeros(150, jnp.float32),
+                p,
+                backend=backend,
+                method=method,
+                rtol=1e-6,
+            )
+        )((jnp.asarray(a), jnp.asarray(y)))
+        assert x.dtype == jnp.float32
+        assert rep.relative_residual.dtype == jnp.float32
+        assert bool(rep.converged)
+        assert rel_err(x, ref) < 1e-5
+
+
+def test_backends_agree_and_beta():
+    with jax.enable_x64(True):
+        a, y = leontief(100, seed=3)
+        p = (jnp.asarray(a), jnp.asarray(y))
+        sols = {}
+        for backend in ("optimistix", "jaxopt"):
+            for beta in (1.0, 2.0):
+                x, rep = fixed_point(
+                    linear_map, jnp.zeros(100), p, backend=backend, beta=beta, rtol=1e-12
+                )
+                assert bool(rep.converged), (backend, beta)
+                sols[backend, beta] = np.asarray(x)
+        base = sols["optimistix", 1.0]
+        for key, x in sols.items():
+            assert rel_err(x, base) < 1e-10, key
+        # Anderson must beat plain forward iteration on this problem.
+        _, rep_fwd = fixed_point(linear_map, jnp.zeros(100), p, method="forward", rtol=1e-12)
+        _, rep_and = fixed_point(linear_map, jnp.zeros(100), p, rtol=1e-12)
+        assert int(rep_and.num_steps) < int(rep_fwd.num_steps) / 2
+
+
+@pytest.mark.parametrize(
+    "backend,method", [("optimistix", "anderson"), ("jaxopt", "anderson"), ("jaxopt", "forward")]
+)
+def test_implicit_gradients(backend, method):
+    n = 40
+    with jax.enable_x64(True):
+        a_np, y_np = leontief(n, seed=4)
+        a, y = jnp.asarray(a_np), jnp.asarray(y_np)
+        w = jnp.asarray(np.random.default_rng(5).standard_normal(n))
+
+        def loss(a, y):
+            x, _ = fixed_point(
+                linear_map, jnp.zeros(n), (a, y), backend=backend, method=method, rtol=1e-13
+            )
+            return w @ jnp.sin(x)
+
+        def loss_lu(a, y):
+            return w @ jnp.sin(jnp.linalg.solve(jnp.eye(n) - a, y))
+
+        ga, gy = jax.jit(jax.grad(loss, argnums=(0, 1)))(a, y)
+        ra, ry = jax.grad(loss_lu, argnums=(0, 1))(a, y)
+        assert rel_err(ga, np.asarray(ra)) < 1e-9
+        assert rel_err(gy, np.asarray(ry)) < 1e-9
+
+        # Central finite differences along random directions.
+        rng = np.random.default_rng(6)
+        h = 1e-5
+        for _ in range(2):
+            da = jnp.asarray(rng.standard_normal((n, n)) * a_np)
+            dy = jnp.asarray(rng.standard_normal(n))
+            fd = (loss(a + h * da, y + h * dy) - loss(a - h * da, y - h * dy)) / (2 * h)
+            an = jnp.vdot(ga, da) + jnp.vdot(gy, dy)
+            assert float(fd) == pytest.approx(float(an), rel=1e-6)
+
+
+def test_gradients_closure_and_x0():
+    n = 30
+    with jax.enable_x64(True):
+        a, y = map(jnp.asarray, leontief(n, seed=7))
+
+        def scaled(s):
+            # `s` is closed over (a tracer under grad), not passed as params.
+            x, _ = fixed_point(lambda x, _: s * (a @ x) + y, jnp.zeros(n), None, rtol=1e-13)
+            return x.sum()
+
+        ref = jax.grad(lambda s: jnp.linalg.solve(jnp.eye(n) - s * a, y).sum())(0.9)
+        assert float(jax.grad(scaled)(0.9)) == pytest.approx(float(ref), rel=1e-9)
+
+        g0 = jax.grad(lambda x0: fixed_point(linear_map, x0, (a, y))[0].sum())(jnp.ones(n))
+        assert np.all(np.asarray(g0) == 0)
+
+
+def test_vmap_matches_loop():
+    n, b = 60, 5
+    with jax.enable_x64(True):
+        a, _ = leontief(n, seed=8)
+        a = jnp.asarray(a)
+        ys = jnp.asarray(np.random.default_rng(9).uniform(0.1, 1.0, (b, n)))
+        solve = jax.jit(lambda y: fixed_point(linear_map, jnp.zeros(n), (a, y), rtol=1e-12))
+        xs, reps = jax.vmap(solve)(ys)
+        assert xs.shape == (b, n)
+        assert reps.num_steps.shape == (b,) and reps.converged.shape == (b,)
+        assert bool(reps.converged.all())
+        for i in range(b):
+            x_i, _ = solve(ys[i])
+            assert rel_err(xs[i], np.asarray(x_i)) < 1e-11
+        ref = np.linalg.solve(np.eye(n) - np.asarray(a), np.asarray(ys).T).T
+        assert rel_err(xs, ref) < 1e-10
+        # Batched gradients (per-example) agree with the LU ones.
+        grads = jax.vmap(jax.grad(lambda y: solve(y)[0].sum()))(ys)
+        ref_g = np.linalg.solve(np.eye(n) - np.asarray(a).T, np.ones(n))
+        assert rel_err(grads, np.broadcast_to(ref_g, (b, n))) < 1e-10
+
+
+@pytest.mark.parametrize("backend", ["optimistix", "jaxopt"])
+def test_float32_iterations_like_float64(backend):
+    n = 200
+    steps = {}
+    for x64, dtype in ((True, np.float64), (False, np.float32)):
+        with jax.enable_x64(x64):
+            a, y = leontief(n, seed=10, dtype=dtype)
+            x, rep = fixed_point(
+                linear_map,
+                jnp.zeros(n, dtype),
+                (jnp.asarray(a), jnp.asarray(y)),
+                backend=backend,
+                rtol=1e-5,
+            )
+            assert x.dtype == dtype
+            assert bool(rep.converged)
+            steps[dtype] = int(rep.num_steps)
+    assert steps[np.float32] <= 1.5 * steps[np.float64] + 1, steps
+
+
+@pytest.mark.parametrize("backend", ["optimistix", "jaxopt"])
+def test_nonconvergent_map_is_reported(backend):
+    n = 50
+    with jax.enable_x64(True):
+        a, y = leontief(n, seed=11)
+        p = (jnp.asarray(3.0 * a), jnp.asarray(y))  # spectral radius ~1.8 > 1
+        _, rep = fixed_point(linear_map, jnp.zeros(n), p, method="forward", backend=backend)
+        assert not bool(rep.converged)
+        assert float(rep.relative_residual) > 1e-2
+        assert int(rep.num_steps) == 500
+        # Same with Anderson if it is not given enough steps.
+        _, rep = fixed_point(linear_map, jnp.zeros(n), p, backend=backend, max_steps=3)
+        assert not bool(rep.converged) and float(rep.relative_residual) > 1e-3
+
+        strict = jax.jit(
+            lambda p: fixed_point(
+                linear_map, jnp.zeros(n), p, method="forward", backend=backend, strict=True
+            )
+        )
+        with pytest.raises(Exception, match=r"relative residual .* reached 1e"):
+            jax.block_until_ready(strict(p))
+        # A contractive problem passes through strict mode untouched.
+        _, rep = strict((jnp.asarray(a), jnp.asarray(y)))
+        assert bool(rep.converged)
+
+
+@pytest.mark.parametrize("backend,method", CASES)
+def test_divergence_to_inf_is_not_silent(backend, method):
+    n = 20
+    with jax.enable_x64(False):
+        a, _ = leontief(n, seed=12, dtype=np.float32)
+        # x = exp(P x) + 1 has no fixed point here and overflows.
+        blowup = lambda x, p: jnp.exp(p @ x) + 1.0
+        _, rep = fixed_point(
+            blowup, jnp.zeros(n), jnp.asarray(3 * a), backend=backend, method=method
+        )
+        assert not bool(rep.converged)
+        assert np.isinf(float(rep.relative_residual))
+        assert int(rep.num_steps) < 500  # stops once non-finite, does not burn max_steps
+        with pytest.raises(Exception, match="inf or NaN"):
+            jax.block_until_ready(
+                fixed_point(
+                    blowup,
+                    jnp.zeros(n),
+                    jnp.asarray(3 * a),
+                    backend=backend,
+                    method=method,
+                    strict=True,
+                )
+            )
+
+
+def test_pytree_and_zero_solution():
+    with jax.enable_x64(True):
+        fn = lambda d, c: {"a": 0.5 * d["b"] + c, "b": 0.5 * d["a"]}
+        x, rep = fixed_point(fn, {"a": jnp.zeros(3), "b": jnp.zeros(3)}, 1.0)
+        assert bool(rep.converged)
+        np.testing.assert_allclose(x["a"], 4 / 3, rtol=1e-9)
+        np.testing.assert_allclose(x["b"], 2 / 3, rtol=1e-9)
+        g = jax.grad(
+            lambda c: fixed_point(fn, {"a": jnp.zeros(3), "b": jnp.zeros(3)}, c)[0]["a"].sum()
+        )(1.0)
+        assert float(g) == pytest.approx(3 * 4 / 3, rel=1e-8)
+        # x* = 0: the relative test alone could never pass, the atol guard lets it converge.
+        x, rep = fixed_point(lambda x, _: 0.5 * x, jnp.ones(4), None, method="forward")
+        assert bool(rep.converged) and float(jnp.abs(x).max()) < 1e-11
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="method"):
+        fixed_point(linear_map, jnp.zeros(2), None, method="newton")
+    with pytest.raises(ValueError, match="backend"):
+        fixed_point(linear_map, jnp.zeros(2), None, backend="scipy")
+    with pytest.raises(ValueError, match="history"):
+        fixed_point(linear_map, jnp.zeros(2), None, history=1)

@@ -4,8 +4,14 @@ Structural causal models whose mechanisms are pure functions; interventions and 
 that compile with ``jit``, batch with ``vmap`` and differentiate with ``grad``.
 """
 
-from . import examples
+from . import examples, invariance, solvers
 from ._version import __version__
+from .invariance import (
+    check_compartments,
+    invariance_conditions,
+    learn_compartmentalized,
+    learn_invariant,
+)
 from .scm import (
     SCM,
     Additive,
@@ -31,6 +37,7 @@ from .scm import (
     solvability,
     solve,
 )
+from .solvers import FixedPointReport, fixed_point
 
 __all__ = [
     "SCM",
@@ -38,6 +45,7 @@ __all__ = [
     "Amortized",
     "CycleError",
     "EquilibriumSCM",
+    "FixedPointReport",
     "GumbelMax",
     "Hard",
     "Intervention",
@@ -51,11 +59,18 @@ __all__ = [
     "Solver",
     "__version__",
     "abduct",
+    "check_compartments",
     "counterfactual",
     "do",
     "examples",
+    "fixed_point",
+    "invariance",
+    "invariance_conditions",
+    "learn_compartmentalized",
+    "learn_invariant",
     "log_prob",
     "sample",
     "solvability",
     "solve",
+    "solvers",
 ]

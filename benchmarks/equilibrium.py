@@ -329,7 +329,7 @@ def check_targets(rows, batches):
     return targets
 
 
-def main():
+def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[200, 1000, 4000, 9800])
     parser.add_argument("--dtypes", nargs="+", default=["float64", "float32"])
@@ -342,13 +342,15 @@ def main():
         default=1e-6,
         help="relative tolerance, the same in float32 and float64",
     )
-    parser.add_argument("--out", default="results.json")
+    parser.add_argument("--out", default="benchmarks/results/equilibrium.json")
     parser.add_argument("--quick", action="store_true", help="n=200 and 1000 only, 1 repeat")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.quick:
         args.sizes = [s for s in args.sizes if s <= 1000] or [200]
         args.hard_sizes = [s for s in args.hard_sizes if s <= 1000]
+        args.batch_sizes = [s for s in args.batch_sizes if s <= 1000]
         args.repeats = 1
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
 
     try:
         import threadpoolctl

@@ -4,7 +4,7 @@ Structural causal models whose mechanisms are pure functions; interventions and 
 that compile with ``jit``, batch with ``vmap`` and differentiate with ``grad``.
 """
 
-from . import examples, invariance, solvers
+from . import examples, invariance, lie, solvers
 from ._version import __version__
 from .invariance import (
     check_compartments,
@@ -12,6 +12,7 @@ from .invariance import (
     learn_compartmentalized,
     learn_invariant,
 )
+from .lie import SO, Lie, LieGroup, Multiplicative, Translation, distributed
 from .scm import (
     SCM,
     Additive,
@@ -41,6 +42,7 @@ from .solvers import FixedPointReport, fixed_point
 
 __all__ = [
     "SCM",
+    "SO",
     "Additive",
     "Amortized",
     "CycleError",
@@ -50,17 +52,22 @@ __all__ = [
     "Hard",
     "Intervention",
     "Invertible",
+    "Lie",
+    "LieGroup",
     "Mechanism",
+    "Multiplicative",
     "Root",
     "Scale",
     "Shift",
     "Soft",
     "Solvability",
     "Solver",
+    "Translation",
     "__version__",
     "abduct",
     "check_compartments",
     "counterfactual",
+    "distributed",
     "do",
     "examples",
     "fixed_point",
@@ -68,6 +75,7 @@ __all__ = [
     "invariance_conditions",
     "learn_compartmentalized",
     "learn_invariant",
+    "lie",
     "log_prob",
     "sample",
     "solvability",

@@ -8,6 +8,7 @@ checks run while tracing, so they cost nothing on later calls. Under a user's ow
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 
 import equinox as eqx
@@ -18,7 +19,7 @@ from jaxtyping import Array, Float, PRNGKeyArray
 
 from . import graph
 from .interventions import Hard, Intervention, check_interventions
-from .mechanisms import is_stochastic
+from .mechanisms import Given, is_stochastic
 from .model import SCM
 
 Values = dict[str, Array]
@@ -100,15 +101,21 @@ def _check_observations(scm: SCM, obs: Mapping[str, Array]) -> int:
 
 def _check_concrete(scm: SCM, obs: Mapping[str, Array], interventions) -> None:
     """Value checks that need concrete numbers; skipped for traced inputs."""
-    for node, mech in scm.mechanisms.items():
-        if not mech.discrete:
-            continue
+    for node in scm._discrete:
+        mech = scm.mechanisms[node]
         x = obs.get(node) if isinstance(obs, Mapping) else None
-        if x is None or isinstance(x, jax.core.Tracer):
-            continue
-        mech.check_values(node, np.asarray(x))
-    for node, iv in (interventions or {}).items():
-        iv.check_values(node, scm.mechanisms[node])
+        if x is not None and not isinstance(x, jax.core.Tracer):
+            type(mech).check_values(mech, node, np.asarray(x))
+        iv = (interventions or {}).get(node)
+        if iv is not None:
+            type(iv).check_values(iv, node, mech)
+
+
+@functools.lru_cache(maxsize=256)
+def _targets(parents: tuple, intervened: tuple[str, ...]) -> tuple[str, ...]:
+    """Intervened nodes and their descendants, in model order (cached: it is per call)."""
+    desc = graph.descendants(dict(parents), intervened)
+    return tuple(n for n, _ in parents if n in desc)
 
 
 def _require_unintervened(scm: SCM, what: str) -> None:
@@ -220,14 +227,31 @@ def abduct(scm: SCM, observations: Mapping[str, Array], key: PRNGKeyArray | None
 def _counterfactual_jit(scm, obs, interventions, key, targets, num_samples):
     _check_observations(scm, obs)
     obs = _cast_obs(scm, obs)
+    # An intervened node whose parents keep their observed values and whose abduction is exact
+    # would be abducted and pushed forward again only to get back its observation: use the
+    # observation directly (exact, and two evaluations of its mechanism cheaper).
+    given = {}
+    for t in targets:
+        iv, mech = interventions.get(t), scm.mechanisms[t]
+        if (
+            iv is not None
+            and iv.uses_base_only
+            and mech.exact_abduction
+            and not any(p in targets for p in mech.parents)
+        ):
+            given[t] = Given(mech.parents)
+    model = scm.with_mechanisms(given) if given else scm
     # Hard-intervened nodes ignore their own noise, so it is never abducted.
-    need = tuple(t for t in targets if not isinstance(interventions.get(t), Hard))
+    need = tuple(
+        t for t in targets if not isinstance(interventions.get(t), Hard) and t not in given
+    )
 
     def one(k):
         noise = _abduct_nodes(scm, obs, k, need)
+        noise.update({t: obs[t] for t in given})
         # Observed values serve as the parents of targets and as the initial guess of an
         # equilibrium solve (the counterfactual equilibrium is usually near the factual one).
-        return scm.predict(noise, obs, targets, interventions, init=obs)
+        return model.predict(noise, obs, targets, interventions, init=obs)
 
     if num_samples is None:
         return one(key)
@@ -279,8 +303,7 @@ def counterfactual(
         num_samples = int(num_samples)
         if num_samples < 1:
             raise ValueError(f"num_samples must be positive, got {num_samples}")
-    desc = graph.descendants(scm.parents, interventions)
-    targets = tuple(n for n in scm.order if n in desc)
+    targets = _targets(scm._parents, tuple(sorted(interventions)))
     key = _as_key(key)
     if key is None:
         for node in targets:

@@ -65,6 +65,8 @@ class Mechanism(eqx.Module):
     noise: eqx.AbstractVar[distrax.Distribution]
     stochastic_abduction: ClassVar[bool] = False
     discrete: ClassVar[bool] = False
+    # forward(parents, abduct(x, parents)) == x exactly, in exact arithmetic.
+    exact_abduction: ClassVar[bool] = False
 
     def sample_noise(self, key: PRNGKeyArray, n: int) -> Array:
         """Draw exogenous noise for ``n`` units: shape ``(n, *noise_shape)``."""
@@ -105,6 +107,8 @@ class Root(Mechanism):
         noise: any distrax distribution (continuous or discrete); its sample shape is the
             node's shape.
     """
+
+    exact_abduction: ClassVar[bool] = True
 
     noise: distrax.Distribution
     parents: tuple[str, ...] = eqx.field(static=True)
@@ -150,6 +154,8 @@ class Additive(Mechanism):
         parents: names of the parents, in order.
     """
 
+    exact_abduction: ClassVar[bool] = True
+
     fn: Callable[[PyTree, Parents], Array]
     params: PyTree
     noise: distrax.Distribution
@@ -184,6 +190,8 @@ class Invertible(Mechanism):
         noise: base distribution of ``u`` for one unit.
         parents: names of the parents.
     """
+
+    exact_abduction: ClassVar[bool] = True
 
     bijector: Callable[[PyTree, Parents], distrax.Bijector]
     params: PyTree
@@ -341,6 +349,28 @@ class Amortized(Mechanism):
         if isinstance(q, distrax.Distribution):
             return q.sample(seed=key)
         return jnp.asarray(q)
+
+
+class Given(Mechanism):
+    """Internal: a node whose value is handed in as its "noise" (``x := u``), parents kept.
+
+    Counterfactuals use it for an intervened node whose parents are unchanged and whose
+    mechanism is exactly invertible: its pre-intervention value is then the observation itself,
+    so ``Shift`` gives ``x + delta`` exactly and no abduction or re-evaluation is needed.
+    """
+
+    parents: tuple[str, ...] = eqx.field(static=True)
+
+    def __init__(self, parents):
+        self.parents = tuple(parents)
+
+    @property
+    def noise(self) -> distrax.Distribution:
+        # Never sampled: the value is always handed in.
+        return distrax.Deterministic(0.0)
+
+    def forward(self, parents: Parents, noise: Array) -> Array:
+        return noise
 
 
 def is_stochastic(mech: Mechanism) -> bool:

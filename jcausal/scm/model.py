@@ -58,6 +58,9 @@ class SCM(eqx.Module):
     mechanisms: dict[str, Mechanism]
     interventions: dict[str, Intervention]
     order: tuple[str, ...] = eqx.field(static=True)
+    # The graph as hashable tuples, computed once: the hot paths read it on every call.
+    _parents: tuple[tuple[str, tuple[str, ...]], ...] = eqx.field(static=True, repr=False)
+    _discrete: tuple[str, ...] = eqx.field(static=True, repr=False)
     acyclic: ClassVar[bool] = True
 
     def __init__(
@@ -86,6 +89,8 @@ class SCM(eqx.Module):
             {n: m.parents for n, m in mechs.items()}, self_loops=not self.acyclic
         )
         self.order = graph.topological_order(parents) if self.acyclic else tuple(mechs)
+        self._parents = tuple((n, parents[n]) for n in self.order)
+        self._discrete = tuple(n for n in self.order if mechs[n].discrete)
         self.mechanisms = mechs
         self.interventions = check_interventions(dict(interventions or {}), mechs)
 
@@ -97,7 +102,7 @@ class SCM(eqx.Module):
     @property
     def parents(self) -> dict[str, tuple[str, ...]]:
         """``{node: parent names}``."""
-        return {n: self.mechanisms[n].parents for n in self.order}
+        return dict(self._parents)
 
     @property
     def children(self) -> dict[str, tuple[str, ...]]:
@@ -162,6 +167,15 @@ class SCM(eqx.Module):
                 shape = jax.ShapeDtypeStruct(fixed[node].shape, jnp.result_type(fixed[node]))
             out[node] = node_value(node, mech, interventions.get(node), pa, noise.get(node), shape)
         return out
+
+    def with_mechanisms(self, mechanisms: Mapping[str, Mechanism]) -> SCM:
+        """A copy with some mechanisms swapped for others with the same parents."""
+        for node, mech in mechanisms.items():
+            if tuple(mech.parents) != self.mechanisms[node].parents:
+                raise ValueError(f"node {node!r}: a replacement mechanism must keep the parents")
+        new = copy.copy(self)
+        object.__setattr__(new, "mechanisms", {**self.mechanisms, **mechanisms})
+        return new
 
     def with_interventions(self, interventions: Mapping[str, Intervention]) -> SCM:
         """A copy of this model with ``interventions`` in force (replacing all earlier ones)."""

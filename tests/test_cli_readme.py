@@ -21,11 +21,17 @@ def test_readme_quickstart_runs():
     blocks = re.findall(r"```python\n(.*?)```", text, flags=re.S)
     assert blocks, "README has no python example"
     ns: dict = {}
-    exec(compile(blocks[0], "README.md", "exec"), ns)
+    for block in blocks:  # the examples build on each other
+        exec(compile(block, "README.md", "exec"), ns)
     obs, cf, p_cf = ns["obs"], ns["cf"], ns["p_cf"]
     assert obs["x"].shape == (1_000_000,)
     assert cf["z"].shape == (100, 1000)
     np.testing.assert_allclose(np.asarray(p_cf).sum(1), 1.0, rtol=1e-6)
+    # The economy example: the equilibrium is the Leontief solution and the descent helped.
+    A, output = np.asarray(ns["A"]), ns["output"]
+    np.testing.assert_allclose(output["x"][0], np.linalg.solve(np.eye(50) - A, np.ones(50)))
+    assert bool(ns["report"].converged)
+    assert ns["loss"](ns["u"]) < ns["loss"](jax.numpy.zeros(50))
 
 
 def test_readme_commands_match_ci():

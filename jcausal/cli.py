@@ -177,10 +177,49 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--json", action="store_true", help="print JSON instead of a table")
     demo.set_defaults(func=_demo)
+
+    # These two hand their arguments to their own parsers (see main); listed here for --help.
+    sub.add_parser(
+        "design",
+        help="design multiplicative interventions on an input-output economy "
+        "(emissions vs employment); `jcausal design --help` for options",
+        add_help=False,
+    )
+    sub.add_parser(
+        "experiment",
+        help="run a paper reproduction: `jcausal experiment NAME [--smoke]`; "
+        "`jcausal experiment --list` lists them",
+        add_help=False,
+    )
     return parser
 
 
+def _experiment(argv: Sequence[str]) -> int:
+    from . import experiments
+
+    if not argv or argv[0] in ("-h", "--help", "--list"):
+        names = experiments.available()
+        print("usage: jcausal experiment NAME [--smoke] [--out DIR] [options]")
+        print("experiments: " + (", ".join(names) if names else "(none installed)"))
+        print("`jcausal experiment NAME --help` shows an experiment's options.")
+        return 0
+    try:
+        module = experiments.load(argv[0])
+    except ValueError as err:
+        print(f"jcausal experiment: {err}", file=sys.stderr)
+        return 2
+    module.main(list(argv[1:]))
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "experiment":
+        return _experiment(argv[1:])
+    if argv and argv[0] == "design":
+        from .design import main as design_main
+
+        return design_main(argv[1:]) or 0
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:

@@ -36,7 +36,7 @@ def sample_u(key, b):
 
 
 def intervene_y(u):
-    return {"y": jc.Scale(jnp.exp(u[0]))}  # multiplicative Lie intervention on y
+    return {"y": jc.Lie(jc.Multiplicative(), u[0])}  # multiplicative Lie intervention on y
 
 
 def test_proposition_3_conditions():
@@ -152,8 +152,8 @@ def test_learn_compartmentalized():
         two_compartments,
         PARTITION,
         [
-            (lambda u: {"y1": jc.Scale(jnp.exp(u[0]))}, "z1", "z1"),
-            (lambda u: {"y2": jc.Scale(jnp.exp(u[0]))}, "z2", "z2"),
+            (lambda u: {"y1": jc.Lie(jc.Multiplicative(), u[0])}, "z1", "z1"),
+            (lambda u: {"y2": jc.Lie(jc.Multiplicative(), u[0])}, "z2", "z2"),
         ],
         sample_theta=sample_c,
         sample_u=sample_u,

@@ -101,7 +101,7 @@ def _check_observations(scm: SCM, obs: Mapping[str, Array]) -> int:
 
 def _check_concrete(scm: SCM, obs: Mapping[str, Array], interventions) -> None:
     """Value checks that need concrete numbers; skipped for traced inputs."""
-    for node in scm._discrete:
+    for node in scm._checked:
         mech = scm.mechanisms[node]
         x = obs.get(node) if isinstance(obs, Mapping) else None
         if x is not None and not isinstance(x, jax.core.Tracer):

@@ -67,6 +67,8 @@ class Mechanism(eqx.Module):
     discrete: ClassVar[bool] = False
     # forward(parents, abduct(x, parents)) == x exactly, in exact arithmetic.
     exact_abduction: ClassVar[bool] = False
+    # check_values has something to check (run on concrete observations before each call).
+    checks_values: ClassVar[bool] = False
 
     def sample_noise(self, key: PRNGKeyArray, n: int) -> Array:
         """Draw exogenous noise for ``n`` units: shape ``(n, *noise_shape)``."""
@@ -130,9 +132,13 @@ class Root(Mechanism):
     def log_prob(self, value: Array, parents: Parents) -> Array:
         return _total(self.noise.log_prob(value))
 
+    @property
+    def checks_values(self) -> bool:  # type: ignore[override]
+        return isinstance(self.noise, distrax.Categorical)
+
     def check_values(self, node: str, value: np.ndarray) -> None:
-        # Discrete roots (Categorical, Bernoulli): an out-of-support value has probability 0
-        # and would silently give -inf log-likelihood; name it instead.
+        # Discrete roots (Categorical): an out-of-support value has probability 0 and would
+        # silently give -inf log-likelihood; name it instead.
         if isinstance(self.noise, distrax.Categorical) and value.size:
             k = self.noise.num_categories
             if value.min() < 0 or value.max() >= k:
@@ -237,6 +243,7 @@ class GumbelMax(Mechanism):
     parents: tuple[str, ...] = eqx.field(static=True, default=())
     stochastic_abduction: ClassVar[bool] = True
     discrete: ClassVar[bool] = True
+    checks_values: ClassVar[bool] = True
 
     def __init__(self, logits, params, num_categories, parents=()):
         if int(num_categories) < 2:

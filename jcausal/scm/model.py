@@ -60,7 +60,7 @@ class SCM(eqx.Module):
     order: tuple[str, ...] = eqx.field(static=True)
     # The graph as hashable tuples, computed once: the hot paths read it on every call.
     _parents: tuple[tuple[str, tuple[str, ...]], ...] = eqx.field(static=True, repr=False)
-    _discrete: tuple[str, ...] = eqx.field(static=True, repr=False)
+    _checked: tuple[str, ...] = eqx.field(static=True, repr=False)
     acyclic: ClassVar[bool] = True
 
     def __init__(
@@ -90,7 +90,7 @@ class SCM(eqx.Module):
         )
         self.order = graph.topological_order(parents) if self.acyclic else tuple(mechs)
         self._parents = tuple((n, parents[n]) for n in self.order)
-        self._discrete = tuple(n for n in self.order if mechs[n].discrete)
+        self._checked = tuple(n for n in self.order if mechs[n].checks_values)
         self.mechanisms = mechs
         self.interventions = check_interventions(dict(interventions or {}), mechs)
 

@@ -1,0 +1,45 @@
+"""Datasets that work offline: embedded handwritten digits, Morpho-MNIST, TFDS adapters.
+
+* `load_digits_28` — scikit-learn's 1,797 real 8x8 digits as 28x28 MNIST-style images (default).
+* `load_mnist` / `tfds_arrays` — real MNIST (and dSprites, Shapes3D, ...) via tensorflow-datasets.
+* `morphology` — Morpho-MNIST thickness/intensity measurement and editing.
+* `morphomnist` — the Deep SCM eq. (7) generator and its true counterfactuals.
+"""
+
+from . import digits, morphology, morphomnist, tfds
+from .digits import load_digits_28, load_mnist
+from .morphology import (
+    measure,
+    measure_intensity,
+    measure_thickness,
+    set_intensity,
+    set_thickness,
+)
+from .morphomnist import (
+    attribute_scm,
+    counterfactual_image,
+    counterfactual_images,
+    make_morphomnist,
+    sample_attributes,
+)
+from .tfds import tfds_arrays
+
+__all__ = [
+    "attribute_scm",
+    "counterfactual_image",
+    "counterfactual_images",
+    "digits",
+    "load_digits_28",
+    "load_mnist",
+    "make_morphomnist",
+    "measure",
+    "measure_intensity",
+    "measure_thickness",
+    "morphology",
+    "morphomnist",
+    "sample_attributes",
+    "set_intensity",
+    "set_thickness",
+    "tfds",
+    "tfds_arrays",
+]

@@ -1,0 +1,109 @@
+"""Convolutional encoder and decoder for 28x28 images (Deep SCM, appendix A, eqs. A.5-A.6).
+
+Both act on ONE image (the SCM engine vmaps them over units; they also accept a leading batch
+axis). The paper's BatchNorm layers are replaced by per-sample normalisation (GroupNorm after
+convolutions, LayerNorm after dense layers): batch statistics would make one unit's
+counterfactual depend on the other units in the batch, and would break under the engine's
+per-unit vmap.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+from jaxtyping import Array, Float
+
+
+def _image(x: Array) -> Array:
+    """(..., 28, 28) or (..., 28, 28, 1) -> (..., 28, 28, 1)."""
+    return x[..., None] if x.shape[-1] != 1 else x
+
+
+class MNISTEncoder(nnx.Module):
+    """``e(x; pa)``: image -> mean and log-variance of a diagonal Gaussian over the latent.
+
+    Conv(64, 4, 2, 1) - norm - LeakyReLU(0.1) - Conv(128, 4, 2, 1) - norm - LeakyReLU -
+    flatten - Linear(100) - norm - LeakyReLU, concatenated with the (normalised) parents, then
+    two Linear(latent) heads (eq. A.6).
+
+    Args:
+        latent: latent dimension (16 in the paper).
+        context: number of scalar parent features.
+        rngs: flax random streams for initialisation.
+    """
+
+    def __init__(self, latent: int = 16, context: int = 0, *, rngs: nnx.Rngs, width: int = 64):
+        self.conv1 = nnx.Conv(1, width, (4, 4), strides=(2, 2), padding=((1, 1), (1, 1)), rngs=rngs)
+        self.norm1 = nnx.GroupNorm(width, num_groups=8, rngs=rngs)
+        self.conv2 = nnx.Conv(
+            width, 2 * width, (4, 4), strides=(2, 2), padding=((1, 1), (1, 1)), rngs=rngs
+        )
+        self.norm2 = nnx.GroupNorm(2 * width, num_groups=8, rngs=rngs)
+        self.dense = nnx.Linear(2 * width * 7 * 7, 100, rngs=rngs)
+        self.norm3 = nnx.LayerNorm(100, rngs=rngs)
+        self.mean = nnx.Linear(100 + context, latent, rngs=rngs)
+        self.logvar = nnx.Linear(100 + context, latent, rngs=rngs)
+        self.context = context
+
+    def __call__(
+        self, x: Float[Array, "28 28"], context: Float[Array, " k"] | None = None
+    ) -> tuple[Float[Array, " latent"], Float[Array, " latent"]]:
+        h = _image(x)
+        # GroupNorm reduces over every axis but the first, so one image gets a batch axis.
+        single = h.ndim == 3
+        if single:
+            h = h[None]
+            context = None if context is None else jnp.asarray(context)[None]
+        h = jax.nn.leaky_relu(self.norm1(self.conv1(h)), 0.1)
+        h = jax.nn.leaky_relu(self.norm2(self.conv2(h)), 0.1)
+        h = h.reshape(*h.shape[:-3], -1)
+        h = jax.nn.leaky_relu(self.norm3(self.dense(h)), 0.1)
+        if self.context:
+            h = jnp.concatenate([h, jnp.broadcast_to(context, (*h.shape[:-1], self.context))], -1)
+        mean, logvar = self.mean(h), self.logvar(h)
+        return (mean[0], logvar[0]) if single else (mean, logvar)
+
+
+class MNISTDecoder(nnx.Module):
+    """``g(z; pa)``: latent and parents -> per-pixel mean of the image's low-level mechanism.
+
+    Linear(1024) - norm - ReLU - Linear(64 * 7 * 7) - norm - ReLU - reshape (7, 7, 64) -
+    ConvTranspose(64, 4, 2, 1) - norm - ReLU - ConvTranspose(1, 4, 2, 1) - Conv(1, 1, 1, 0)
+    (eq. A.5; the paper's second Linear must produce 64 * 7 * 7 features to allow the reshape).
+
+    Args:
+        latent: latent dimension.
+        context: number of scalar parent features.
+        rngs: flax random streams.
+    """
+
+    def __init__(self, latent: int = 16, context: int = 0, *, rngs: nnx.Rngs, width: int = 64):
+        self.fc1 = nnx.Linear(latent + context, 1024, rngs=rngs)
+        self.norm1 = nnx.LayerNorm(1024, rngs=rngs)
+        self.fc2 = nnx.Linear(1024, width * 7 * 7, rngs=rngs)
+        self.norm2 = nnx.LayerNorm(width * 7 * 7, rngs=rngs)
+        self.up1 = nnx.ConvTranspose(
+            width, width, (4, 4), strides=(2, 2), padding="SAME", rngs=rngs
+        )
+        self.norm3 = nnx.GroupNorm(width, num_groups=8, rngs=rngs)
+        self.up2 = nnx.ConvTranspose(width, 1, (4, 4), strides=(2, 2), padding="SAME", rngs=rngs)
+        self.out = nnx.Conv(1, 1, (1, 1), rngs=rngs)
+        self.width = width
+        self.context = context
+
+    def __call__(
+        self, z: Float[Array, " latent"], context: Float[Array, " k"] | None = None
+    ) -> Float[Array, "28 28"]:
+        single = z.ndim == 1
+        h = z[None] if single else z
+        if single and context is not None:
+            context = jnp.asarray(context)[None]
+        if self.context:
+            h = jnp.concatenate([h, jnp.broadcast_to(context, (*h.shape[:-1], self.context))], -1)
+        h = jax.nn.relu(self.norm1(self.fc1(h)))
+        h = jax.nn.relu(self.norm2(self.fc2(h)))
+        h = h.reshape(*h.shape[:-1], 7, 7, self.width)
+        h = jax.nn.relu(self.norm3(self.up1(h)))
+        h = self.out(self.up2(h))[..., 0]
+        return h[0] if single else h

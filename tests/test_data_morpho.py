@@ -1,0 +1,191 @@
+"""Morpho-MNIST morphometry, the eq. (7) generator and the embedded 28x28 digits."""
+
+import jax
+import numpy as np
+import pytest
+from scipy import stats
+
+import jcausal as jc
+from jcausal.data import load_digits_28, morphology, morphomnist
+
+N_DIGITS = 1797
+
+
+def _ring(width, radius=7.0, supersample=16):
+    """A ring of known stroke width (pixels), drawn 16x supersampled and box-averaged to 28x28."""
+    n = 28 * supersample
+    c = (np.arange(n) + 0.5) / supersample - 14.0
+    dist = np.hypot(c[:, None], c[None, :])
+    ink = (np.abs(dist - radius) <= width / 2).astype(float)
+    return 255.0 * ink.reshape(28, supersample, 28, supersample).mean(axis=(1, 3))
+
+
+@pytest.fixture(scope="module")
+def test_digits():
+    return load_digits_28("test")
+
+
+@pytest.mark.parametrize(("width", "tol"), [(1.5, 0.3), (2.0, 0.1), (3.0, 0.1), (5.0, 0.1)])
+def test_thickness_of_rendered_ring(width, tol):
+    # Tolerance: 0.1 px for strokes >= 2 px; sub-2-px strokes blur into the background at 28x28.
+    assert abs(morphology.measure_thickness(_ring(width)) - width) <= tol
+
+
+def test_set_thickness_reaches_absolute_targets(test_digits):
+    images, _ = test_digits
+    rng = np.random.default_rng(0)
+    targets = rng.uniform(1.5, 5.0, size=24)
+    measured = np.array(
+        [
+            morphology.measure_thickness(morphology.set_thickness(x, t))
+            for x, t in zip(images, targets, strict=False)
+        ]
+    )
+    assert np.corrcoef(measured, targets)[0, 1] >= 0.95
+    assert np.median(np.abs(measured - targets)) <= 0.15
+
+
+def test_set_intensity_exact_and_clamped(test_digits):
+    images, _ = test_digits
+    targets = [70.0, 100.0, 140.0, 180.0, 220.0, 240.0, 250.0, 255.0]
+    for x, target in zip(images[: len(targets)], targets, strict=True):
+        out = morphology.set_intensity(x, target)
+        assert abs(morphology.measure_intensity(out) - target) <= 1.0
+        assert out.min() >= 0.0 and out.max() <= 255.0
+        q = morphology.set_intensity(x, target, quantize=True)
+        assert np.array_equal(q, np.round(q))
+        assert abs(morphology.measure_intensity(q) - target) <= 1.0
+    # A bright target needs a multiplier that pushes pixels past 255: they are clamped there.
+    # Shade the digit left to right so its median is below its maximum.
+    x = images[0] * np.linspace(0.5, 1.0, 28)[None, :]
+    mult = 255.0 / morphology.measure_intensity(x)
+    assert (x * mult).max() > 255.0
+    out = morphology.set_intensity(x, 255.0)
+    assert out.max() == 255.0 and out.min() >= 0.0
+
+
+def test_morphology_errors():
+    with pytest.raises(ValueError, match="no digit"):
+        morphology.set_intensity(np.zeros((28, 28)), 100.0)
+    with pytest.raises(ValueError, match="no digit"):
+        morphology.set_thickness(np.full((28, 28), 7.0), 2.0)
+    with pytest.raises(ValueError, match="target thickness"):
+        morphology.set_thickness(_ring(3.0), -1.0)
+    with pytest.raises(ValueError, match="2-D"):
+        morphology.measure_thickness(np.zeros((2, 28, 28)))
+
+
+def test_attribute_moments_match_eq7():
+    a = morphomnist.sample_attributes(200_000, seed=1)
+    n = len(a["thickness"])
+    # t = 0.5 + Gamma(10, rate 5): mean 2.5, variance 10 / 25.
+    assert abs(a["thickness"].mean() - 2.5) <= 4 * np.sqrt(0.4 / n)
+    assert abs(a["thickness"].std() - np.sqrt(0.4)) <= 0.01
+    # E[i] and E[i^2] by quadrature: Gauss-Legendre in the Gamma's quantile u = F(e_T) and
+    # Gauss-Hermite in e_I ~ N(0, 1).
+    u, wu = np.polynomial.legendre.leggauss(400)
+    e_t = stats.gamma(10.0, scale=0.2).ppf((u + 1.0) / 2.0)
+    z, wz = np.polynomial.hermite_e.hermegauss(80)
+    i = morphomnist.intensity_mechanism(0.5 + e_t[:, None], z[None, :])
+    weights = (wu / 2.0)[:, None] * (wz / np.sqrt(2.0 * np.pi))[None, :]
+
+    def moment(k):
+        return float((weights * i**k).sum())
+
+    mean_i = moment(1)
+    std_i = np.sqrt(moment(2) - mean_i**2)
+    assert abs(a["intensity"].mean() - mean_i) <= 4 * std_i / np.sqrt(n)
+    assert abs(a["intensity"].std() - std_i) <= 0.01 * std_i
+    assert a["intensity"].min() >= 64.0 and a["intensity"].max() <= 255.0
+
+
+def test_attribute_scm_matches_numpy_generator():
+    scm = morphomnist.attribute_scm()
+    a = morphomnist.sample_attributes(500, seed=2)
+    obs = {"thickness": a["thickness"], "intensity": a["intensity"]}
+    noise = jc.abduct(scm, obs)
+    np.testing.assert_allclose(noise["thickness"], a["noise_thickness"], rtol=1e-6)
+    np.testing.assert_allclose(noise["intensity"], a["noise_intensity"], rtol=1e-5, atol=1e-6)
+    draws = jc.sample(jax.random.PRNGKey(0), scm, 20_000)
+    assert abs(float(draws["thickness"].mean()) - 2.5) <= 4 * np.sqrt(0.4 / 20_000)
+    # Counterfactual intensity under do(t := t + 1) uses the unit's own e_I.
+    cf = jc.counterfactual(scm, obs, {"thickness": jc.Shift(1.0)})
+    expected = morphomnist.intensity_mechanism(a["thickness"] + 1.0, a["noise_intensity"])
+    np.testing.assert_allclose(cf["intensity"], expected, rtol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def dataset(test_digits, tmp_path_factory):
+    images, labels = test_digits
+    directory = tmp_path_factory.mktemp("morpho-cache")
+    data = morphomnist.make_morphomnist(images, labels, n=32, seed=3, directory=directory)
+    return images, labels, directory, data
+
+
+def test_dataset_measurements_track_targets(dataset):
+    _, _, _, d = dataset
+    assert d["images"].shape == (32, 28, 28) and d["images"].dtype == np.uint8
+    assert np.corrcoef(d["thickness"], d["measured_thickness"])[0, 1] >= 0.9
+    assert np.corrcoef(d["intensity"], d["measured_intensity"])[0, 1] >= 0.9
+    assert np.abs(d["intensity"] - d["measured_intensity"]).max() <= 1.0
+    np.testing.assert_array_equal(d["thickness"], morphomnist.sample_attributes(32, 3)["thickness"])
+
+
+def test_dataset_deterministic_and_cached(dataset, monkeypatch):
+    images, labels, directory, d = dataset
+    fresh = morphomnist.make_morphomnist(images, labels, n=32, seed=3, cache=False)
+    assert fresh.keys() == d.keys()
+    for k in d:
+        np.testing.assert_array_equal(fresh[k], d[k])
+    assert len(list(directory.glob("morphomnist-*.npz"))) == 1
+
+    def no_regeneration(*args, **kwargs):
+        raise AssertionError("a cache hit must not regenerate images")
+
+    monkeypatch.setattr(morphomnist, "counterfactual_images", no_regeneration)
+    hit = morphomnist.make_morphomnist(images, labels, n=32, seed=3, directory=directory)
+    for k in d:
+        np.testing.assert_array_equal(hit[k], d[k])
+    other = morphomnist.sample_attributes(32, 4)
+    assert not np.array_equal(other["thickness"], d["thickness"])
+
+
+def test_cache_dir_env(monkeypatch, tmp_path):
+    monkeypatch.setenv("JCAUSAL_CACHE", str(tmp_path))
+    assert morphomnist.cache_dir() == tmp_path
+
+
+def test_true_counterfactual_image(dataset):
+    images, _, _, d = dataset
+    k = 5
+    digit = images[d["digit_index"][k]]
+    same = morphomnist.counterfactual_image(digit, d["thickness"][k], d["intensity"][k])
+    np.testing.assert_array_equal(same, d["images"][k])
+    cf = morphomnist.counterfactual_image(digit, 4.0, 200.0)
+    assert abs(morphology.measure_thickness(cf) - 4.0) <= 0.3
+    assert abs(morphology.measure_intensity(cf) - 200.0) <= 1.0
+    assert d["labels"][k] == load_digits_28("test")[1][d["digit_index"][k]]
+
+
+def test_embedded_digits():
+    from sklearn.datasets import load_digits
+
+    train_x, train_y = load_digits_28("train")
+    test_x, test_y = load_digits_28("test")
+    all_x, all_y = load_digits_28("all")
+    assert len(train_y) + len(test_y) == N_DIGITS == len(all_y)
+    np.testing.assert_array_equal(all_y, load_digits().target)
+    for x in (train_x, test_x):
+        assert x.shape[1:] == (28, 28) and x.dtype == np.uint8
+        assert x.min() == 0 and x.max() == 255
+    assert np.bincount(train_y, minlength=10).min() >= 140
+    assert np.bincount(test_y, minlength=10).min() >= 29
+    # The splits partition the embedded set.
+    as_rows = {r.tobytes() for r in all_x}
+    assert {r.tobytes() for r in train_x} | {r.tobytes() for r in test_x} <= as_rows
+    # Ink is centred like MNIST (centre of mass near the middle) and stays in the frame.
+    com = (all_x.astype(float) * np.arange(28)[None, :, None]).sum((1, 2)) / all_x.sum((1, 2))
+    assert np.all(np.abs(com - 13.5) <= 1.0)
+    assert all_x[:, [0, -1]].max() == 0 and all_x[:, :, [0, -1]].max() == 0
+    with pytest.raises(ValueError, match="split"):
+        load_digits_28("validation")

@@ -22,7 +22,7 @@ UNITS = "units"
 
 
 def unit_mesh(devices: int | None = None) -> Mesh:
-    """A one-dimensional mesh named ``"units"`` over the first ``devices`` devices (all by default)."""
+    """A one-dimensional mesh named ``"units"`` over the first ``devices`` devices (default all)."""
     available = jax.devices()
     k = len(available) if devices is None else int(devices)
     if not 1 <= k <= len(available):

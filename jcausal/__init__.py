@@ -4,7 +4,7 @@ Structural causal models whose mechanisms are pure functions; interventions and 
 that compile with ``jit``, batch with ``vmap`` and differentiate with ``grad``.
 """
 
-from . import examples, invariance, lie, solvers
+from . import examples, invariance, lie, parallel, solvers
 from ._version import __version__
 from .invariance import (
     check_compartments,
@@ -77,6 +77,7 @@ __all__ = [
     "learn_invariant",
     "lie",
     "log_prob",
+    "parallel",
     "sample",
     "solvability",
     "solve",

@@ -1,0 +1,50 @@
+"""Smoke runs of the economy experiments (Figs. 3a, 4, 5 of the Lie-interventions paper)."""
+
+import json
+
+import numpy as np
+
+from jcausal.experiments import compartments, equilibrium_accuracy, rebound
+
+
+def test_rebound_smoke(tmp_path):
+    m = rebound.run(smoke=True, out=tmp_path)
+    assert (tmp_path / "metrics.json").exists() and (tmp_path / "fig4_rebound.png").exists()
+    for alpha, r in m["per_alpha"].items():
+        ref = np.asarray(r["target_price"]["reference"])
+        # Lie intervention: lower target price, and backfire (more energy than reference).
+        assert np.all(np.asarray(r["target_price"]["lie"]) < 0.8 * ref), alpha
+        assert r["backfire_everywhere"] and r["energy_ratio_lie_min"] > 2.0
+        assert r["rebound_effect_lie_min"] > 1.0
+        # Invariant intervention: price within 8 % of reference, energy below reference.
+        assert r["price_rel_dev_invariant_max"] < 0.08
+        assert r["savings_everywhere_invariant"] and r["energy_ratio_invariant_max"] < 0.9
+    saved = json.loads((tmp_path / "metrics.json").read_text())
+    assert saved["config"]["smoke"] is True
+
+
+def test_compartments_smoke(tmp_path):
+    m = compartments.run(smoke=True, out=tmp_path)
+    assert (tmp_path / "metrics.json").exists() and (tmp_path / "fig5_compartments.png").exists()
+    assert m["check_compartments"]["holds"]
+    for s in [m["reference"], *m["held_out_theta"]]:
+        # The invariant node of compartment 1 stays put for every (u, v) ...
+        assert s["z1_rel_dev_II_max"] < 0.03 < 0.1 < s["z1_rel_dev_LI_max"]
+        # ... and its intervened node depends on u only.
+        assert s["y1_II_spread_over_v_max"] < 0.01
+        assert s["y1_II_spread_over_u_min"] > 0.3
+
+
+def test_equilibrium_accuracy_smoke(tmp_path):
+    m = equilibrium_accuracy.run(smoke=True, out=tmp_path)
+    assert (tmp_path / "metrics.json").exists() and (tmp_path / "fig3a_budget200.png").exists()
+    near = m["results"]["budget_200"]["synthetic_near_unit"]
+    fwd = np.asarray(near["forward"]["mean"])
+    for label in ("anderson_beta1", "anderson_beta2"):
+        aa = np.asarray(near[label]["mean"])
+        # Same budget of 200 evaluations: Anderson reaches the float64 floor, forward does not.
+        assert np.all(aa < 1e-14)
+        assert np.all(fwd > 1e3 * aa)
+    # Small, weakly coupled pymrio blocks: every method reaches the rounding floor.
+    pym = m["results"]["budget_200"]["pymrio_test"]
+    assert all(max(pym[k]["mean"]) < 1e-14 for k in m["methods"])

@@ -205,13 +205,14 @@ class Compensator(eqx.Module):
         depth: int = 2,
         form: Literal["multiplicative", "additive", "replace"] = "multiplicative",
         dtype=None,
+        parent_sizes: Sequence[int] | None = None,
     ):
         if form not in ("multiplicative", "additive", "replace"):
             raise ValueError(f"unknown form {form!r}; use multiplicative, additive or replace")
         dtype = dtype or jnp.result_type(float)
-        mlp = eqx.nn.MLP(
-            len(parents) + u_size, 1, width, depth, activation=jax.nn.tanh, key=key, dtype=dtype
-        )
+        # Parents may be vectors: the MLP sees all their entries, flattened.
+        n_in = (len(parents) if parent_sizes is None else int(sum(parent_sizes))) + u_size
+        mlp = eqx.nn.MLP(n_in, 1, width, depth, activation=jax.nn.tanh, key=key, dtype=dtype)
         if form != "replace":
             last = mlp.layers[-1]
             mlp = eqx.tree_at(
@@ -347,14 +348,17 @@ def learn_invariant(
         if node not in scm0.mechanisms:
             raise ValueError(f"unknown node {node!r}; known nodes: {list(scm0.order)}")
     u_example = sample_u(k_data, 1)[0]
+    shapes = scm0.node_shapes()
+    parents = scm0.mechanisms[auxiliary].parents
     comp = Compensator(
-        scm0.mechanisms[auxiliary].parents,
+        parents,
         int(np.prod(jnp.shape(u_example))),
         k_init,
         width=width,
         depth=depth,
         form=form,
         dtype=jnp.result_type(u_example),
+        parent_sizes=[int(np.prod(shapes[p].shape)) for p in parents],
     )
     inv = InvariantIntervention(intervene, comp, invariant, auxiliary, jnp.zeros(0))
     params, static = eqx.partition(inv, eqx.is_inexact_array)

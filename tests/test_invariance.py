@@ -10,6 +10,7 @@ import jcausal as jc
 from jcausal import invariance as inv
 
 ZERO = distrax.Deterministic(0.0)
+ZERO2 = distrax.Deterministic(jnp.zeros(2))
 
 
 def eq4(theta):
@@ -181,3 +182,33 @@ def test_learn_compartmentalized():
             sample_u=sample_u,
             key=jax.random.key(1),
         )
+
+
+def test_compensator_sees_vector_parents():
+    """An auxiliary node with a vector parent: the MLP input has one entry per component."""
+
+    def model(theta):
+        scm = jc.EquilibriumSCM(
+            v=jc.Additive(lambda p, pa: p * jnp.array([1.0, 2.0]), theta[0], ZERO2),
+            w=jc.Additive(
+                lambda p, pa: 0.5 * pa["v"].sum() + 0.2 * pa["w"], None, ZERO, ["v", "w"]
+            ),
+        )
+        return scm, {"v": jnp.zeros((1, 2)), "w": jnp.zeros(1)}
+
+    res = inv.learn_invariant(
+        model,
+        lambda u: {"v": jc.Lie(jc.Multiplicative(), u[0])},
+        invariant="w",
+        auxiliary="w",
+        sample_theta=lambda k, b: jax.random.uniform(k, (b, 1), minval=0.5, maxval=1.5),
+        sample_u=sample_u,
+        key=jax.random.key(2),
+        steps=150,
+    )
+    assert res.compensator.mlp.in_size == 2 + 1 + 1  # v (2 entries), w itself, u
+    thetas = jax.random.uniform(jax.random.key(7), (16, 1), minval=0.5, maxval=1.5)
+    us = sample_u(jax.random.key(8), 16)
+    kept = np.asarray(res.deviation(model, thetas, us))
+    moved = np.asarray(res.deviation(model, thetas, us, compensated=False))
+    assert kept.mean() < 0.2 * moved.mean()

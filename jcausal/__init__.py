@@ -4,7 +4,7 @@ Structural causal models whose mechanisms are pure functions; interventions and 
 that compile with ``jit``, batch with ``vmap`` and differentiate with ``grad``.
 """
 
-from . import examples, invariance, lie, parallel, solvers
+from . import economy, examples, flows, invariance, lie, parallel, solvers, train
 from ._version import __version__
 from .invariance import (
     check_compartments,
@@ -39,6 +39,7 @@ from .scm import (
     solve,
 )
 from .solvers import FixedPointReport, fixed_point
+from .train import History, fit
 
 __all__ = [
     "SCM",
@@ -50,6 +51,7 @@ __all__ = [
     "FixedPointReport",
     "GumbelMax",
     "Hard",
+    "History",
     "Intervention",
     "Invertible",
     "Lie",
@@ -69,8 +71,11 @@ __all__ = [
     "counterfactual",
     "distributed",
     "do",
+    "economy",
     "examples",
+    "fit",
     "fixed_point",
+    "flows",
     "invariance",
     "invariance_conditions",
     "learn_compartmentalized",
@@ -82,4 +87,5 @@ __all__ = [
     "solvability",
     "solve",
     "solvers",
+    "train",
 ]

@@ -22,18 +22,11 @@ import numpy as np
 from jaxtyping import Array, ArrayLike, Float
 
 from ..scm import Additive, EquilibriumSCM, Solver
+from .leontief import spectral_radius
 
 
 def _concrete(x) -> bool:
     return not isinstance(x, jax.core.Tracer)
-
-
-def spectral_radius(A: ArrayLike) -> float:
-    """Largest absolute eigenvalue of a square matrix (numpy, concrete values only)."""
-    a = np.asarray(A, dtype=float)
-    if a.size == 0:
-        return 0.0
-    return float(np.max(np.abs(np.linalg.eigvals(a))))
 
 
 def check_technical_coefficients(A: ArrayLike, *, name: str = "A") -> None:

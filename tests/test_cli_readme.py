@@ -40,7 +40,7 @@ def test_readme_commands_match_ci():
     test_cmd = next(line for line in first if "pytest" in line)
     assert '-e ".[dev,bench,data]"' in test_cmd and '-e ".[dev,bench,data]"' in ci
     assert test_cmd.split("&& ")[-1].strip() in ci
-    assert any("jcausal demo" in line for line in first)
+    assert any("jcausal design" in line for line in first)
 
 
 def test_version_and_help(capsys):
@@ -103,3 +103,12 @@ def test_health_model_shapes_and_log_prob_finite():
     risk = np.asarray(obs["risk"])
     assert 0 < risk.min() and risk.max() < 100
     assert np.all(np.isfinite(jc.log_prob(scm, obs)))
+
+
+def test_experiment_dispatch(capsys):
+    assert main(["experiment", "--list"]) == 0
+    out = capsys.readouterr().out
+    for name in ("equilibrium_accuracy", "ghg_employment", "rebound", "compartments"):
+        assert name in out
+    assert main(["experiment", "nope"]) == 2
+    assert "unknown experiment 'nope'" in capsys.readouterr().err

@@ -18,6 +18,7 @@ EXPERIMENTS = {
     "ghg_employment": "jcausal.experiments.ghg_employment",
     "rebound": "jcausal.experiments.rebound",
     "compartments": "jcausal.experiments.compartments",
+    "deepscm": "jcausal.experiments.deepscm",
 }
 
 

@@ -11,13 +11,13 @@ from __future__ import annotations
 import functools
 from collections.abc import Mapping
 
-import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from . import graph
+from ._jit import lean_jit
 from .interventions import Hard, Intervention, check_interventions
 from .mechanisms import Given, is_stochastic
 from .model import SCM
@@ -118,6 +118,14 @@ def _targets(parents: tuple, intervened: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(n for n, _ in parents if n in desc)
 
 
+def _as_obs(observations) -> dict:
+    if not isinstance(observations, Mapping):
+        raise TypeError(
+            f"observations must be a dict {{node: array}}, got {type(observations).__name__}"
+        )
+    return dict(observations)
+
+
 def _require_unintervened(scm: SCM, what: str) -> None:
     if scm.interventions:
         raise ValueError(
@@ -162,7 +170,7 @@ def _abduct_nodes(
 # sample
 
 
-@eqx.filter_jit
+@lean_jit
 def _sample_jit(key, scm, n, return_noise):
     values, noises = _ancestral(key, scm, n)
     return (values, noises) if return_noise else values
@@ -187,14 +195,14 @@ def sample(
     n = int(n)
     if n < 1:
         raise ValueError(f"n must be a positive number of units, got {n}")
-    return _sample_jit(_as_key(key), scm, n, bool(return_noise))
+    return _sample_jit((_as_key(key), scm), n, bool(return_noise))
 
 
 # ----------------------------------------------------------------------------------------------
 # abduct
 
 
-@eqx.filter_jit
+@lean_jit
 def _abduct_jit(scm, obs, key, nodes):
     _check_observations(scm, obs)
     return _abduct_nodes(scm, _cast_obs(scm, obs), key, nodes)
@@ -216,14 +224,14 @@ def abduct(scm: SCM, observations: Mapping[str, Array], key: PRNGKeyArray | None
     """
     _require_unintervened(scm, "abduct")
     _check_concrete(scm, observations, None)
-    return _abduct_jit(scm, observations, _as_key(key), scm.order)
+    return _abduct_jit((scm, _as_obs(observations), _as_key(key)), scm.order)
 
 
 # ----------------------------------------------------------------------------------------------
 # counterfactual
 
 
-@eqx.filter_jit
+@lean_jit
 def _counterfactual_jit(scm, obs, interventions, key, targets, num_samples):
     _check_observations(scm, obs)
     obs = _cast_obs(scm, obs)
@@ -315,7 +323,7 @@ def counterfactual(
                     "the intervention and abducts its noise by sampling a posterior; pass "
                     "key=jax.random.key(seed)"
                 )
-    cf = _counterfactual_jit(scm, observations, interventions, key, targets, num_samples)
+    cf = _counterfactual_jit((scm, _as_obs(observations), interventions, key), targets, num_samples)
     out = {}
     for node in scm.order:
         if node in cf:
@@ -331,7 +339,7 @@ def counterfactual(
 # log_prob
 
 
-@eqx.filter_jit
+@lean_jit
 def _log_prob_jit(scm, obs, per_node):
     _check_observations(scm, obs)
     obs = _cast_obs(scm, obs)
@@ -372,4 +380,4 @@ def log_prob(
             "whose density also needs det(I - dF/dx)"
         )
     _check_concrete(scm, observations, None)
-    return _log_prob_jit(scm, observations, bool(per_node))
+    return _log_prob_jit((scm, _as_obs(observations)), bool(per_node))

@@ -14,6 +14,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
+import equinox as eqx
 import jax
 import numpy as np
 
@@ -33,7 +34,12 @@ class lean_jit:
         self.cache: OrderedDict = OrderedDict()
 
     def __call__(self, dynamic: tuple, *static: Any) -> Any:
-        leaves, treedef = jax.tree_util.tree_flatten(dynamic)
+        leaves, treedefs = [], []
+        for part in dynamic:
+            part_leaves, part_def = _flatten(part)
+            leaves.extend(part_leaves)
+            treedefs.append((part_def, len(part_leaves)))
+        treedef = tuple(treedefs)
         mask = tuple(isinstance(x, _ARRAY) for x in leaves)
         arrays = [x for x, m in zip(leaves, mask, strict=True) if m]
         others = tuple(x for x, m in zip(leaves, mask, strict=True) if not m)
@@ -54,6 +60,29 @@ class lean_jit:
         def program(arrays):
             it_a, it_o = iter(arrays), iter(others)
             leaves = [next(it_a) if m else next(it_o) for m in mask]
-            return fn(*jax.tree_util.tree_unflatten(treedef, leaves), *static)
+            parts, start = [], 0
+            for part_def, size in treedef:
+                parts.append(jax.tree_util.tree_unflatten(part_def, leaves[start : start + size]))
+                start += size
+            return fn(*parts, *static)
 
         return program
+
+
+# Models are immutable equinox Modules that users pass again and again; flattening one (distrax
+# distributions included) is the largest per-call cost left, so remember it by identity.
+_FLAT: OrderedDict = OrderedDict()
+
+
+def _flatten(obj: Any) -> tuple[list, Any]:
+    if not isinstance(obj, eqx.Module):
+        return jax.tree_util.tree_flatten(obj)
+    hit = _FLAT.get(id(obj))
+    if hit is not None and hit[0] is obj:
+        return hit[1], hit[2]
+    leaves, treedef = jax.tree_util.tree_flatten(obj)
+    if not any(isinstance(x, jax.core.Tracer) for x in leaves):
+        _FLAT[id(obj)] = (obj, leaves, treedef)
+        if len(_FLAT) > 64:
+            _FLAT.popitem(last=False)
+    return leaves, treedef

@@ -10,6 +10,7 @@ Semantics match ``filter_jit``: arrays are traced, everything else is static.
 
 from __future__ import annotations
 
+import weakref
 from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
@@ -70,19 +71,25 @@ class lean_jit:
 
 
 # Models are immutable equinox Modules that users pass again and again; flattening one (distrax
-# distributions included) is the largest per-call cost left, so remember it by identity.
-_FLAT: OrderedDict = OrderedDict()
+# distributions included) is the largest per-call cost left, so remember it by identity. Entries
+# hold the model only weakly and are dropped when it dies, so a cached model's arrays (an
+# economy's A can be GBs) are never kept alive by the cache.
+_FLAT: dict[int, tuple[weakref.ref, list, Any]] = {}
 
 
 def _flatten(obj: Any) -> tuple[list, Any]:
     if not isinstance(obj, eqx.Module):
         return jax.tree_util.tree_flatten(obj)
     hit = _FLAT.get(id(obj))
-    if hit is not None and hit[0] is obj:
+    if hit is not None and hit[0]() is obj:
         return hit[1], hit[2]
     leaves, treedef = jax.tree_util.tree_flatten(obj)
-    if not any(isinstance(x, jax.core.Tracer) for x in leaves):
-        _FLAT[id(obj)] = (obj, leaves, treedef)
-        if len(_FLAT) > 64:
-            _FLAT.popitem(last=False)
+    if len(_FLAT) < 64 and not any(isinstance(x, jax.core.Tracer) for x in leaves):
+        try:
+            ref = weakref.ref(obj)
+        except TypeError:  # not weak-referenceable: just do not cache
+            return leaves, treedef
+        key = id(obj)
+        _FLAT[key] = (ref, leaves, treedef)
+        weakref.finalize(obj, _FLAT.pop, key, None)
     return leaves, treedef

@@ -25,6 +25,21 @@ def test_digits():
     return load_digits_28("test")
 
 
+def test_medial_axis_matches_skimage(test_digits):
+    # The cached-table medial axis must be skimage's, pixel for pixel, including the tie-breaks
+    # and masks that touch the border.
+    from skimage.morphology import medial_axis
+
+    masks = [morphology._mask(morphology.upscale(d), 0.5) for d in test_digits[0][:12]]
+    masks.append(np.ones((9, 9), bool))
+    masks.append(np.random.default_rng(0).random((40, 40)) < 0.6)
+    for mask in masks:
+        want, want_d = medial_axis(mask, return_distance=True, rng=0)
+        got, got_d = morphology._medial_axis(mask)
+        np.testing.assert_array_equal(got, want)
+        np.testing.assert_array_equal(got_d, want_d)
+
+
 @pytest.mark.parametrize(("width", "tol"), [(1.5, 0.3), (2.0, 0.1), (3.0, 0.1), (5.0, 0.1)])
 def test_thickness_of_rendered_ring(width, tol):
     # Tolerance: 0.1 px for strokes >= 2 px; sub-2-px strokes blur into the background at 28x28.

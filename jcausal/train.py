@@ -54,12 +54,17 @@ class History:
             ``loss`` and the auxiliary terms.
         eval: evaluation records, dicts with ``step`` and the evaluation metrics.
         start_step: the step this call started from (0, or the step of the restored checkpoint).
+        best_step: with ``keep_best``, the step whose evaluation was best (the parameters
+            returned), else ``None``.
+        best_value: with ``keep_best``, the metric's value at ``best_step``, else ``None``.
     """
 
     loss: np.ndarray
     train: list[dict[str, float]]
     eval: list[dict[str, float]]
     start_step: int
+    best_step: int | None = None
+    best_value: float | None = None
 
 
 # ----------------------------------------------------------------------------------------------
@@ -161,23 +166,40 @@ class _Checkpoints:
     def latest(self) -> int | None:
         return self.manager.latest_step()
 
-    def save(self, step: int, leaves: list, key: np.ndarray, n: int) -> None:
+    def save(
+        self, step: int, leaves: list, key: np.ndarray, n: int, best: dict | None = None
+    ) -> None:
         state = {
             "leaves": {str(i): x for i, x in enumerate(leaves)},
             "step": np.asarray(step, np.int64),
             "key": key,
             "data_size": np.asarray(n, np.int64),
         }
+        if best is not None:
+            state["best"] = best
         self.manager.save(step, args=self._ocp.args.StandardSave(state))
 
-    def restore(self, step: int, leaves: list, key: np.ndarray, n: int) -> list:
+    def restore(
+        self, step: int, leaves: list, key: np.ndarray, n: int, best: dict | None = None
+    ) -> tuple[list, dict | None]:
         target = {
             "leaves": {str(i): np.asarray(x) for i, x in enumerate(leaves)},
             "step": np.asarray(0, np.int64),
             "key": key,
             "data_size": np.asarray(0, np.int64),
         }
-        state = self.manager.restore(step, args=self._ocp.args.StandardRestore(target))
+        if best is not None:
+            target["best"] = best
+        try:
+            state = self.manager.restore(step, args=self._ocp.args.StandardRestore(target))
+        except (KeyError, ValueError) as e:
+            if best is None:
+                raise
+            raise ValueError(
+                f"checkpoint at step {step} in {self.manager.directory} holds no best-evaluation "
+                "state; it was written without keep_best. Resume with the same keep_best, or "
+                "use a new checkpoint_dir"
+            ) from e
         if not np.array_equal(np.asarray(state["key"]), key):
             raise ValueError(
                 f"checkpoint at step {step} in {self.manager.directory} was written by a run "
@@ -195,7 +217,7 @@ class _Checkpoints:
                     f"checkpoint leaf {i} has shape {np.shape(new)} but the model's has "
                     f"{np.shape(old)}; the checkpoint belongs to a different model"
                 )
-        return restored
+        return restored, state.get("best")
 
     def close(self) -> None:
         self.manager.wait_until_finished()
@@ -260,6 +282,7 @@ def fit(
     sharding: Mesh | NamedSharding | None = None,
     trainable: Callable[[Any], bool] | PyTree = eqx.is_inexact_array,
     callback: Callable[[int, PyTree, float], None] | None = None,
+    keep_best: str | None = None,
 ) -> tuple[PyTree, History]:
     """Minimise ``loss_fn`` over the trainable arrays of ``params`` with an optax optimizer.
 
@@ -295,10 +318,14 @@ def fit(
         trainable: equinox filter (function or pytree of bools) choosing the trained leaves.
         callback: ``callback(step, params, loss)`` after every step (``step`` counts completed
             steps), e.g. for custom logging.
+        keep_best: name of an evaluation metric to minimise (e.g. ``"loss"``); ``fit`` then
+            returns the parameters of the evaluation where it was lowest (early stopping by
+            validation) instead of the last ones. The best parameters are stored in every
+            checkpoint, so a resumed run selects the same ones. Needs ``eval_data``.
 
     Returns:
-        ``(params, history)``: the trained parameters (same structure as ``params``) and a
-        :class:`History`.
+        ``(params, history)``: the trained parameters (the last ones, or the best evaluated ones
+        with ``keep_best``; same structure as ``params``) and a :class:`History`.
 
     Raises:
         FloatingPointError: a loss, auxiliary term or gradient is not finite; the message names
@@ -331,6 +358,11 @@ def fit(
             f"batch_size {batch_size} must be divisible by the {shards} devices of the batch "
             "sharding"
         )
+    if keep_best is not None and eval_data is None:
+        raise ValueError(
+            f"keep_best={keep_best!r} selects parameters by an evaluation metric, but no "
+            "eval_data was given; pass held-out eval_data or drop keep_best"
+        )
     every = max(1, steps // 10)
     eval_every = int(eval_every or every)
     checkpoint_every = int(checkpoint_every or every)
@@ -342,18 +374,43 @@ def fit(
         if not sampled:
             data = jax.device_put(data, replicated)
 
+    # Best evaluation so far (keep_best): its step, value and trainable leaves. Step -1 means
+    # no evaluation yet; the leaves then hold the initial parameters.
+    best = {"step": -1, "value": math.inf, "dyn": dyn}
+
+    def best_state() -> dict | None:
+        if keep_best is None:
+            return None
+        return {
+            "step": np.asarray(best["step"], np.int64),
+            "value": np.asarray(best["value"], np.float64),
+            "leaves": {
+                str(i): np.asarray(x) for i, x in enumerate(jax.tree_util.tree_leaves(best["dyn"]))
+            },
+        }
+
     # ---- restore
     ckpt = _Checkpoints(os.fspath(checkpoint_dir), keep) if checkpoint_dir is not None else None
     start = 0
     if ckpt is not None and ckpt.latest() is not None:
         start = int(ckpt.latest())
         leaves, treedef = jax.tree_util.tree_flatten((dyn, opt_state))
-        restored = ckpt.restore(start, leaves, key_bytes, n)
-        restored = [
-            jnp.asarray(r, dtype=jnp.asarray(x).dtype)
-            for r, x in zip(restored, leaves, strict=True)
-        ]
-        dyn, opt_state = jax.tree_util.tree_unflatten(treedef, restored)
+        restored, saved_best = ckpt.restore(start, leaves, key_bytes, n, best_state())
+
+        def cast(new, like):
+            return [
+                jnp.asarray(r, dtype=jnp.asarray(x).dtype) for r, x in zip(new, like, strict=True)
+            ]
+
+        dyn, opt_state = jax.tree_util.tree_unflatten(treedef, cast(restored, leaves))
+        if saved_best is not None:
+            dyn_leaves, dyn_def = jax.tree_util.tree_flatten(dyn)
+            got = [saved_best["leaves"][str(i)] for i in range(len(dyn_leaves))]
+            best = {
+                "step": int(saved_best["step"]),
+                "value": float(saved_best["value"]),
+                "dyn": jax.tree_util.tree_unflatten(dyn_def, cast(got, dyn_leaves)),
+            }
         if replicated is not None:
             dyn, opt_state = jax.device_put((dyn, opt_state), replicated)
     if start > steps:
@@ -424,6 +481,16 @@ def fit(
         }
         history.eval.append(rec)
         record(rec)
+        if keep_best is not None:
+            if keep_best not in rec:
+                raise ValueError(
+                    f"keep_best={keep_best!r} is not an evaluation metric; the evaluation "
+                    f"returns {sorted(k for k in rec if k not in ('step', 'split'))}"
+                )
+            value = rec[keep_best]
+            # Strictly lower: ties keep the earlier (less trained) parameters.
+            if math.isfinite(value) and value < best["value"]:
+                best.update(step=step, value=value, dyn=dyn)
 
     bar = None
     if progress:
@@ -469,7 +536,7 @@ def fit(
                 run_eval(done)
             if ckpt is not None and (done % checkpoint_every == 0 or done == steps):
                 leaves = jax.tree_util.tree_leaves((dyn, opt_state))
-                ckpt.save(done, [np.asarray(x) for x in leaves], key_bytes, n)
+                ckpt.save(done, [np.asarray(x) for x in leaves], key_bytes, n, best_state())
             if bar is not None:
                 bar.update(1)
                 if done % max(1, log_every) == 0:
@@ -483,6 +550,10 @@ def fit(
             metrics_file.close()
         if ckpt is not None:
             ckpt.close()
+    if keep_best is not None:
+        history.best_step, history.best_value = best["step"], best["value"]
+        if best["step"] >= 0:
+            dyn = best["dyn"]
     return eqx.combine(dyn, static), history
 
 

@@ -62,6 +62,63 @@ def test_fit_reaches_least_squares_and_writes_metrics(tmp_path):
     np.testing.assert_allclose(evals[-1]["mse"], np.mean((design @ ols - data["y"]) ** 2))
 
 
+def _pull_to_one(p, batch, key):
+    # Full-batch gradient descent from w = 0 moves w monotonically towards 1.
+    return jnp.mean((p["w"] - batch["y"]) ** 2)
+
+
+def _distance_to_half(p, batch, key):
+    # The validation metric prefers w = 0.5, passed on the way: the best evaluation is early.
+    return {"dist": (p["w"] - 0.5) ** 2}
+
+
+def test_keep_best_returns_best_evaluated_parameters_and_survives_resume(tmp_path):
+    data = {"y": jnp.ones(8)}
+    seen = {}
+    kwargs = dict(
+        optimizer=optax.sgd(0.05),
+        batch_size=8,
+        key=jax.random.key(0),
+        eval_data=data,
+        eval_fn=_distance_to_half,
+        eval_every=3,
+        keep_best="dist",
+        progress=False,
+    )
+    p, hist = fit(
+        _pull_to_one,
+        {"w": jnp.zeros(())},
+        data,
+        steps=30,
+        callback=lambda step, q, loss: seen.__setitem__(step, float(q["w"])),
+        **kwargs,
+    )
+    dists = {r["step"]: r["dist"] for r in hist.eval}
+    best_step = min(dists, key=dists.get)
+    assert 0 < best_step < 30  # the check is not vacuous: the last step is not the best
+    assert hist.best_step == best_step and hist.best_value == dists[best_step]
+    assert float(p["w"]) == seen[best_step]
+    assert abs(seen[30] - 0.5) > abs(float(p["w"]) - 0.5)
+
+    # Stopped after the best evaluation, then resumed: the best comes back from the checkpoint.
+    ckpt = tmp_path / "ckpt"
+    fit(_pull_to_one, {"w": jnp.zeros(())}, data, steps=21, checkpoint_dir=ckpt, **kwargs)
+    p2, hist2 = fit(_pull_to_one, {"w": jnp.zeros(())}, data, steps=30, checkpoint_dir=ckpt,
+                    checkpoint_every=3, **kwargs)  # fmt: skip
+    assert hist2.start_step == 21 and best_step < 21
+    assert hist2.best_step == best_step and float(p2["w"]) == float(p["w"])
+
+    with pytest.raises(ValueError, match="eval_data"):
+        fit(_pull_to_one, {"w": jnp.zeros(())}, data, steps=3, **(kwargs | {"eval_data": None}))
+    with pytest.raises(ValueError, match="not an evaluation metric.*dist"):
+        fit(_pull_to_one, {"w": jnp.zeros(())}, data, steps=3, **(kwargs | {"keep_best": "x"}))
+    with pytest.raises(ValueError, match="without keep_best"):
+        fit(_pull_to_one, {"w": jnp.zeros(())}, data, steps=30, checkpoint_dir=tmp_path / "c2",
+            **(kwargs | {"keep_best": None}))  # fmt: skip
+        fit(_pull_to_one, {"w": jnp.zeros(())}, data, steps=33, checkpoint_dir=tmp_path / "c2",
+            **kwargs)  # fmt: skip
+
+
 def test_minibatches_cover_each_epoch_once():
     # With loss = mean of the batch's unit ids, an epoch's batch means average to the
     # mean of all ids exactly when every unit is visited once per epoch.

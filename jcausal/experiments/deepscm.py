@@ -94,7 +94,7 @@ SMOKE = Config(
     density_samples=20_000,
     intervention_samples=2000,
 )
-FULL = Config()
+FULL = Config(n_train=20_000)
 
 
 # ----------------------------------------------------------------------------------------------

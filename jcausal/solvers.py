@@ -116,6 +116,22 @@ def relative_residual(
 # --------------------------------------------------------------------------------------------
 
 
+def _spd_solve(g: Float[Array, "m m"], rhs: Float[Array, " m"], floor: float) -> Float[Array, " m"]:
+    """Solve `g z = rhs` for a small symmetric positive definite `g` (Gauss-Jordan, unrolled).
+
+    No pivoting is needed for SPD matrices; pivots are clamped below at `floor` so that one
+    made tiny (or negative) by rounding cannot produce inf/NaN. For the m <= ~10 systems of
+    Anderson this is a handful of fused elementwise ops, which under `vmap` cost far less than
+    a batched LAPACK `getrf` + permutation loop + two `trsm` calls.
+    """
+    m = g.shape[0]
+    aug = jnp.concatenate([g, rhs[:, None]], axis=1)
+    for k in range(m):
+        row = aug[k] / jnp.maximum(aug[k, k], floor)
+        aug = (aug - aug[:, k, None] * row[None, :]).at[k].set(row)
+    return aug[:, m]
+
+
 def _anderson_weights(
     gram: Float[Array, "m m"], valid: Bool[Array, " m"], ridge: float
 ) -> Float[Array, " m"]:
@@ -124,10 +140,13 @@ def _anderson_weights(
     `gram[i, j] = <r_i, r_j>` for the residuals in the history; slots with `valid=False` are
     empty and get weight 0. We rescale the Gram matrix by its diagonal first (`a_i = b_i /
     ||r_i||`), so that (i) `ridge` is relative to the size of the residuals and does not take
-    over once they become small near convergence, and (ii) the m x m KKT system stays well
+    over once they become small near convergence, and (ii) the m x m system stays well
     scaled in float32, where forming a Gram matrix squares the condition number.
+
+    With the scaled Gram matrix `g` (plus `ridge` on the diagonal, so SPD with eigenvalues
+    >= ridge) and `c_i = 1 / ||r_i||`, the minimiser of `b^T g b` subject to `c^T b = 1` is
+    `b = z / (c^T z)` with `g z = c` (the KKT conditions), and `a = c * b`.
     """
-    m = gram.shape[0]
     d = jnp.where(valid, jnp.diagonal(gram), 1)
     # A residual that is exactly zero is a solution: keep d=1 so that its (zero) scaled column
     # makes that slot the cheapest, rather than dividing by zero.
@@ -137,16 +156,18 @@ def _anderson_weights(
     g = jnp.where(both, gram * s[:, None] * s[None, :], 0)
     g = g + jnp.diag(jnp.where(valid, ridge, 1).astype(g.dtype))
     c = jnp.where(valid, s, 0)
-    # KKT system of min b^T g b subject to c^T b = 1, unknowns (lagrange multiplier, b).
-    kkt = jnp.block([[jnp.zeros((1, 1), g.dtype), c[None, :]], [c[:, None], g]])
-    rhs = jnp.zeros((m + 1,), g.dtype).at[0].set(1)
-    b = jnp.linalg.solve(kkt, rhs)[1:]
-    return c * b
+    # Exact pivots are >= ridge (and 1 for empty slots); below that it is rounding noise.
+    floor = max(0.5 * ridge, float(jnp.finfo(g.dtype).eps))
+    z = _spd_solve(g, c, floor)
+    return c * (z / jnp.vdot(c, z))
 
 
 class _AndersonState(eqx.Module):
-    xs: Float[Array, "m n"]  # points y_i at which f was evaluated, newest first
-    rs: Float[Array, "m n"]  # their residuals f(y_i) - y_i
+    # Ring buffer: step k writes slot k % m. Under `vmap` our batched driver keeps `k` shared
+    # by the whole batch (unbatched), so the write stays an in-place dynamic_update_slice
+    # instead of becoming a scatter.
+    gs: Float[Array, "m n"]  # y_i + beta r_i: the points that Anderson mixes
+    rs: Float[Array, "m n"]  # residuals r_i = f(y_i) - y_i
     gram: Float[Array, "m m"]  # <r_i, r_j>, one new row/column per step: O(m n)
     k: Int[Array, ""]  # number of evaluations so far
     y_last: Float[Array, " n"]  # the last evaluated point (what we return)
@@ -182,7 +203,7 @@ class Anderson(optx.AbstractFixedPointSolver):
         m = self.history
         zeros = jnp.zeros((m, *y.shape), y.dtype)
         return _AndersonState(
-            xs=zeros,
+            gs=zeros,
             rs=zeros,
             gram=jnp.zeros((m, m), y.dtype),
             k=jnp.array(0),
@@ -196,19 +217,20 @@ class Anderson(optx.AbstractFixedPointSolver):
         fy, aux = fn(y, args)
         r = fy - y
         m = self.history
-        # Newest entry first, shifting the others down, rather than a ring buffer written at
-        # `k % m`: under `vmap` the step counter is batched and a dynamic write becomes a
-        # scatter, which measured ~2x slower per step than this O(m n) copy on CPU.
-        xs = jnp.concatenate([y[None], state.xs[:-1]])
-        rs = jnp.concatenate([r[None], state.rs[:-1]])
-        row = rs @ r  # (m,) inner products with the new residual; empty slots are zero
-        gram = jnp.concatenate([row[None, 1:], state.gram[:-1, :-1]])
-        gram = jnp.concatenate([row[:, None], gram], axis=1)
-        valid = jnp.arange(m) <= state.k
-        a = _anderson_weights(gram, valid, self.ridge)
-        new_y = a @ xs + self.beta * (a @ rs)
+        slot = state.k % m
+        gs = jax.lax.dynamic_update_index_in_dim(state.gs, y + self.beta * r, slot, 0)
+        rs = jax.lax.dynamic_update_index_in_dim(state.rs, r, slot, 0)
+        if m == 1:
+            new_y = gs[0]  # forward iteration, exactly
+            gram = state.gram
+        else:
+            row = rs @ r  # (m,) inner products with the new residual; empty slots are zero
+            gram = jax.lax.dynamic_update_index_in_dim(state.gram, row, slot, 0)
+            gram = jax.lax.dynamic_update_index_in_dim(gram, row, slot, 1)
+            valid = jnp.arange(m) <= state.k
+            new_y = _anderson_weights(gram, valid, self.ridge) @ gs
         new_state = _AndersonState(
-            xs=xs,
+            gs=gs,
             rs=rs,
             gram=gram,
             k=state.k + 1,
@@ -250,19 +272,142 @@ class _Config(NamedTuple):
     strict: bool
 
 
-def _solve_optimistix(fn, cfg: _Config, x0, args):
-    solver = Anderson(
+def _anderson_solver(cfg: _Config) -> Anderson:
+    return Anderson(
         rtol=cfg.rtol,
         atol=cfg.atol,
         history=cfg.history if cfg.method == "anderson" else 1,
         beta=cfg.beta,
         ridge=cfg.ridge,
     )
-    # throw=False: failures are reported through FixedPointReport (and `strict`), and raising
-    # inside optimistix would not tell the user the residual. The adjoint is irrelevant here:
-    # this runs inside our own custom_vjp, so optimistix never differentiates the loop.
-    sol = optx.fixed_point(fn, solver, x0, args, max_steps=cfg.max_steps, throw=False)
-    return sol.value, sol.stats["num_steps"], sol.state.r_norm, sol.state.y_norm
+
+
+def _explicit_closure(fn, x, args):
+    """Rewrite `fn(x, args)` as `fn2(x, (args, traced))` with every traced value it uses explicit.
+
+    `jax.custom_batching.custom_vmap` requires the function it wraps not to close over values
+    batched by an outer `vmap`. `fixed_point`'s `jax.closure_convert` only hoists float
+    tracers (those that can carry gradients), so e.g. an integer index closed over by `fn`
+    under `vmap` would still be captured. Here all tracers are hoisted; concrete arrays stay
+    constants.
+    """
+    closed = jax.make_jaxpr(fn)(x, args)
+    is_tracer = [isinstance(c, jax.core.Tracer) for c in closed.consts]
+    traced = [c for c, t in zip(closed.consts, is_tracer, strict=True) if t]
+
+    def fn2(y, a):
+        a, cs = a
+        it = iter(cs)
+        consts = [next(it) if t else c for c, t in zip(closed.consts, is_tracer, strict=True)]
+        (out,) = jax.core.eval_jaxpr(closed.jaxpr, consts, y, *jax.tree.leaves(a))
+        return out
+
+    return fn2, traced
+
+
+def _batch_aware(single, batched, fn, x0, args):
+    """`single(fn, x0, args)`, but `batched(fn, size, in_batched, x0, args)` under `vmap`.
+
+    Both return `(x, num_steps, r_norm, y_norm)`; the batched one with a leading batch axis
+    on each. This is inside `_solve`'s custom_vjp, so no autodiff ever sees it.
+    """
+    fn2, traced = _explicit_closure(fn, x0, args)
+
+    @jax.custom_batching.custom_vmap
+    def run(x0, a):
+        return single(fn2, x0, a)
+
+    @run.def_vmap
+    def _(size, in_batched, x0, a):
+        return batched(fn2, size, in_batched, x0, a), (True, True, True, True)
+
+    return run(x0, (args, traced))
+
+
+def _solve_optimistix(fn, cfg: _Config, x0, args):
+    solver = _anderson_solver(cfg)
+
+    def single(fn, x0, args):
+        # throw=False: failures are reported through FixedPointReport (and `strict`), and
+        # raising inside optimistix would not tell the user the residual. The adjoint is
+        # irrelevant here: this runs inside our own custom_vjp, so optimistix never
+        # differentiates the loop.
+        sol = optx.fixed_point(fn, solver, x0, args, max_steps=cfg.max_steps, throw=False)
+        steps = jnp.asarray(sol.stats["num_steps"], jnp.int32)
+        return sol.value, steps, sol.state.r_norm, sol.state.y_norm
+
+    def batched(fn, size, in_batched, x0, args):
+        # Under `jax.vmap`, JAX's generic rule for a while loop with a batched stopping test
+        # runs the body for every member and then `select`s every carried array between its
+        # old and new value, and the batched step counter turns the history writes into
+        # scatters. For Anderson's (batch, m, n) history that costs several extra passes
+        # over memory per step, as much as the batched matrix-vector product itself at
+        # n = 1000. So we run the same solver steps in our own batched loop.
+        return _optimistix_batched(fn, solver, cfg.max_steps, size, in_batched, x0, args)
+
+    return _batch_aware(single, batched, fn, x0, args)
+
+
+def _optimistix_batched(fn, solver: Anderson, max_steps: int, size, in_batched, x0, args):
+    """Batched twin of `optx.fixed_point(fn, solver, x0, args)`: same steps, cheaper loop.
+
+    One `while_loop` runs until every member has stopped (or `max_steps`). Every member takes
+    a step each iteration and the solver state (history ring buffer, Gram matrix) is updated
+    for all of them with the step counter `k` shared, i.e. unbatched, so history writes are
+    in-place slices. Only the small per-member results (returned point, residual norms, step
+    count) are frozen by a `select` once a member stops, and a stopped member is held at the
+    point it stopped at. Each member therefore returns exactly what the unbatched solve
+    returns (same iterates, same stopping step); the batch just avoids JAX's generic
+    select-every-carry rule. Returns `(x, num_steps, r_norm, y_norm)`, each batched.
+    """
+    x0_batched, args_batched = in_batched
+    if not x0_batched:
+        x0 = jnp.broadcast_to(x0, (size, *x0.shape))
+    args_axes = jax.tree.map(lambda b: 0 if b else None, args_batched)
+    state_axes = _AndersonState(gs=0, rs=0, gram=0, k=None, y_last=0, r_norm=0, y_norm=0)
+    f_struct = jax.ShapeDtypeStruct(x0.shape[1:], x0.dtype)
+    tags = frozenset()
+
+    def fn_aux(y, a):
+        return fn(y, a), None
+
+    init_one = jax.vmap(
+        lambda y: solver.init(fn_aux, y, None, {}, f_struct, None, tags), out_axes=state_axes
+    )
+    step_all = jax.vmap(
+        lambda y, a, s: solver.step(fn_aux, y, a, {}, s, tags)[:2],
+        in_axes=(0, args_axes, state_axes),
+        out_axes=(0, state_axes),
+    )
+    stop_all = jax.vmap(
+        lambda s: solver.terminate(fn_aux, None, None, {}, s, tags)[0], in_axes=(state_axes,)
+    )
+
+    state = init_one(x0)
+    # optimistix also tests termination before the first step (relevant if x0 is inf/NaN).
+    done = stop_all(state)
+    steps = jnp.zeros((size,), jnp.int32)
+    init = (x0, state, done, steps, state.y_last, state.r_norm, state.y_norm)
+
+    def cond(carry):
+        state, done = carry[1], carry[2]
+        return (state.k < max_steps) & ~jnp.all(done)
+
+    def body(carry):
+        y, state, done, steps, x_out, r_out, n_out = carry
+        new_y, state = step_all(y, args, state)
+        live = ~done
+        stop = stop_all(state)
+        x_out = jnp.where(live[:, None], state.y_last, x_out)
+        r_out = jnp.where(live, state.r_norm, r_out)
+        n_out = jnp.where(live, state.y_norm, n_out)
+        steps = steps + live.astype(jnp.int32)
+        done = done | stop
+        new_y = jnp.where(done[:, None], y, new_y)
+        return new_y, state, done, steps, x_out, r_out, n_out
+
+    _, _, _, steps, x_out, r_out, n_out = jax.lax.while_loop(cond, body, init)
+    return x_out, steps, r_out, n_out
 
 
 def _solve_jaxopt(fn, cfg: _Config, x0, args):

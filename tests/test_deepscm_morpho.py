@@ -132,8 +132,11 @@ def test_smoke_experiment_meets_loose_targets(tmp_path):
     )
     record = json.loads((tmp_path / "metrics.json").read_text())
     assert record["config"]["smoke"] is True
-    for fig in ("interventions.png", "counterfactuals_full.png"):
+    for fig in ("interventions.png", "counterfactuals_full.png", "samples.png"):
         assert (tmp_path / fig).stat().st_size > 10_000
     lines = (tmp_path / "train_full.jsonl").read_text().splitlines()
     evals = [json.loads(x) for x in lines if '"eval"' in x]
     assert evals[-1]["step"] == experiment.SMOKE.steps
+    # Model selection returned the parameters of the best validation loss.
+    best = min(evals, key=lambda r: r["loss"])
+    assert m["selected_step"]["full"] == best["step"]

@@ -116,6 +116,7 @@ def test_conditional_flow_uses_normalised_context():
     theta = spline.params.bias + spline.params.net(ctx)
     ref = distrax.RationalQuadraticSpline(theta, -3.0, 3.0, boundary_slopes="identity")
     np.testing.assert_allclose(b, ref.forward(u), rtol=1e-12)
+    assert isinstance(flow({"t": jnp.array(3.0)}).bijectors[0], flows.RationalQuadraticSpline)
     with pytest.raises(ValueError, match="context has size"):
         flows.Flow([spline], parents=["t", "s"])({"t": 1.0, "s": 2.0})
 
@@ -251,3 +252,174 @@ def test_spline_flow_fits_gamma_by_maximum_likelihood():
     truth = true.logpdf(test).mean()
     assert -float(nll(mech.params, test, None)) < truth - 1.0
     assert abs(-float(nll(flow, test, None)) - truth) < 0.05
+
+
+# ----------------------------------------------------------------------------------------------
+# rational-quadratic spline: distrax's function, evaluated one bin per element
+
+RQS_BINS, RQS_LO, RQS_HI = 6, -2.5, 2.5
+# (rtol, atol). Float32: values and log-dets are O(1) results of a few rounded operations;
+# gradients pass through softmax, cumsum and the quadratic root, so they get a looser bound.
+RQS_TOL = {
+    jnp.float64: {"value": (1e-12, 1e-12), "grad": (1e-10, 1e-11)},
+    jnp.float32: {"value": (1e-5, 1e-5), "grad": (1e-4, 1e-4)},
+}
+
+
+def _rqs_params(dtype, scale=1.2, seed=0):
+    key = jax.random.key(seed)
+    return (scale * jax.random.normal(key, (3 * RQS_BINS + 1,))).astype(dtype)
+
+
+def _rqs_quantities(cls, params, x, y, boundary):
+    """Per point: forward at ``x`` and inverse at ``y`` (value, log-det) and the Jacobians of
+    both outputs w.r.t. the spline parameters and the input."""
+
+    def fwd(th, v):
+        return cls(th, RQS_LO, RQS_HI, boundary_slopes=boundary).forward_and_log_det(v)
+
+    def inv(th, v):
+        return cls(th, RQS_LO, RQS_HI, boundary_slopes=boundary).inverse_and_log_det(v)
+
+    out = {}
+    for name, f, pts in (("forward", fwd, x), ("inverse", inv, y)):
+        val, logdet = jax.vmap(f, (None, 0))(params, pts)
+        (dval_dth, dval_dv), (dld_dth, dld_dv) = jax.vmap(jax.jacfwd(f, argnums=(0, 1)), (None, 0))(
+            params, pts
+        )
+        out[name] = {
+            "value": val,
+            "log_det": logdet,
+            "dvalue_dparams": dval_dth,
+            "dvalue_dinput": dval_dv,
+            "dlog_det_dparams": dld_dth,
+            "dlog_det_dinput": dld_dv,
+        }
+    return out
+
+
+@eqx.filter_jit
+def _rqs_compare(params, points, boundary, direction, eps):
+    """Ours and distrax's quantities at ``points`` followed by the interior knots (inputs of
+    the inverse: distrax's forward of ``points``, then the knots' ``y``), the knot slopes,
+    and a central difference of our forward on the knots along ``direction`` in the params.
+    One compiled call keeps the test fast."""
+    spline = flows.RationalQuadraticSpline(params, RQS_LO, RQS_HI, boundary_slopes=boundary)
+    ref = distrax.RationalQuadraticSpline(params, RQS_LO, RQS_HI, boundary_slopes=boundary)
+    x = jnp.concatenate([points, spline.x_pos[1:-1]])
+    y = jnp.concatenate([ref.forward(points), spline.y_pos[1:-1]])
+
+    def on_knots(th):
+        bij = flows.RationalQuadraticSpline(th, RQS_LO, RQS_HI, boundary_slopes=boundary)
+        return bij.forward(spline.x_pos[1:-1])
+
+    fd = (on_knots(params + eps * direction) - on_knots(params - eps * direction)) / (2 * eps)
+    return (
+        _rqs_quantities(flows.RationalQuadraticSpline, params, x, y, boundary),
+        _rqs_quantities(distrax.RationalQuadraticSpline, params, x, y, boundary),
+        spline.knot_slopes[1:-1],
+        fd,
+    )
+
+
+def _rqs_inputs(dtype):
+    """Random points inside, the two boundaries, and both tails (near and far)."""
+    inside = jax.random.uniform(jax.random.key(2), (40,), jnp.float64, RQS_LO, RQS_HI)
+    edges = [RQS_LO, RQS_HI, RQS_LO - 1e-3, RQS_HI + 1e-3, RQS_LO - 4.0, RQS_HI + 2.0, -1e4, 1e4]
+    return jnp.concatenate([inside, jnp.array(edges)]).astype(dtype)
+
+
+@pytest.mark.parametrize(
+    ("dtype", "boundary"),
+    [(jnp.float64, "identity"), (jnp.float32, "identity"), (jnp.float64, "unconstrained")],
+    ids=["float64-identity", "float32-identity", "float64-unconstrained"],
+)
+def test_rq_spline_matches_distrax_with_gradients(dtype, boundary):
+    params = _rqs_params(dtype)
+    points = _rqs_inputs(dtype)
+    n = points.shape[0]
+    # The second derivative jumps at a knot, so there the central difference is only O(eps)
+    # accurate: eps = 1e-8 gives ~1e-8 truncation and ~1e-8 rounding error (float64).
+    direction = jax.random.normal(jax.random.key(9), params.shape, dtype)
+    ours, ref, slopes, fd = _rqs_compare(params, points, boundary, direction, 1e-8)
+    for way in ("forward", "inverse"):
+        for name, value in ours[way].items():
+            kind = "value" if name in ("value", "log_det") else "grad"
+            rtol, atol = RQS_TOL[dtype][kind]
+            assert value.dtype == dtype, (way, name)
+            assert bool(jnp.all(jnp.isfinite(value))), (way, name)
+            # On the knots distrax's clip halves the input derivative (and the parameter
+            # derivatives through it), so there only values and log-dets are compared.
+            rows = slice(None) if kind == "value" else slice(0, n)
+            np.testing.assert_allclose(
+                value[rows], ref[way][name][rows], rtol=rtol, atol=atol, err_msg=f"{way} {name}"
+            )
+    # On the knots the input derivative is the knot slope (closed form) ...
+    rtol, atol = RQS_TOL[dtype]["value"]
+    np.testing.assert_allclose(ours["forward"]["dvalue_dinput"][n:], slopes, rtol=rtol, atol=atol)
+    np.testing.assert_allclose(
+        ours["inverse"]["dvalue_dinput"][n:], 1 / slopes, rtol=rtol, atol=atol
+    )
+    if dtype == jnp.float64:
+        # ... and the value is C^1 in the parameters: central finite differences.
+        np.testing.assert_allclose(
+            ours["forward"]["dvalue_dparams"][n:] @ direction, fd, rtol=1e-6, atol=1e-7
+        )
+    if boundary == "identity":
+        # Identity tails (the boundaries included): points map to themselves with zero
+        # log-det and no dependence on the parameters.
+        tails = np.abs(np.asarray(points, np.float64)) >= RQS_HI
+        np.testing.assert_array_equal(ours["forward"]["value"][:n][tails], points[tails])
+        np.testing.assert_array_equal(ours["forward"]["log_det"][:n][tails], 0.0)
+        np.testing.assert_array_equal(ours["forward"]["dlog_det_dparams"][:n][tails], 0.0)
+        np.testing.assert_array_equal(ours["inverse"]["dvalue_dparams"][:n][tails], 0.0)
+
+
+@eqx.filter_jit
+def _rqs_roundtrip(params, x, h):
+    """Forward, inverse of the result, both log-dets, the autodiff derivative and a central
+    difference of step ``h``."""
+    spline = flows.RationalQuadraticSpline(params, RQS_LO, RQS_HI, boundary_slopes="identity")
+    y, logdet = spline.forward_and_log_det(x)
+    x_back, inv_logdet = spline.inverse_and_log_det(y)
+    deriv = jax.vmap(jax.jacfwd(spline.forward))(x)
+    fd = (spline.forward(x + h) - spline.forward(x - h)) / (2 * h)
+    return y, logdet, x_back, inv_logdet, deriv, fd, spline.x_pos
+
+
+@pytest.mark.parametrize("dtype", [jnp.float64, jnp.float32], ids=["float64", "float32"])
+def test_rq_spline_roundtrip_and_log_det_with_extreme_bins(dtype):
+    # Large parameters push bins towards the minimum size and knot slopes far from 1.
+    params = _rqs_params(dtype, scale=4.0, seed=3)
+    x = jnp.linspace(-4.0, 4.0, 2001, dtype=dtype)
+    y, logdet, x_back, inv_logdet, deriv, fd, knots = _rqs_roundtrip(params, x, 1e-7)
+    assert bool(jnp.all(jnp.diff(y) > 0))  # strictly increasing
+    tol = 1e-10 if dtype == jnp.float64 else 2e-4
+    np.testing.assert_allclose(x_back, x, rtol=tol, atol=tol)
+    np.testing.assert_allclose(inv_logdet, -logdet, rtol=tol, atol=tol)
+    # exp(log-det) is the derivative: the autodiff one at every point, and (float64) an
+    # independent central difference away from the knots, where the second derivative jumps.
+    np.testing.assert_allclose(deriv, jnp.exp(logdet), rtol=100 * tol)
+    if dtype == jnp.float64:
+        far = np.min(np.abs(np.asarray(x)[:, None] - np.asarray(knots)[None]), axis=1) > 1e-4
+        np.testing.assert_allclose(jnp.exp(logdet)[far], fd[far], rtol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", [jnp.float64, jnp.float32], ids=["float64", "float32"])
+def test_rq_spline_flow_gradients_are_finite_in_the_tails(dtype):
+    # Points far in the tails, on the boundaries and inside: the log-density of a spline flow
+    # and its parameter gradient are finite, and points outside add nothing to the gradient.
+    spline = _randomise(flows.Spline(jax.random.key(0), (), 8, 3.0, "quadratic"), jax.random.key(1))
+    spline = eqx.tree_at(lambda s: s.params.bias, spline, spline.params.bias.astype(dtype))
+    x = jnp.array([-1e5, -50.0, -3.0, -0.3, 0.7, 3.0, 50.0, 1e5], dtype)
+
+    def log_prob(layer, v):
+        u, ld = layer(jnp.zeros((0,))).inverse_and_log_det(v)
+        return jax.scipy.stats.norm.logpdf(u) + ld
+
+    grads = jax.jit(jax.vmap(jax.grad(log_prob), (None, 0)))(spline, x).params.bias
+    assert grads.dtype == dtype
+    assert bool(jnp.all(jnp.isfinite(grads)))
+    outside = np.abs(np.asarray(x, np.float64)) >= 3.0  # the boundaries belong to the tails
+    np.testing.assert_array_equal(grads[outside], 0.0)
+    assert float(jnp.min(jnp.abs(grads[~outside]).sum(-1))) > 0  # inside, the params matter

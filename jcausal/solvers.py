@@ -27,8 +27,20 @@ the shared 2-core machine are noisy); on the harder block-regional system 9 vs 1
 spends its first `history` steps on plain Picard iterations (it extrapolates only once its
 history buffer is full) and writes its ring buffer at a dynamic index, which becomes a scatter
 under `vmap`. Our solver extrapolates from the second step on (masking empty history slots),
-scales the Gram matrix by its diagonal so that `ridge` is relative, and shifts its history
-instead of scattering. Both backends reach the same solution (tested to 1e-10 in float64).
+scales the Gram matrix by its diagonal so that `ridge` is relative, solves the small weight
+system by an unrolled elimination instead of LAPACK calls, and keeps `y + beta r` rather than
+`y` in its history, so one extrapolation pass suffices. Both backends reach the same solution
+(tested to 1e-10 in float64).
+
+**Batches.** Under `jax.vmap` the optimistix backend does not go through JAX's generic rule
+for a while loop with a batched stopping test (which `select`s every carried array, here the
+whole (batch, m, n) history, between old and new values at each step, and turns a batched
+ring-buffer index into a scatter). Instead a `jax.custom_batching.custom_vmap` rule runs the
+same `Anderson` steps for the whole batch in one loop with a shared step counter (see
+`_optimistix_batched`); each member still stops at its own step and returns exactly what its
+unbatched solve returns. On the 64-intervention batch at n = 1000 (float64) this cut the
+non-GEMM cost per batched step from ~0.8 to ~0.25 ms (single-threaded; the batched GEMM is
+2.7 ms there).
 
 Non-convergence is never silent: the report's `converged` is `False` (also for maps that blow
 up to inf/NaN) and `strict=True` raises under `jit` via `equinox.error_if`, with the relative
@@ -354,11 +366,13 @@ def _optimistix_batched(fn, solver: Anderson, max_steps: int, size, in_batched, 
     One `while_loop` runs until every member has stopped (or `max_steps`). Every member takes
     a step each iteration and the solver state (history ring buffer, Gram matrix) is updated
     for all of them with the step counter `k` shared, i.e. unbatched, so history writes are
-    in-place slices. Only the small per-member results (returned point, residual norms, step
-    count) are frozen by a `select` once a member stops, and a stopped member is held at the
-    point it stopped at. Each member therefore returns exactly what the unbatched solve
-    returns (same iterates, same stopping step); the batch just avoids JAX's generic
-    select-every-carry rule. Returns `(x, num_steps, r_norm, y_norm)`, each batched.
+    in-place slices. A member that has stopped is held at the point where it stopped (see
+    `hold`) and its residual norms and step count are frozen. Each member therefore returns
+    exactly what the unbatched solve returns (same iterates, same stopping step); the batch
+    just avoids JAX's generic select-every-carry rule.
+
+    `in_batched` is `custom_vmap`'s `(x0 batched?, pytree of args leaves batched?)`.
+    Returns `(x, num_steps, r_norm, y_norm)`, each with a leading batch axis of `size`.
     """
     x0_batched, args_batched = in_batched
     if not x0_batched:
@@ -387,27 +401,33 @@ def _optimistix_batched(fn, solver: Anderson, max_steps: int, size, in_batched, 
     # optimistix also tests termination before the first step (relevant if x0 is inf/NaN).
     done = stop_all(state)
     steps = jnp.zeros((size,), jnp.int32)
-    init = (x0, state, done, steps, state.y_last, state.r_norm, state.y_norm)
+    init = (x0, state, done, steps, state.r_norm, state.y_norm)
+
+    def hold(y, new_y, done):
+        # A member that has stopped is held at the point where it stopped, so it keeps
+        # re-evaluating that point: its `state.y_last` stays the point to return, without a
+        # full-size select per step to record it. The hold itself costs a full-size select,
+        # so it runs only in iterations where some member has stopped.
+        return jax.lax.cond(
+            jnp.any(done), lambda: jnp.where(done[:, None], y, new_y), lambda: new_y
+        )
 
     def cond(carry):
         state, done = carry[1], carry[2]
         return (state.k < max_steps) & ~jnp.all(done)
 
     def body(carry):
-        y, state, done, steps, x_out, r_out, n_out = carry
+        y, state, done, steps, r_out, n_out = carry
         new_y, state = step_all(y, args, state)
         live = ~done
-        stop = stop_all(state)
-        x_out = jnp.where(live[:, None], state.y_last, x_out)
         r_out = jnp.where(live, state.r_norm, r_out)
         n_out = jnp.where(live, state.y_norm, n_out)
         steps = steps + live.astype(jnp.int32)
-        done = done | stop
-        new_y = jnp.where(done[:, None], y, new_y)
-        return new_y, state, done, steps, x_out, r_out, n_out
+        done = done | stop_all(state)
+        return hold(y, new_y, done), state, done, steps, r_out, n_out
 
-    _, _, _, steps, x_out, r_out, n_out = jax.lax.while_loop(cond, body, init)
-    return x_out, steps, r_out, n_out
+    _, state, _, steps, r_out, n_out = jax.lax.while_loop(cond, body, init)
+    return state.y_last, steps, r_out, n_out
 
 
 def _solve_jaxopt(fn, cfg: _Config, x0, args):

@@ -176,6 +176,69 @@ def test_vmap_matches_loop():
         assert rel_err(grads, np.broadcast_to(ref_g, (b, n))) < 1e-10
 
 
+@pytest.mark.parametrize("method,max_steps", [("anderson", 16), ("forward", 150)])
+def test_vmap_members_stop_like_single_solves(method, max_steps):
+    """Under vmap each member takes exactly the steps of its own unbatched solve."""
+    n = 40
+    with jax.enable_x64(True):
+        a, y = map(jnp.asarray, leontief(n, seed=13))
+        # Spectral radius ~0.6 * scale: members need different step counts (Anderson 13, 8, 14,
+        # 6 and 18; forward 52, 14, 137, 9 and never), so the last one runs out of max_steps.
+        scales = jnp.asarray([1.0, 0.2, 1.4, 0.05, 2.5])
+
+        def solve(s):
+            return fixed_point(
+                linear_map,
+                jnp.zeros(n),
+                (s * a, y),
+                method=method,
+                rtol=1e-12,
+                max_steps=max_steps,
+            )
+
+        xs, reps = jax.jit(jax.vmap(solve))(scales)
+        steps = [int(s) for s in reps.num_steps]
+        assert len(set(steps)) >= 3, steps
+        assert [bool(c) for c in reps.converged] == [True, True, True, True, False]
+        assert steps[-1] == max_steps
+        for i, s in enumerate(scales):
+            x_i, rep_i = jax.jit(solve)(s)
+            assert int(rep_i.num_steps) == steps[i]
+            assert bool(rep_i.converged) == bool(reps.converged[i])
+            assert float(reps.relative_residual[i]) == pytest.approx(
+                float(rep_i.relative_residual), rel=1e-6
+            )
+            if i < 4:
+                ref = np.linalg.solve(np.eye(n) - float(s) * np.asarray(a), np.asarray(y))
+                assert rel_err(xs[i], ref) < 1e-10
+                assert rel_err(xs[i], np.asarray(x_i)) < 1e-13
+
+
+def test_vmap_closures_nesting_and_batched_x0():
+    n = 25
+    with jax.enable_x64(True):
+        a, y = map(jnp.asarray, leontief(n, seed=14))
+        lu = lambda rhs: np.linalg.solve(np.eye(n) - np.asarray(a), np.asarray(rhs))
+
+        # `fn` closes over a batched *integer* index (not hoisted by jax.closure_convert).
+        def bump(i):
+            return fixed_point(lambda x, _: a @ x + y.at[i].add(1.0), jnp.zeros(n), None)[0]
+
+        xs = jax.vmap(bump)(jnp.arange(3))
+        for i in range(3):
+            assert rel_err(xs[i], lu(y.at[i].add(1.0))) < 1e-9
+
+        # vmap of vmap, and a batch of initial guesses with shared parameters.
+        ys = jnp.asarray(np.random.default_rng(15).uniform(0.1, 1.0, (3, 2, n)))
+        xs, reps = jax.vmap(jax.vmap(lambda y: fixed_point(linear_map, jnp.zeros(n), (a, y))))(ys)
+        assert reps.num_steps.shape == (3, 2) and bool(reps.converged.all())
+        assert rel_err(xs.reshape(6, n), lu(ys.reshape(6, n).T).T) < 1e-9
+        x0s = jnp.asarray(np.random.default_rng(16).uniform(0.0, 5.0, (4, n)))
+        xs, reps = jax.vmap(lambda x0: fixed_point(linear_map, x0, (a, y)))(x0s)
+        assert bool(reps.converged.all())
+        assert rel_err(xs, np.broadcast_to(lu(y), (4, n))) < 1e-9
+
+
 @pytest.mark.parametrize("backend", ["optimistix", "jaxopt"])
 def test_float32_iterations_like_float64(backend):
     n = 200

@@ -64,12 +64,9 @@ printed as a table and written to ``--out`` (default
 from __future__ import annotations
 
 import argparse
-import datetime
 import itertools
 import json
 import math
-import os
-import platform
 import statistics
 import sys
 import time
@@ -84,11 +81,11 @@ jax.config.update("jax_enable_x64", True)
 import distrax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
+from _machine import load_average, machine_info  # noqa: E402 (benchmarks/ is on sys.path)
 
 import jcausal as jc  # noqa: E402
 
 try:
-    import dowhy
     import networkx as nx
     import pandas as pd
     import scipy
@@ -398,46 +395,6 @@ def run_size(
 # reporting
 
 
-def machine_info() -> dict[str, Any]:
-    import equinox
-
-    try:
-        affinity = len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        affinity = None
-    return {
-        "timestamp_utc": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "python": sys.version.split()[0],
-        "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
-        "cpu_count": os.cpu_count(),
-        "cpu_affinity": affinity,
-        "jax": jax.__version__,
-        "jaxlib": jax.lib.__version__ if hasattr(jax.lib, "__version__") else None,
-        "jax_backend": jax.default_backend(),
-        "jax_devices": [str(d) for d in jax.devices()],
-        "jax_enable_x64": bool(jax.config.read("jax_enable_x64")),
-        "equinox": equinox.__version__,
-        "distrax": distrax.__version__,
-        "jcausal": jc.__version__,
-        "dowhy": dowhy.__version__,
-        "numpy": np.__version__,
-        "pandas": pd.__version__,
-        "scipy": scipy.__version__,
-        "networkx": nx.__version__,
-        "env": {
-            k: os.environ.get(k) for k in ("OPENBLAS_CORETYPE", "XLA_FLAGS", "OMP_NUM_THREADS")
-        },
-    }
-
-
-def _load_average() -> float | None:
-    try:
-        return os.getloadavg()[0]
-    except (AttributeError, OSError):  # not available on this platform
-        return None
-
-
 def _fmt_rate(x: float) -> str:
     return f"{x:,.0f}"
 
@@ -595,10 +552,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     gcm.config.disable_progress_bars()
-    info = machine_info()
+    info = machine_info("equinox", "distrax", "dowhy", "pandas", "scipy", "networkx")
     print(
-        f"jax {info['jax']} ({info['jax_backend']}, x64={info['jax_enable_x64']}), "
-        f"{info['cpu_count']} CPUs, dowhy {info['dowhy']}, jcausal {info['jcausal']}"
+        f"jax {info['versions']['jax']} ({info['jax_backend']}, x64={info['jax_enable_x64']}), "
+        f"{info['cpu_count']} CPUs, dowhy {info['versions']['dowhy']}, "
+        f"jcausal {info['versions']['jcausal']}"
     )
     print(f"sizes {args.sizes}, {args.repeats} repeats, batches >= {args.min_batch_time} s")
 
@@ -606,7 +564,7 @@ def main(argv: list[str] | None = None) -> int:
     hand = build_hand_written()
     _block(jnp.zeros(1) + 1)  # initialise the JAX backend outside every timed first call
 
-    load_start = _load_average()
+    load_start = load_average()
     if load_start is not None and load_start > 0.5:
         print(
             f"warning: 1-minute load average is {load_start:.2f} before starting; other "
@@ -652,7 +610,7 @@ def main(argv: list[str] | None = None) -> int:
         "results": results,
         "targets": targets,
         "wall_time_s": time.perf_counter() - t_start,
-        "load_average_1min": {"start": load_start, "end": _load_average()},
+        "load_average_1min": {"start": load_start, "end": load_average()},
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")

@@ -35,25 +35,21 @@ thread pool (``torch.get_num_threads()`` is recorded).
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import math
 import os
-import platform
-import sys
 import time
 from collections.abc import Callable
 from typing import Any
 
-import distrax
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from _machine import machine_info, version  # benchmarks/ is on sys.path
 from scipy import integrate
 
-import jcausal as jc
 from jcausal import flows
 from jcausal.data import sample_attributes
 from jcausal.deepscm import morpho
@@ -630,8 +626,8 @@ def peer_status(skip: set[str]) -> dict[str, dict[str, Any]]:
     else:
         out["flowjax"] = {
             "available": True,
-            "flowjax": _version("flowjax"),
-            "paramax": _version("paramax"),
+            "flowjax": version("flowjax"),
+            "paramax": version("paramax"),
         }
     tz = None if "zuko" in skip else _torch()
     if tz is None:
@@ -650,44 +646,6 @@ def peer_status(skip: set[str]) -> dict[str, dict[str, Any]]:
             "torch_threads": torch.get_num_threads(),
         }
     return out
-
-
-def _version(dist: str) -> str | None:
-    from importlib import metadata
-
-    try:
-        return metadata.version(dist)
-    except metadata.PackageNotFoundError:
-        return None
-
-
-def machine_info() -> dict[str, Any]:
-    try:
-        affinity = len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        affinity = None
-    try:
-        load = os.getloadavg()[0]
-    except (AttributeError, OSError):
-        load = None
-    return {
-        "timestamp_utc": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "python": sys.version.split()[0],
-        "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
-        "cpu_count": os.cpu_count(),
-        "cpu_affinity": affinity,
-        "load_average_1min": load,
-        "jax": jax.__version__,
-        "jax_backend": jax.default_backend(),
-        "jax_enable_x64": bool(jax.config.read("jax_enable_x64")),
-        "equinox": eqx.__version__,
-        "distrax": distrax.__version__,
-        "optax": optax.__version__,
-        "jcausal": jc.__version__,
-        "numpy": np.__version__,
-        "env": {k: os.environ.get(k) for k in ("XLA_FLAGS", "OMP_NUM_THREADS")},
-    }
 
 
 # ----------------------------------------------------------------------------------------------
@@ -762,9 +720,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         args.elbo_repeats = 1
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
 
-    env = machine_info()
+    env = machine_info("equinox", "distrax", "optax", "flowjax", "torch", "zuko")
     peers = peer_status(set(args.skip))
-    print(json.dumps({k: env[k] for k in ("platform", "cpu_count", "jax", "load_average_1min")}))
+    print(json.dumps({k: env[k] for k in ("platform", "cpu_count", "load_average_1min")}))
     print("peers:", json.dumps(peers))
 
     t_norm = normalisations(args.seed)

@@ -385,7 +385,8 @@ def plot_samples(key, models: dict, test: dict, units: int, path: Path) -> dict[
             )
         )
         batch = {k: jnp.asarray(test[k][:units]) for k in ("t", "i", "x")}
-        rec = np.clip(np.asarray(morpho.reconstruct(kind, params, batch, key)), 0, 255)
+        rec = eqx.filter_jit(lambda p, b, k, kind=kind: morpho.reconstruct(kind, p, b, k))
+        rec = np.clip(np.asarray(rec(params, batch, key)), 0, 255)
         obs = test["x"][:units].astype(float)
         att = [
             f"{a:.1f},{b:.0f}" for a, b in zip(test["t"][:units], test["i"][:units], strict=True)
@@ -530,9 +531,11 @@ def run(
         times[f"train_{kind}"] = time.time() - t1
         metrics["selected_step"][kind] = hist.best_step
         models[kind] = params
+        t1 = time.time()
         ka = jax.random.fold_in(key, 100 + j)
         metrics["association"][kind] = association(kind, params, test, ka, cfg.eval_particles)
         metrics["expected"][kind] = expected_log_likelihoods(kind, params, cfg.density_samples)
+        times[f"association_{kind}"] = time.time() - t1
 
     truth_t = true_log_p_t(test["t"].astype(float))
     truth_i = true_log_p_i_given_t(test["t"].astype(float), test["i"].astype(float))
@@ -548,14 +551,18 @@ def run(
         e["gap_log_p_t_vs_entropy"] = float(-g.entropy()) - e["learned_log_p_t"]
         e["gap_log_p_i_given_t"] = e["true_log_p_i_given_t"] - e["learned_log_p_i_given_t"]
 
+    t1 = time.time()
     samples, metrics["intervention"] = interventions(
         jax.random.fold_in(key, 200), models, cfg.intervention_samples
     )
     plot_interventions(samples, path / "interventions.png")
+    times["interventions"] = time.time() - t1
 
+    t1 = time.time()
     metrics["samples"] = plot_samples(
         jax.random.fold_in(key, 400), models, test, cfg.grid_units * 2, path / "samples.png"
     )
+    times["samples"] = time.time() - t1
     figures = ["interventions.png", "samples.png"]
     for kind in cfg.kinds:
         j = morpho.KINDS.index(kind)

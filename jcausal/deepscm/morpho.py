@@ -88,6 +88,7 @@ def init_params(
     latent: int = 16,
     width: int = 64,
     num_bins: int = 8,
+    condition: str = "input",
 ) -> dict[str, Any]:
     """Initial parameters of a Morpho-MNIST model.
 
@@ -99,6 +100,8 @@ def init_params(
         latent: dimension of the image's latent ``z`` (16 in the paper).
         width: channels of the encoder's/decoder's first convolution (64 in the paper).
         num_bins: bins of the spline flows.
+        condition: how the decoder sees the parents: ``"input"`` (the paper, eq. A.5) or
+            ``"film"`` (also a modulation of every layer; see :class:`jcausal.nn.MNISTDecoder`).
 
     Returns:
         ``{"t": Flow, "i": Flow, "encoder": Pure, "decoder": Pure, "context": ParentContext |
@@ -138,7 +141,9 @@ def init_params(
     c = len(x_parents)
     seed = int(jax.random.randint(ke, (), 0, 2**31 - 1))
     encoder = Pure(MNISTEncoder(latent, c, rngs=nnx.Rngs(seed), width=width))
-    decoder = Pure(MNISTDecoder(latent, c, rngs=nnx.Rngs(seed + 1), width=width))
+    decoder = Pure(
+        MNISTDecoder(latent, c, rngs=nnx.Rngs(seed + 1), width=width, condition=condition)
+    )
     context = None
     if c:
         loc = [t_norm[0], np.mean(i)]

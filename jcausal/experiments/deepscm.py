@@ -76,6 +76,7 @@ class Config:
     batch: int = 64
     width: int = 16
     latent: int = 16
+    condition: str = "input"
     particles: int = 4
     flow_lr: float = 5e-3
     net_lr: float = 1e-3
@@ -462,7 +463,9 @@ def train(kind: str, cfg: Config, data: dict, val: dict, key, out: Path, progres
     validation loss; checkpoints and JSON-lines metrics go to ``out/checkpoints/<kind>`` and
     ``out/train_<kind>.jsonl``."""
     kp, kf = jax.random.split(key)
-    params = morpho.init_params(kind, kp, data, latent=cfg.latent, width=cfg.width)
+    params = morpho.init_params(
+        kind, kp, data, latent=cfg.latent, width=cfg.width, condition=cfg.condition
+    )
     train_data = {k: data[k] for k in ("t", "i", "x")}
     eval_data = {k: val[k][: cfg.val_units] for k in ("t", "i", "x")}
     params, history = fit(

@@ -65,6 +65,28 @@ class MNISTEncoder(nnx.Module):
         return (mean[0], logvar[0]) if single else (mean, logvar)
 
 
+class FiLM(nnx.Module):
+    """Feature-wise affine modulation by the context: ``h * (1 + gamma(c)) + beta(c)``.
+
+    ``gamma`` and ``beta`` are linear in the context and start at zero, so an untrained FiLM
+    layer is the identity. Modulates the last axis of ``h`` (features or channels).
+    """
+
+    def __init__(self, context: int, features: int, *, rngs: nnx.Rngs):
+        self.linear = nnx.Linear(
+            context, 2 * features, kernel_init=nnx.initializers.zeros, rngs=rngs
+        )
+        self.features = features
+
+    def __call__(self, h: Array, context: Array) -> Array:
+        gamma, beta = jnp.split(self.linear(context), 2, axis=-1)
+        # Broadcast (batch, features) over the spatial axes of (batch, H, W, features).
+        extra = h.ndim - gamma.ndim
+        gamma = gamma.reshape(gamma.shape[:-1] + (1,) * extra + gamma.shape[-1:])
+        beta = beta.reshape(beta.shape[:-1] + (1,) * extra + beta.shape[-1:])
+        return h * (1.0 + gamma) + beta
+
+
 class MNISTDecoder(nnx.Module):
     """``g(z; pa)``: latent and parents -> per-pixel mean of the image's low-level mechanism.
 
@@ -76,9 +98,26 @@ class MNISTDecoder(nnx.Module):
         latent: latent dimension.
         context: number of scalar parent features.
         rngs: flax random streams.
+        width: channels of the transposed convolutions (64 in the paper).
+        condition: where the parents enter. ``"input"`` (the paper): concatenated with ``z``
+            before the first layer only. ``"film"``: also a feature-wise affine modulation
+            (:class:`FiLM`) after every normalisation and on the output, so every layer sees
+            the parents directly. The parents then act as per-layer gains, which is how
+            intensity acts on an image; with ``"input"`` their effect has to survive two
+            normalisations and is entangled with the latent.
     """
 
-    def __init__(self, latent: int = 16, context: int = 0, *, rngs: nnx.Rngs, width: int = 64):
+    def __init__(
+        self,
+        latent: int = 16,
+        context: int = 0,
+        *,
+        rngs: nnx.Rngs,
+        width: int = 64,
+        condition: str = "input",
+    ):
+        if condition not in ("input", "film"):
+            raise ValueError(f"condition must be 'input' or 'film', got {condition!r}")
         self.fc1 = nnx.Linear(latent + context, 1024, rngs=rngs)
         self.norm1 = nnx.LayerNorm(1024, rngs=rngs)
         self.fc2 = nnx.Linear(1024, width * 7 * 7, rngs=rngs)
@@ -91,6 +130,12 @@ class MNISTDecoder(nnx.Module):
         self.out = nnx.Conv(1, 1, (1, 1), rngs=rngs)
         self.width = width
         self.context = context
+        self.condition = condition if context else "input"
+        if self.condition == "film":
+            self.film1 = FiLM(context, 1024, rngs=rngs)
+            self.film2 = FiLM(context, width * 7 * 7, rngs=rngs)
+            self.film3 = FiLM(context, width, rngs=rngs)
+            self.film_out = FiLM(context, 1, rngs=rngs)
 
     def __call__(
         self, z: Float[Array, " latent"], context: Float[Array, " k"] | None = None
@@ -100,10 +145,16 @@ class MNISTDecoder(nnx.Module):
         if single and context is not None:
             context = jnp.asarray(context)[None]
         if self.context:
-            h = jnp.concatenate([h, jnp.broadcast_to(context, (*h.shape[:-1], self.context))], -1)
-        h = jax.nn.relu(self.norm1(self.fc1(h)))
-        h = jax.nn.relu(self.norm2(self.fc2(h)))
+            context = jnp.broadcast_to(context, (*h.shape[:-1], self.context))
+            h = jnp.concatenate([h, context], -1)
+        film = self.condition == "film"
+        h = self.norm1(self.fc1(h))
+        h = jax.nn.relu(self.film1(h, context) if film else h)
+        h = self.norm2(self.fc2(h))
+        h = jax.nn.relu(self.film2(h, context) if film else h)
         h = h.reshape(*h.shape[:-1], 7, 7, self.width)
-        h = jax.nn.relu(self.norm3(self.up1(h)))
-        h = self.out(self.up2(h))[..., 0]
+        h = self.norm3(self.up1(h))
+        h = jax.nn.relu(self.film3(h, context) if film else h)
+        h = self.out(self.up2(h))
+        h = (self.film_out(h, context) if film else h)[..., 0]
         return h[0] if single else h

@@ -3,7 +3,8 @@
 1. ELBO training steps per second of the full Morpho-MNIST model
    (:mod:`jcausal.deepscm.morpho`, ``-[log p(t) + log p(i | t) + ELBO(x | t, i)]``, 4
    particles) at batch 256, for encoder/decoder width 16 (our experiment) and 64 (the paper's
-   appendix A), float32: one jitted step (loss, gradient and the optax update).
+   appendix A), with the parents fed to every layer (FiLM, our experiment) and to the first
+   layer only (the paper), float32: one jitted step (loss, gradient and the optax update).
 2. Log-prob + gradient (w.r.t. the flow parameters) throughput, in samples per second, of the
    attribute mechanisms built with the SAME architecture in jcausal (:mod:`jcausal.flows`), in
    flowjax and in zuko (PyTorch), each optional:
@@ -546,11 +547,16 @@ def elbo_batch(source: str, batch: int, seed: int) -> dict[str, np.ndarray]:
     return {"t": t, "i": i, "x": x}
 
 
-def elbo_training(width: int, data: dict, steps: int, repeats: int, seed: int) -> dict[str, Any]:
-    """Steps per second of the jitted train step of the full model at this width."""
+def elbo_training(
+    width: int, data: dict, steps: int, repeats: int, seed: int, condition: str = "film"
+) -> dict[str, Any]:
+    """Steps per second of the jitted train step of the full model at this width and wiring of
+    the parents into the encoder and decoder (``"film"`` or ``"input"``)."""
     kind = "full"
     key = jax.random.key(seed)
-    params = morpho.init_params(kind, key, data, latent=16, width=width)
+    params = morpho.init_params(
+        kind, key, data, latent=16, width=width, condition=condition, encoder_condition=condition
+    )
     dyn, static = eqx.partition(params, eqx.is_inexact_array)
     loss_fn = morpho.loss_fn(kind, particles=4)
     opt = morpho.optimizer(5e-3, 1e-4)
@@ -587,6 +593,7 @@ def elbo_training(width: int, data: dict, steps: int, repeats: int, seed: int) -
     row = {
         "model": kind,
         "width": width,
+        "condition": condition,
         "batch": len(data["t"]),
         "particles": 4,
         "dtype": "float32",
@@ -603,7 +610,7 @@ def elbo_training(width: int, data: dict, steps: int, repeats: int, seed: int) -
         "loss_finite": bool(np.all(np.isfinite(losses))),
     }
     print(
-        f"ELBO full width={width:3d} batch={row['batch']} particles=4: "
+        f"ELBO full width={width:3d} {condition:5s} batch={row['batch']} particles=4: "
         f"{row['steps_per_s']:.2f} steps/s (median {row['steps_per_s_median']:.2f}), "
         f"{row['images_per_s']:,.0f} images/s, compile {compile_s:.1f} s, "
         f"{n_params:,} parameters",
@@ -654,11 +661,11 @@ def peer_status(skip: set[str]) -> dict[str, dict[str, Any]]:
 
 def print_table(elbo: list[dict], rows: list[dict], checks: dict) -> None:
     print("\nELBO training, full model, float32, 4 particles")
-    print(f"{'width':>5s} {'batch':>5s} {'steps/s':>8s} {'median':>8s} {'images/s':>9s} "
-          f"{'compile s':>9s}")  # fmt: skip
+    print(f"{'width':>5s} {'cond':>5s} {'batch':>5s} {'steps/s':>8s} {'median':>8s} "
+          f"{'images/s':>9s} {'compile s':>9s}")  # fmt: skip
     for r in elbo:
         print(
-            f"{r['width']:5d} {r['batch']:5d} {r['steps_per_s']:8.2f} "
+            f"{r['width']:5d} {r['condition']:>5s} {r['batch']:5d} {r['steps_per_s']:8.2f} "
             f"{r['steps_per_s_median']:8.2f} {r['images_per_s']:9,.0f} {r['compile_s']:9.1f}"
         )
     print("\nFlow log-prob + gradient throughput (samples/s, best of repeats; ratio > 1: "
@@ -693,6 +700,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--mechanisms", nargs="+", default=list(MECHANISMS), choices=MECHANISMS)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--widths", type=int, nargs="*", default=[16, 64])
+    parser.add_argument(
+        "--conditions", nargs="+", default=["film", "input"], choices=["film", "input"],
+        help="wiring of (t, i) into the encoder/decoder for the ELBO timing",
+    )  # fmt: skip
     parser.add_argument("--elbo-batch", type=int, default=256)
     parser.add_argument("--elbo-steps", type=int, default=5, help="train steps per repeat")
     parser.add_argument("--elbo-repeats", type=int, default=3)
@@ -715,6 +726,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         args.batches = [256, 4096]
         args.repeats = 2
         args.widths = [16]
+        args.conditions = ["film"]
         args.elbo_batch = 64
         args.elbo_steps = 2
         args.elbo_repeats = 1
@@ -737,7 +749,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.widths:
         data = elbo_batch(args.data, args.elbo_batch, args.seed)
         for w in args.widths:
-            elbo.append(elbo_training(w, data, args.elbo_steps, args.elbo_repeats, args.seed))
+            for c in args.conditions:
+                elbo.append(
+                    elbo_training(w, data, args.elbo_steps, args.elbo_repeats, args.seed, c)
+                )
 
     print_table(elbo, rows, checks)
     result = {

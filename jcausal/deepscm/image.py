@@ -150,18 +150,24 @@ class VAEImage(Mechanism):
         return gauss + jnp.sum(log_det)
 
     def elbo(
-        self, x: Array, parents: Parents, key: PRNGKeyArray, particles: int = 4
+        self,
+        x: Array,
+        parents: Parents,
+        key: PRNGKeyArray,
+        particles: int = 4,
+        kl_weight: float = 1.0,
     ) -> Float[Array, ""]:
         """Evidence lower bound on ``log p(x | pa)`` (eq. 3) with ``particles`` samples of ``z``.
 
         The KL term is in closed form (two diagonal Gaussians); the expectation is a Monte
         Carlo average with reparametrised samples, so the bound is differentiable.
+        ``kl_weight`` scales the KL term (a beta-VAE objective); only ``1`` gives a bound.
         """
         q = self.posterior(x, parents)
         zs = q.sample(seed=key, sample_shape=(particles,))
         rec = jnp.mean(jax.vmap(lambda z: self.log_likelihood(x, z, parents))(zs))
         kl = q.kl_divergence(distrax.MultivariateNormalDiag(jnp.zeros_like(q.loc)))
-        return rec - kl
+        return rec - kl_weight * kl
 
     def check_values(self, node: str, value: np.ndarray) -> None:
         # P is defined on the open interval that [alpha, 1 - alpha] stretches to.

@@ -89,6 +89,7 @@ def init_params(
     width: int = 64,
     num_bins: int = 8,
     condition: str = "input",
+    encoder_condition: str = "input",
 ) -> dict[str, Any]:
     """Initial parameters of a Morpho-MNIST model.
 
@@ -140,7 +141,9 @@ def init_params(
     x_parents = GRAPHS[kind]["x"]
     c = len(x_parents)
     seed = int(jax.random.randint(ke, (), 0, 2**31 - 1))
-    encoder = Pure(MNISTEncoder(latent, c, rngs=nnx.Rngs(seed), width=width))
+    encoder = Pure(
+        MNISTEncoder(latent, c, rngs=nnx.Rngs(seed), width=width, condition=encoder_condition)
+    )
     decoder = Pure(
         MNISTDecoder(latent, c, rngs=nnx.Rngs(seed + 1), width=width, condition=condition)
     )
@@ -197,6 +200,7 @@ def log_densities(
     *,
     particles: int = 4,
     dequantize: bool = True,
+    kl_weight: float = 1.0,
 ) -> dict[str, Float[Array, " n"]]:
     """Per-unit ``log p(t)``, ``log p(i | pa_i)`` and the ELBO on ``log p(x | pa_x)`` (nats).
 
@@ -208,6 +212,7 @@ def log_densities(
         particles: Monte Carlo samples of ``z`` per image in the ELBO.
         dequantize: add ``U(0, 1)`` noise to ``x`` (training and evaluating the continuous
             density of 8-bit data).
+        kl_weight: weight of the ELBO's KL term (1: the ELBO; see :meth:`VAEImage.elbo`).
 
     Returns:
         ``{"t": (n,), "i": (n,), "x": (n,)}``.
@@ -222,20 +227,21 @@ def log_densities(
     li = jax.vmap(mi.log_prob)(batch["i"], {p: batch[p] for p in mi.parents})
     keys = jax.random.split(kx, x.shape[0])
     pa = {p: batch[p] for p in mx.parents}
-    lx = jax.vmap(lambda xi, p, k: mx.elbo(xi, p, k, particles))(x, pa, keys)
+    lx = jax.vmap(lambda xi, p, k: mx.elbo(xi, p, k, particles, kl_weight))(x, pa, keys)
     return {"t": lt, "i": li, "x": lx}
 
 
-def loss_fn(kind: Kind, particles: int = 4):
+def loss_fn(kind: Kind, particles: int = 4, kl_weight: float = 1.0):
     """``loss(params, batch, key) -> (nll, aux)`` for :func:`jcausal.train.fit`.
 
     ``nll = -mean[log p(t) + log p(i | t) + ELBO(x | t, i)]`` over the batch (nats per unit),
-    with uniform dequantisation of the images and ``particles`` ELBO samples.
+    with uniform dequantisation of the images and ``particles`` ELBO samples. ``kl_weight``
+    other than 1 trains a beta-VAE image mechanism (the image term is then not a bound).
     """
     _check_kind(kind)
 
     def loss(params, batch, key):
-        terms = log_densities(kind, params, batch, key, particles=particles)
+        terms = log_densities(kind, params, batch, key, particles=particles, kl_weight=kl_weight)
         total = terms["t"] + terms["i"] + terms["x"]
         aux = {"log_p_t": jnp.mean(terms["t"]), "log_p_i": jnp.mean(terms["i"])}
         aux["elbo_x"] = jnp.mean(terms["x"])

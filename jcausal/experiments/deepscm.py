@@ -25,7 +25,12 @@ The full config trains each model for 5,000 steps of batch 64 with encoder/decod
 about 5 minutes per model on 2 CPU cores (the paper: width 64, batch 256, 1,000 epochs of
 60,000 MNIST digits on a GPU), and keeps the parameters of the best validation loss (evaluated
 every 500 steps). The network learning rate is 1e-3 instead of the paper's 1e-4 to make up for
-the short training. Run ``python experiments/deepscm.py [--smoke]``.
+the short training. The parents enter the encoder and the decoder at every layer (FiLM,
+``condition="film"``) rather than only at the first decoder layer and the encoder's heads
+(the paper's ``"input"``): with the paper's wiring the decoder follows the parents only
+partly outside the bulk of the training data, and counterfactual thickness came out 0.83
+correlated with its target instead of 0.90-0.91 (``--condition input`` reproduces it).
+Run ``python experiments/deepscm.py [--smoke]``.
 """
 
 from __future__ import annotations
@@ -76,7 +81,9 @@ class Config:
     batch: int = 64
     width: int = 16
     latent: int = 16
-    condition: str = "input"
+    condition: str = "film"
+    encoder_condition: str = "film"
+    kl_weight: float = 1.0
     particles: int = 4
     flow_lr: float = 5e-3
     net_lr: float = 1e-3
@@ -464,12 +471,18 @@ def train(kind: str, cfg: Config, data: dict, val: dict, key, out: Path, progres
     ``out/train_<kind>.jsonl``."""
     kp, kf = jax.random.split(key)
     params = morpho.init_params(
-        kind, kp, data, latent=cfg.latent, width=cfg.width, condition=cfg.condition
+        kind,
+        kp,
+        data,
+        latent=cfg.latent,
+        width=cfg.width,
+        condition=cfg.condition,
+        encoder_condition=cfg.encoder_condition,
     )
     train_data = {k: data[k] for k in ("t", "i", "x")}
     eval_data = {k: val[k][: cfg.val_units] for k in ("t", "i", "x")}
     params, history = fit(
-        morpho.loss_fn(kind, cfg.particles),
+        morpho.loss_fn(kind, cfg.particles, cfg.kl_weight),
         params,
         train_data,
         optimizer=morpho.optimizer(cfg.flow_lr, cfg.net_lr),
@@ -494,6 +507,7 @@ def run(
     kinds: Sequence[str] | None = None,
     steps: int | None = None,
     progress: bool = True,
+    condition: str | None = None,
 ) -> dict:
     """Train the Morpho-MNIST models and measure association, intervention and counterfactual.
 
@@ -504,6 +518,8 @@ def run(
         kinds: models to train (default: the config's).
         steps: training steps per model (default: the config's).
         progress: show the training progress bar.
+        condition: where the encoder and decoder see the parents, ``"film"`` (every layer;
+            the default) or ``"input"`` (the paper's wiring); default: the config's.
 
     Returns:
         The metrics written to ``metrics.json``.
@@ -517,6 +533,10 @@ def run(
         cfg = dataclasses.replace(cfg, kinds=kinds)
     if steps is not None:
         cfg = dataclasses.replace(cfg, steps=int(steps))
+    if condition is not None:
+        if condition not in ("input", "film"):
+            raise ValueError(f"condition must be 'input' or 'film', got {condition!r}")
+        cfg = dataclasses.replace(cfg, condition=condition, encoder_condition=condition)
     path = output_dir(NAME, out)
     t0 = time.time()
     data, val, test = load_splits(cfg.n_train, cfg.val_units, cfg.n_test)
@@ -594,6 +614,13 @@ def _extra(parser) -> None:
     parser.add_argument("--kinds", nargs="+", default=None, choices=morpho.KINDS)
     parser.add_argument("--steps", type=int, default=None, help="training steps per model")
     parser.add_argument("--no-progress", dest="progress", action="store_false")
+    parser.add_argument(
+        "--condition",
+        choices=("film", "input"),
+        default=None,
+        help="where the encoder/decoder see (t, i): every layer (film, default) or the paper's "
+        "first decoder layer and encoder heads (input)",
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> dict:

@@ -125,6 +125,10 @@ def test_smoke_experiment_meets_loose_targets(tmp_path):
     assert assoc["full"]["log_p_i_given_t"] > assoc["independent"]["log_p_i_given_t"] + 0.3
     err = {k: m["intervention"][k]["abs_err_mean_i"]["plus1"] for k in ("full", "independent")}
     assert err["full"] < 0.5 * err["independent"]
+    # Counterfactual images carry their targets (full config: >= 0.9; a decoder that ignored
+    # its parents would leave the factual image, uncorrelated with the grid's targets).
+    cf = m["counterfactual"]["full"]
+    assert cf["corr_thickness_do_t"] > 0.5 and cf["corr_intensity_do_i"] > 0.4, cf
     # The ELBO is a bound: log p(x, t, i) >= ... sums the three terms.
     a = assoc["full"]
     np.testing.assert_allclose(

@@ -22,7 +22,7 @@ trained jointly on ``-[log p(t) + log p(i | t) + ELBO(x | t, i)]`` with
   ``samples.png``).
 
 The full config trains each model for 5,000 steps of batch 64 with encoder/decoder width 16,
-about 5 minutes per model on 2 CPU cores (the paper: width 64, batch 256, 1,000 epochs of
+about 6-7 minutes per model on 2 CPU cores (the paper: width 64, batch 256, 1,000 epochs of
 60,000 MNIST digits on a GPU), and keeps the parameters of the best validation loss (evaluated
 every 500 steps). The network learning rate is 1e-3 instead of the paper's 1e-4 to make up for
 the short training. The parents enter the encoder and the decoder at every layer (FiLM,

@@ -193,6 +193,14 @@ class _Checkpoints:
         try:
             state = self.manager.restore(step, args=self._ocp.args.StandardRestore(target))
         except (KeyError, ValueError) as e:
+            saved = self._saved_leaves(step)
+            if saved is not None and saved != len(leaves):
+                raise ValueError(
+                    f"checkpoint at step {step} in {self.manager.directory} holds {saved} "
+                    f"arrays of parameters and optimiser state, but this model and optimiser "
+                    f"have {len(leaves)}: the checkpoint belongs to a different model (another "
+                    "architecture or optimiser). Use a new checkpoint_dir"
+                ) from e
             if best is None:
                 raise
             raise ValueError(
@@ -218,6 +226,13 @@ class _Checkpoints:
                     f"{np.shape(old)}; the checkpoint belongs to a different model"
                 )
         return restored, state.get("best")
+
+    def _saved_leaves(self, step: int) -> int | None:
+        """Number of arrays in the checkpoint's ``leaves`` (None if it cannot be read)."""
+        try:
+            return len(self.manager.item_metadata(step)["leaves"])
+        except Exception:  # only used to explain a failed restore
+            return None
 
     def close(self) -> None:
         self.manager.wait_until_finished()

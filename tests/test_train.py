@@ -117,6 +117,14 @@ def test_keep_best_returns_best_evaluated_parameters_and_survives_resume(tmp_pat
             **(kwargs | {"keep_best": None}))  # fmt: skip
         fit(_pull_to_one, {"w": jnp.zeros(())}, data, steps=33, checkpoint_dir=tmp_path / "c2",
             **kwargs)  # fmt: skip
+    # A checkpoint of another model (here: one more parameter) is named as such, also with
+    # keep_best (whose own restore error must not hide it).
+    for extra in ({"keep_best": None}, {}):
+        with pytest.raises(
+            ValueError, match="holds 1 arrays .* have 2: the checkpoint belongs to a"
+        ):
+            fit(_pull_to_one, {"w": jnp.zeros(()), "v": jnp.zeros(())}, data, steps=36,
+                checkpoint_dir=tmp_path / "c2", **(kwargs | extra))  # fmt: skip
 
 
 def test_minibatches_cover_each_epoch_once():

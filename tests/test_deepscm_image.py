@@ -143,3 +143,27 @@ def test_film_encoder_starts_as_the_paper_encoder():
         assert float(jnp.abs(getattr(grads.module, name).linear.kernel.value).max()) > 0, name
     with pytest.raises(ValueError, match="condition"):
         MNISTEncoder(4, 2, rngs=nnx.Rngs(1), width=8, condition="all")
+
+
+def test_constant_variance_shortcut_equals_eq6(scm):
+    obs = jc.sample(jax.random.key(7), scm, 5)
+    mech = scm.mechanisms["x"]
+    key = jax.random.key(8)
+    # The engine's eq. (6) (abduct z and u, predict under do(t := 4.5)) and the shortcut
+    # x' = P^-1(P(x) + mu(z, pa') - mu(z, pa)) with the same z (abduct uses the same key).
+    cf = jc.counterfactual(scm, obs, {"t": jc.Hard(4.5)}, key)
+    z = jc.abduct(scm, obs, key)["x"]["z"]
+    new_t = jnp.full_like(obs["t"], 4.5)
+    short = jax.vmap(lambda x, t, t2, zi: mech.shortcut(x, {"t": t}, {"t": t2}, zi))(
+        obs["x"], obs["t"], new_t, z
+    )
+    assert float(jnp.abs(cf["x"] - obs["x"]).max()) > 1.0  # the intervention moves the image
+    np.testing.assert_allclose(short, cf["x"], rtol=1e-4, atol=1e-3)
+    # Unchanged parents give the observation back; the Monte Carlo version stacks draws.
+    same = mech.shortcut(obs["x"][0], {"t": obs["t"][0]}, {"t": obs["t"][0]}, z[0])
+    np.testing.assert_allclose(same, obs["x"][0], rtol=1e-4, atol=1e-3)
+    many = mech.counterfactual_images(
+        obs["x"][0], {"t": obs["t"][0]}, {"t": jnp.asarray(4.5)}, key, 3
+    )
+    assert many.shape == (3, 28, 28) and bool(jnp.all(jnp.isfinite(many)))
+    assert float(jnp.abs(many[0] - many[1]).max()) > 0  # different draws of z

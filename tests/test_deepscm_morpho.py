@@ -129,6 +129,11 @@ def test_smoke_experiment_meets_loose_targets(tmp_path):
     # its parents would leave the factual image, uncorrelated with the grid's targets).
     cf = m["counterfactual"]["full"]
     assert cf["corr_thickness_do_t"] > 0.5 and cf["corr_intensity_do_i"] > 0.4, cf
+    assert cf["shortcut_max_abs_diff"] < 0.1  # grey levels: eq. (6) == the shortcut
+    # Fig. A.6: conditioning on i moves t, intervening on i does not; do(t) == conditioning on t.
+    a6 = m["conditioning"]
+    assert a6["spread_mean_t_given_i"] > 0.5 and a6["spread_mean_t_do_i"] < 0.1, a6
+    assert a6["max_abs_i_do_t_minus_i_given_t"] < 3.0, a6
     # The ELBO is a bound: log p(x, t, i) >= ... sums the three terms.
     a = assoc["full"]
     np.testing.assert_allclose(
@@ -136,7 +141,7 @@ def test_smoke_experiment_meets_loose_targets(tmp_path):
     )
     record = json.loads((tmp_path / "metrics.json").read_text())
     assert record["config"]["smoke"] is True
-    for fig in ("interventions.png", "counterfactuals_full.png", "samples.png"):
+    for fig in ("interventions.png", "conditioning.png", "counterfactuals_full.png", "samples.png"):
         assert (tmp_path / fig).stat().st_size > 10_000
     lines = (tmp_path / "train_full.jsonl").read_text().splitlines()
     evals = [json.loads(x) for x in lines if '"eval"' in x]

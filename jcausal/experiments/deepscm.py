@@ -13,8 +13,11 @@ trained jointly on ``-[log p(t) + log p(i | t) + ELBO(x | t, i)]`` with
   ``log p(x, t, i)``, reconstruction MAE (Table 1), next to the true densities of eq. (7)
   (scipy), evaluated on the test units and, in expectation, on a large fresh sample;
 * intervention — ``p(t, i)`` observational and under ``do(t := t + 1)`` and ``do(t := t - 0.5)``,
-  learned versus true (Fig. 3, ``interventions.png``);
-* counterfactual — eq. (6) with 32 Monte Carlo samples per unit, averaged; grids
+  learned versus true (Fig. 3, ``interventions.png``); conditioning versus intervening in the
+  full model, ``p(t | i)`` against ``p(t | do(i))`` and ``p(i | t)`` against ``p(i | do(t))``
+  (Fig. A.6, ``conditioning.png``, :mod:`jcausal.experiments.deepscm_conditioning`);
+* counterfactual — eq. (6) with 32 Monte Carlo samples per unit, averaged (and, as a check,
+  against the constant-variance shortcut of section 2.2 for the same latent draws); grids
   ``do(t ∈ {1, 3, 5})`` and ``do(i ∈ {64, 160, 255})`` for a few test digits next to their true
   counterfactuals (Fig. 4, ``counterfactuals.png``), and the thickness and intensity measured on
   the counterfactual images (:func:`jcausal.data.measure`) against their targets;
@@ -59,6 +62,7 @@ from ..data import morphomnist as mm
 from ..deepscm import morpho
 from ..train import fit
 from ._common import output_dir, run_cli, write_metrics
+from .deepscm_conditioning import conditioning_vs_intervening
 
 NAME = "deepscm"
 T_GRID = (1.0, 3.0, 5.0)
@@ -284,6 +288,31 @@ def counterfactuals(kind, params, test, key, units: int, num_samples: int) -> di
         )
         out[f"do({node}={v:g})"] = {k: np.asarray(jnp.mean(cf[k], axis=0)) for k in cf}
     return out
+
+
+def shortcut_agreement(kind, params, test, key, units: int) -> float:
+    """Largest difference (grey levels) between eq. (6) through the SCM engine and the
+    constant-variance shortcut ``P(x') = P(x) + mu(z, pa') - mu(z, pa)``
+    (:meth:`jcausal.deepscm.VAEImage.shortcut`) for the same latent draws, over the grid
+    interventions of the first ``units`` test units."""
+    scm = morpho.build(kind, params)
+    mech = scm.mechanisms["x"]
+    obs = {
+        "t": jnp.asarray(test["t"][:units]),
+        "i": jnp.asarray(test["i"][:units]),
+        "x": jnp.asarray(test["x"][:units], jnp.float32),
+    }
+    pa = {p: obs[p] for p in mech.parents}
+    short = jax.jit(jax.vmap(mech.shortcut))
+    worst = 0.0
+    grid = [("t", v) for v in T_GRID] + [("i", v) for v in I_GRID]
+    for j, (node, v) in enumerate(grid):
+        k = jax.random.fold_in(key, j)
+        cf = jscm.counterfactual(scm, obs, {node: jscm.Hard(v)}, k)
+        z = jscm.abduct(scm, obs, k)["x"]["z"]
+        new = short(obs["x"], pa, {p: cf[p] for p in mech.parents}, z)
+        worst = max(worst, float(jnp.max(jnp.abs(new - cf["x"]))))
+    return worst
 
 
 def counterfactual_fidelity(cfs: dict) -> dict[str, float]:
@@ -579,6 +608,13 @@ def run(
         jax.random.fold_in(key, 200), models, cfg.intervention_samples
     )
     plot_interventions(samples, path / "interventions.png")
+    figures = ["interventions.png"]
+    if "full" in cfg.kinds:
+        metrics["conditioning"] = conditioning_vs_intervening(
+            jax.random.fold_in(key, 500), models["full"], cfg.intervention_samples,
+            path / "conditioning.png",
+        )  # fmt: skip
+        figures.append("conditioning.png")
     times["interventions"] = time.time() - t1
 
     t1 = time.time()
@@ -586,7 +622,7 @@ def run(
         jax.random.fold_in(key, 400), models, test, cfg.grid_units * 2, path / "samples.png"
     )
     times["samples"] = time.time() - t1
-    figures = ["interventions.png", "samples.png"]
+    figures.append("samples.png")
     for kind in cfg.kinds:
         j = morpho.KINDS.index(kind)
         if not morpho.GRAPHS[kind]["x"]:
@@ -597,6 +633,9 @@ def run(
             cfg.cf_samples,
         )  # fmt: skip
         m = counterfactual_fidelity(cfs)
+        m["shortcut_max_abs_diff"] = shortcut_agreement(
+            kind, models[kind], test, jax.random.fold_in(key, 600 + j), cfg.cf_units
+        )
         fig = f"counterfactuals_{kind}.png"
         m |= plot_counterfactuals(test, cfs, cfg.grid_units, path / fig)
         figures.append(fig)

@@ -108,7 +108,25 @@ def test_health_model_shapes_and_log_prob_finite():
 def test_experiment_dispatch(capsys):
     assert main(["experiment", "--list"]) == 0
     out = capsys.readouterr().out
-    for name in ("equilibrium_accuracy", "ghg_employment", "rebound", "compartments"):
+    for name in ("equilibrium_accuracy", "ghg_employment", "rebound", "compartments", "deepscm"):
         assert name in out
     assert main(["experiment", "nope"]) == 2
     assert "unknown experiment 'nope'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "script", sorted((ROOT / "experiments").glob("*.py")), ids=lambda p: p.stem
+)
+def test_experiment_scripts_explain_themselves(script):
+    # Every script in experiments/ runs its experiment's command line (here: --help).
+    import runpy
+    import sys
+
+    argv = sys.argv
+    sys.argv = [str(script), "--help"]
+    try:
+        with pytest.raises(SystemExit) as exit_:
+            runpy.run_path(str(script), run_name="__main__")
+    finally:
+        sys.argv = argv
+    assert exit_.value.code == 0

@@ -33,7 +33,7 @@ the short training. The parents enter the encoder and the decoder at every layer
 (the paper's ``"input"``): with the paper's wiring the decoder follows the parents only
 partly outside the bulk of the training data, and counterfactual thickness came out 0.83
 correlated with its target instead of 0.90-0.91 (``--condition input`` reproduces it).
-Run ``python experiments/deepscm.py [--smoke]``.
+Run ``python experiments/deepscm_morphomnist.py [--smoke]``.
 """
 
 from __future__ import annotations
@@ -663,7 +663,7 @@ def _extra(parser) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> dict:
-    """Command line: ``python experiments/deepscm.py [--smoke] [--kinds full ...]``."""
+    """Command line: ``python experiments/deepscm_morphomnist.py [--smoke] [--kinds full ...]``."""
     return run_cli(NAME, "Deep SCM on Morpho-MNIST (Table 1, Fig. 3, Fig. 4)", run, argv, _extra)
 
 

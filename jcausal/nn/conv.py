@@ -24,6 +24,13 @@ def _image(x: Array) -> Array:
     return x[..., None] if x.shape[-1] != 1 else x
 
 
+def _condition(condition: str, context: int) -> str:
+    """The wiring actually used: without parents there is nothing to modulate with."""
+    if condition not in ("input", "film"):
+        raise ValueError(f"condition must be 'input' or 'film', got {condition!r}")
+    return condition if context else "input"
+
+
 class FiLM(nnx.Module):
     """Feature-wise affine modulation by the context: ``h * (1 + gamma(c)) + beta(c)``.
 
@@ -72,8 +79,6 @@ class MNISTEncoder(nnx.Module):
         width: int = 64,
         condition: str = "input",
     ):
-        if condition not in ("input", "film"):
-            raise ValueError(f"condition must be 'input' or 'film', got {condition!r}")
         self.conv1 = nnx.Conv(1, width, (4, 4), strides=(2, 2), padding=((1, 1), (1, 1)), rngs=rngs)
         self.norm1 = nnx.GroupNorm(width, num_groups=8, rngs=rngs)
         self.conv2 = nnx.Conv(
@@ -85,7 +90,7 @@ class MNISTEncoder(nnx.Module):
         self.mean = nnx.Linear(100 + context, latent, rngs=rngs)
         self.logvar = nnx.Linear(100 + context, latent, rngs=rngs)
         self.context = context
-        self.condition = condition if context else "input"
+        self.condition = _condition(condition, context)
         if self.condition == "film":
             self.film1 = FiLM(context, width, rngs=rngs)
             self.film2 = FiLM(context, 2 * width, rngs=rngs)
@@ -145,8 +150,6 @@ class MNISTDecoder(nnx.Module):
         width: int = 64,
         condition: str = "input",
     ):
-        if condition not in ("input", "film"):
-            raise ValueError(f"condition must be 'input' or 'film', got {condition!r}")
         self.fc1 = nnx.Linear(latent + context, 1024, rngs=rngs)
         self.norm1 = nnx.LayerNorm(1024, rngs=rngs)
         self.fc2 = nnx.Linear(1024, width * 7 * 7, rngs=rngs)
@@ -159,7 +162,7 @@ class MNISTDecoder(nnx.Module):
         self.out = nnx.Conv(1, 1, (1, 1), rngs=rngs)
         self.width = width
         self.context = context
-        self.condition = condition if context else "input"
+        self.condition = _condition(condition, context)
         if self.condition == "film":
             self.film1 = FiLM(context, 1024, rngs=rngs)
             self.film2 = FiLM(context, width * 7 * 7, rngs=rngs)

@@ -43,6 +43,7 @@ import pandas as pd
 import pymrio
 
 from ..scm import Solver
+from .archive import check_archive
 from .leontief import IOModel, unknown_name_message
 
 #: Exiobase 3 (pxp / ixi, ``impacts`` extension) row names used as defaults by ``jcausal design``.
@@ -61,14 +62,31 @@ def load_test() -> pymrio.IOSystem:
 
 
 def load_exiobase(path: str | Path) -> pymrio.IOSystem:
-    """Parse an Exiobase 3 archive (zip or folder, e.g. ``IOT_2011_pxp.zip``) with pymrio."""
-    path = Path(path)
-    if not path.exists():
+    """Parse an Exiobase 3 archive (zip or folder, e.g. ``IOT_2011_pxp.zip``) with pymrio.
+
+    The archive is checked first (:func:`jcausal.economy.archive.check_archive`): pymrio would
+    unpickle tables stored as pickles (running code from the file) and follow table names out
+    of the archive; both are refused.
+
+    Args:
+        path: the archive (zip file) or the folder it unpacks to.
+
+    Returns:
+        The parsed pymrio ``IOSystem``.
+
+    Raises:
+        ValueError: the path is missing, not an archive, holds no tables, lists an unsafe
+            table (see :func:`~jcausal.economy.archive.check_archive`), or pymrio cannot parse
+            it (its error is named).
+    """
+    path = check_archive(path)
+    try:
+        return pymrio.parse_exiobase3(path)
+    except Exception as err:  # pymrio raises KeyError, ReadError, pandas parser errors, ...
         raise ValueError(
-            f"Exiobase archive {str(path)!r} not found; download one (e.g. with "
-            "pymrio.download_exiobase3) and pass its path"
-        )
-    return pymrio.parse_exiobase3(path)
+            f"pymrio could not parse the Exiobase archive {str(path)!r}: "
+            f"{type(err).__name__}: {err}"
+        ) from err
 
 
 def regions(io: pymrio.IOSystem) -> list[str]:

@@ -1,0 +1,152 @@
+"""Exiobase archives are checked before pymrio reads them: no code from data files (issue 10 §1)."""
+
+import json
+import os
+import pickle
+import zipfile
+
+import pytest
+
+from jcausal import design
+from jcausal.economy import io as eio
+from jcausal.economy.archive import check_archive
+
+
+class _Payload:
+    """A pickle that, when loaded, writes a marker file (what a hostile archive would do)."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (exec, (f"open({self.marker!r}, 'w').write('code ran')",))
+
+
+def _params(files):
+    return json.dumps(
+        {
+            "systemtype": "IOSystem",
+            "name": "crafted",
+            "files": {
+                key: {"name": name, "nr_index_col": "2", "nr_header": "2"}
+                for key, name in files.items()
+            },
+        }
+    )
+
+
+@pytest.fixture
+def marker(tmp_path):
+    path = tmp_path / "MARKER"
+    yield path
+    assert not path.exists(), "a pickle from the archive was executed"
+
+
+def _pickle_zip(tmp_path, marker, sub=""):
+    arc = tmp_path / "IOT_2011_pxp.zip"
+    with zipfile.ZipFile(arc, "w") as zf:
+        zf.writestr(f"{sub}file_parameters.json", _params({"A": "A.pkl", "Y": "Y.txt"}))
+        zf.writestr(f"{sub}A.pkl", pickle.dumps(_Payload(marker)))
+        zf.writestr(f"{sub}Y.txt", "region\tsector\n")
+    return arc
+
+
+@pytest.mark.parametrize("sub", ["", "IOT_2011_pxp/"])
+def test_pickle_in_zip_is_refused_and_never_loaded(tmp_path, marker, sub, capsys):
+    arc = _pickle_zip(tmp_path, marker, sub)
+    with pytest.raises(ValueError, match=r"'A\.pkl': a pickle, which runs code"):
+        eio.load_exiobase(arc)
+    # The command, even --list, refuses it before any work (exit 2, one line).
+    assert design.main(["--exiobase", str(arc), "--list"]) == 2
+    assert design.main(["--exiobase", str(arc), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "pickle" in err and "Traceback" not in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_pickle_in_an_extension_folder_is_refused(tmp_path, marker):
+    # pymrio also loads every sub-folder's parameter file (satellite accounts).
+    root = tmp_path / "exio"
+    (root / "satellite").mkdir(parents=True)
+    (root / "file_parameters.json").write_text(_params({"Y": "Y.txt"}))
+    (root / "Y.txt").write_text("x\n")
+    (root / "satellite" / "file_parameters.json").write_text(_params({"F": "F.pickle"}))
+    (root / "satellite" / "F.pickle").write_bytes(pickle.dumps(_Payload(marker)))
+    with pytest.raises(ValueError, match=r"satellite.*'F\.pickle': a pickle"):
+        eio.load_exiobase(root)
+
+
+@pytest.mark.parametrize("how", ["absolute", "dotdot", "symlink", "linked_folder"])
+def test_tables_outside_the_folder_are_refused(tmp_path, marker, how):
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    (outside / "A.txt").write_text("secret\n")
+    root = tmp_path / "exio"
+    root.mkdir()
+    name = "A.txt"
+    if how == "absolute":
+        name = str(outside / "A.txt")
+    elif how == "dotdot":
+        name = "../elsewhere/A.txt"
+    elif how == "symlink":
+        os.symlink(outside / "A.txt", root / "A.txt")
+    if how == "linked_folder":
+        (root / "file_parameters.json").write_text(_params({"Y": "Y.txt"}))
+        (root / "Y.txt").write_text("x\n")
+        (outside / "file_parameters.json").write_text(_params({"F": "A.txt"}))
+        os.symlink(outside, root / "satellite")
+    else:
+        (root / "file_parameters.json").write_text(_params({"A": name}))
+    with pytest.raises(ValueError, match=r"absolute path|leaves the archive|outside"):
+        check_archive(root)
+
+
+def test_names_leaving_a_zip_are_refused(tmp_path):
+    arc = tmp_path / "a.zip"
+    with zipfile.ZipFile(arc, "w") as zf:
+        zf.writestr("file_parameters.json", _params({"A": "../A.txt"}))
+    with pytest.raises(ValueError, match="leaves the archive"):
+        check_archive(arc)
+
+
+def test_a_safe_archive_passes_the_check_and_pymrio_reads_it(tmp_path):
+    # pymrio's own test system saved as text tables: checked, then parsed as before.
+    folder = tmp_path / "saved"
+    eio.load_test().save_all(folder)
+    arc = tmp_path / "saved.zip"
+    with zipfile.ZipFile(arc, "w") as zf:
+        for f in sorted(folder.rglob("*")):
+            zf.write(f, f.relative_to(folder).as_posix())
+    for path in (folder, arc):
+        assert check_archive(path) == path
+        io = eio.load_exiobase(path)
+        assert eio.regions(io) == eio.regions(eio.load_test())
+
+
+@pytest.mark.parametrize("kind", ["missing", "empty", "random", "unrelated_zip", "empty_folder"])
+def test_bad_exiobase_paths_are_named_errors(tmp_path, kind, capsys):
+    path = tmp_path / "IOT.zip"
+    expected = {
+        "missing": "not found",
+        "empty": "an empty file",
+        "random": "neither a zip archive nor a folder",
+        "unrelated_zip": "zip file without input-output tables",
+        "empty_folder": "folder without input-output tables",
+    }[kind]
+    if kind == "empty":
+        path.write_bytes(b"")
+    elif kind == "random":
+        path.write_bytes(os.urandom(4096))
+    elif kind == "unrelated_zip":
+        with zipfile.ZipFile(path, "w") as zf:
+            zf.writestr("README.md", "hello")
+    elif kind == "empty_folder":
+        path = tmp_path / "folder"
+        path.mkdir()
+    with pytest.raises(ValueError, match=expected):
+        check_archive(path)
+    for extra in (["--list"], ["--out", str(tmp_path / "out")]):
+        assert design.main(["--exiobase", str(path), *extra]) == 2
+        err = capsys.readouterr().err
+        assert expected in err and "Traceback" not in err
+    assert not (tmp_path / "out").exists()

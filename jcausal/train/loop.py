@@ -1,0 +1,552 @@
+"""``fit``: the host side of the training loop (arguments, chunks, evaluation, checkpoints)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import operator
+import os
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax.sharding import Mesh, NamedSharding
+from jaxtyping import Array, PRNGKeyArray, PyTree, Scalar
+
+from .. import parallel
+from . import metrics as _metrics
+from .checkpoint import Checkpoints, describe_optimizer_change, optimizer_fingerprint
+from .frozen import trainable_mask, unfreeze
+from .step import call_loss, make_chunk, split_loss, takes_step
+
+LossFn = Callable[..., "Scalar | tuple[Scalar, Mapping[str, Array]]"]
+
+
+@dataclasses.dataclass
+class History:
+    """What one call of :func:`fit` did.
+
+    Attributes:
+        loss: training loss of every step run by this call, shape ``(steps - start_step,)``.
+        train: logged training records (every ``log_every`` steps), dicts with ``step``,
+            ``loss`` and the auxiliary terms.
+        eval: evaluation records, dicts with ``step`` and the evaluation metrics.
+        start_step: the step this call started from (0, or the step of the restored checkpoint).
+        best_step: with ``keep_best``, the step whose evaluation was best (the parameters
+            returned), else ``None``.
+        best_value: with ``keep_best``, the metric's value at ``best_step``, else ``None``.
+        ema_params: with ``ema``, the exponential moving average of the parameters after the
+            last step (same structure as the parameters), else ``None``.
+    """
+
+    loss: np.ndarray
+    train: list[dict[str, float]]
+    eval: list[dict[str, float]]
+    start_step: int
+    best_step: int | None = None
+    best_value: float | None = None
+    ema_params: PyTree | None = None
+
+
+# ----------------------------------------------------------------------------------------------
+# argument checks
+
+
+def _integer(name: str, value: Any, low: int) -> int:
+    """``value`` as an int ``>= low``; floats (even 3.0) and bools are refused."""
+    if isinstance(value, bool):
+        raise TypeError(f"{name} must be an integer, got {value!r}")
+    try:
+        out = operator.index(value)
+    except TypeError:
+        raise TypeError(
+            f"{name} must be an integer, got {value!r} ({type(value).__name__}); pass e.g. "
+            f"{name}={int(value) if isinstance(value, float) and math.isfinite(value) else 100}"
+        ) from None
+    if out < low:
+        raise ValueError(f"{name} must be >= {low}, got {out}")
+    return out
+
+
+def _num_units(data: PyTree) -> int:
+    leaves = jax.tree_util.tree_leaves(data)
+    if not leaves:
+        raise ValueError(
+            "data has no arrays; pass a pytree of arrays with a leading unit axis, a function "
+            "data(key) -> batch, or data=None (the loss then gets batch=None)"
+        )
+    sizes = {int(np.shape(x)[0]) if np.ndim(x) else -1 for x in leaves}
+    if len(sizes) != 1 or -1 in sizes:
+        raise ValueError(
+            "every array in data needs the same leading unit axis; got leading sizes "
+            f"{sorted(sizes)}"
+        )
+    return sizes.pop()
+
+
+def _key_data(key: PRNGKeyArray) -> np.ndarray:
+    if isinstance(key, int):
+        raise TypeError("key must be a jax.random key (jax.random.key(seed)), not an int")
+    if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
+        return np.asarray(jax.random.key_data(key))
+    return np.asarray(key)
+
+
+def _names(tree: PyTree) -> list[str]:
+    """Names of the inexact leaves of ``tree`` (as in the NaN guard's flags)."""
+    out = []
+    for path, x in jax.tree_util.tree_flatten_with_path(tree)[0]:
+        if jnp.issubdtype(jnp.asarray(x).dtype, jnp.inexact):
+            out.append(jax.tree_util.keystr(path) or "the parameters")
+    return out
+
+
+def _fault(loss: float, aux: Mapping[str, float], grads_ok, params_ok, names) -> str:
+    """Name the term at fault: an auxiliary term, the loss, a gradient, an updated parameter."""
+    bad = [k for k, v in aux.items() if not math.isfinite(v)]
+    if bad:
+        return ", ".join(repr(k) for k in bad)
+    if not math.isfinite(loss):
+        return "'loss'"
+    grads = [n for n, ok in zip(names, grads_ok, strict=True) if not ok]
+    if grads:
+        return f"the gradient of {', '.join(grads)} (the loss is finite)"
+    params = [n for n, ok in zip(names, params_ok, strict=True) if not ok]
+    return (
+        f"the updated parameter {', '.join(params)} (the loss and gradient are finite; the "
+        "optimiser's update overflowed)"
+    )
+
+
+# ----------------------------------------------------------------------------------------------
+# the loop
+
+
+def fit(
+    loss_fn: LossFn,
+    params: PyTree,
+    data: PyTree | Callable[[PRNGKeyArray], PyTree] | None,
+    *,
+    optimizer: optax.GradientTransformation,
+    steps: int,
+    key: PRNGKeyArray,
+    batch_size: int | None = None,
+    eval_data: PyTree | None = None,
+    eval_every: int | None = None,
+    eval_fn: Callable[..., Any] | None = None,
+    checkpoint_dir: str | os.PathLike | None = None,
+    checkpoint_every: int | None = None,
+    keep: int = 2,
+    metrics_path: str | os.PathLike | None = None,
+    log_every: int = 10,
+    progress: bool = True,
+    sharding: Mesh | NamedSharding | None = None,
+    trainable: Callable[[Any], bool] | PyTree = eqx.is_inexact_array,
+    callback: Callable[[int, PyTree, float], None] | None = None,
+    keep_best: str | None = None,
+    ema: float | None = None,
+) -> tuple[PyTree, History]:
+    """Minimise ``loss_fn`` over the trainable arrays of ``params`` with an optax optimizer.
+
+    Args:
+        loss_fn: ``loss_fn(params, batch, key) -> loss`` or ``-> (loss, aux)``, with ``loss`` a
+            scalar and ``aux`` a dict of named scalar terms (logged, and named by the NaN guard).
+            If it takes a ``step`` keyword, it is called as ``loss_fn(params, batch, key,
+            step=step)`` with the step number (an int32 scalar, traced), for annealing
+            schedules or alternating modes.
+        params: any pytree (equinox Module, dict, ...); the leaves selected by ``trainable``
+            and not wrapped in :func:`jcausal.train.frozen` are optimised, the rest is held
+            fixed (no optimiser state, so weight decay cannot move it either).
+        data: a pytree of arrays with a common leading unit axis ``(n, ...)``, batched without
+            replacement epoch by epoch (the last ``n mod batch_size`` units of each shuffled
+            epoch are skipped); or a function ``data(key) -> batch`` sampling a fresh batch
+            (called inside the compiled step with ``key = fold_in(data_key, step)``); or
+            None: the loss gets ``batch=None`` (full-batch problems whose data live in the
+            loss).
+        optimizer: an optax gradient transformation, e.g. ``optax.adam(5e-3)``.
+        steps: total number of optimisation steps (including those of a restored run).
+        key: ``jax.random.key(seed)``; batches and the loss's keys derive from it and the step.
+        batch_size: units per batch (required for array data; must divide evenly across the
+            devices of ``sharding``).
+        eval_data: held-out data (pytree of arrays) evaluated every ``eval_every`` steps and at
+            the end.
+        eval_every: evaluation period in steps (default: ``steps // 10``).
+        eval_fn: ``eval_fn(params, eval_data, key) -> dict`` (or ``loss`` / ``(loss, aux)``;
+            a ``step`` keyword is passed as for ``loss_fn``); default: ``loss_fn`` on the whole
+            of ``eval_data``.
+        checkpoint_dir: directory of orbax checkpoints, each verified by sha256 checksums;
+            the newest intact one is restored on start (a corrupt one is moved aside with a
+            warning naming it).
+        checkpoint_every: checkpoint period in steps (default: ``steps // 10``); the final
+            state is always checkpointed.
+        keep: number of checkpoints kept (at least 2, so there is one to fall back to).
+        metrics_path: JSON-lines file; one record per ``log_every`` steps (``split: "train"``)
+            and per evaluation (``split: "eval"``).
+        log_every: period of the training records, in steps; also how many steps run in one
+            compiled call between host reads (without ``callback``).
+        progress: show a tqdm progress bar with the running loss.
+        sharding: a ``jax.sharding.Mesh`` (batches split over all its axes) or a
+            ``NamedSharding`` for the batch's leading axis, for data-parallel training.
+        trainable: equinox filter (function or pytree of bools) choosing the trained leaves.
+        callback: ``callback(step, params, loss)`` after every step (``step`` counts completed
+            steps), e.g. for custom logging. It makes every step a host round trip.
+        keep_best: name of an evaluation metric to minimise (e.g. ``"loss"``); ``fit`` then
+            returns the parameters of the evaluation where it was lowest (early stopping by
+            validation) instead of the last ones. The best parameters are stored in every
+            checkpoint, so a resumed run selects the same ones. Needs ``eval_data``.
+        ema: decay ``d`` in ``(0, 1)`` of an exponential moving average of the trained
+            parameters, ``ema <- d * ema + (1 - d) * params`` after every step, starting from
+            the initial parameters; checkpointed with the run and returned as
+            ``history.ema_params``.
+
+    Returns:
+        ``(params, history)``: the trained parameters (the last ones, or the best evaluated ones
+        with ``keep_best``; same structure as ``params``) and a :class:`History`.
+
+    Raises:
+        FloatingPointError: a loss, auxiliary term, gradient or updated parameter is not
+            finite (the message names the step and the term; that update is discarded and the
+            last good checkpoint kept); or, with ``keep_best``, every evaluation was non-finite.
+        TypeError: a count (``steps``, ``batch_size``, ...) is not an integer.
+        ValueError: inconsistent arguments (batch size, data shapes), a checkpoint of another
+            run (model, optimiser, key, data), or no intact checkpoint in ``checkpoint_dir``.
+    """
+    steps = _integer("steps", steps, 0)
+    log_every = _integer("log_every", log_every, 1)
+    keep = _integer("keep", keep, 1)
+    if keep < 2 and checkpoint_dir is not None:
+        raise ValueError(
+            f"keep must be >= 2 (got {keep}) so that a corrupt newest checkpoint has an intact "
+            "one to fall back to"
+        )
+    if not (hasattr(optimizer, "init") and hasattr(optimizer, "update")):
+        raise TypeError(
+            f"optimizer must be an optax GradientTransformation (e.g. optax.adam(1e-3)), got "
+            f"{type(optimizer).__name__}"
+        )
+    if ema is not None:
+        if isinstance(ema, bool) or not isinstance(ema, (int, float)) or not 0 < ema < 1:
+            raise ValueError(f"ema is a decay in (0, 1), e.g. 0.999; got {ema!r}")
+        ema = float(ema)
+    key_bytes = _key_data(key)
+    data_key, loss_key, eval_key = jax.random.split(key, 3)
+    replicated, batch_sharding, shards = parallel.batch_shardings(sharding)
+
+    sampled = callable(data) and not isinstance(data, eqx.Module)
+    if sampled or data is None:
+        n, steps_per_epoch = 0, 1
+        if batch_size is not None:
+            batch_size = _integer("batch_size", batch_size, 1)
+    else:
+        n = _num_units(data)
+        if batch_size is None:
+            raise ValueError("batch_size is required when data is an array pytree")
+        batch_size = _integer("batch_size", batch_size, 1)
+        if batch_size > n:
+            raise ValueError(
+                f"batch_size must be in [1, {n}] (the number of units), got {batch_size}"
+            )
+        steps_per_epoch = n // batch_size
+        data = jax.tree_util.tree_map(jnp.asarray, data)
+    if batch_size is not None and batch_size % shards:
+        raise ValueError(
+            f"batch_size {batch_size} must be divisible by the {shards} devices of the batch "
+            "sharding"
+        )
+    if keep_best is not None and eval_data is None:
+        raise ValueError(
+            f"keep_best={keep_best!r} selects parameters by an evaluation metric, but no "
+            "eval_data was given; pass held-out eval_data or drop keep_best"
+        )
+    every = max(1, steps // 10)
+    eval_every = _integer("eval_every", eval_every, 1) if eval_every is not None else every
+    checkpoint_every = (
+        _integer("checkpoint_every", checkpoint_every, 1) if checkpoint_every is not None else every
+    )
+
+    # Trained part: the leaves chosen by `trainable`, minus frozen ones.
+    dyn, static = eqx.partition(params, trainable)
+    dyn, fixed = eqx.partition(dyn, trainable_mask(dyn))
+    static = eqx.combine(static, fixed)
+    opt_state = optimizer.init(dyn)
+    ema_dyn = dyn if ema is not None else None
+    names = _names(dyn)
+    fingerprint = optimizer_fingerprint(optimizer, opt_state)
+    if replicated is not None:
+        dyn, opt_state, ema_dyn = jax.device_put((dyn, opt_state, ema_dyn), replicated)
+        if not sampled and data is not None:
+            data = jax.device_put(data, replicated)
+
+    # Best evaluation so far (keep_best): its step, value and trainable leaves. Step -1 means
+    # no finite evaluation yet; the leaves then hold the initial parameters.
+    best = {"step": -1, "value": math.inf, "dyn": dyn}
+
+    # ---- restore
+    ckpt = Checkpoints(os.fspath(checkpoint_dir), keep) if checkpoint_dir is not None else None
+    start = 0
+    dyn_leaves, dyn_def = jax.tree_util.tree_flatten(dyn)
+    opt_leaves, opt_def = jax.tree_util.tree_flatten(opt_state)
+
+    def check_info(step: int, info: Mapping[str, Any]) -> None:
+        where = f"checkpoint at step {step} in {ckpt.directory}"
+        shapes = info.get("params", [])
+        if len(shapes) != len(dyn_leaves):
+            raise ValueError(
+                f"{where} holds {len(shapes)} arrays of trainable parameters, but this model's "
+                f"trainable parameters have {len(dyn_leaves)}: the checkpoint belongs to a "
+                "different model (another architecture). Use a new checkpoint_dir"
+            )
+        for i, (saved, x) in enumerate(zip(shapes, dyn_leaves, strict=True)):
+            if saved != [list(np.shape(x)), str(np.asarray(x).dtype)]:
+                raise ValueError(
+                    f"{where}: parameter {names[i] if i < len(names) else i} has shape/dtype "
+                    f"{saved}, the model's has {[list(np.shape(x)), str(x.dtype)]}; the "
+                    "checkpoint belongs to a different model. Use a new checkpoint_dir"
+                )
+        change = describe_optimizer_change(info.get("optimizer", {}), fingerprint)
+        if change is not None:
+            raise ValueError(
+                f"{where} was written with a different optimiser: {change}. Resume with the "
+                "checkpoint's optimiser, or use a new checkpoint_dir"
+            )
+        if info.get("key") != key_bytes.tolist():
+            raise ValueError(
+                f"{where} was written by a run with a different key; use the same key to "
+                "resume or a new checkpoint_dir"
+            )
+        if info.get("data_size") != n:
+            raise ValueError(
+                f"{where} was written for data with {info.get('data_size')} units, but data "
+                f"has {n}; use the same data to resume or a new checkpoint_dir"
+            )
+        if keep_best is not None and not info.get("keep_best"):
+            raise ValueError(
+                f"{where} holds no best-evaluation state; it was written without keep_best. "
+                "Resume with the same keep_best, or use a new checkpoint_dir"
+            )
+        if ema is not None and info.get("ema") != ema:
+            raise ValueError(
+                f"{where} was written with ema={info.get('ema')}, not ema={ema}; resume with "
+                "the same ema, or use a new checkpoint_dir"
+            )
+
+    def check_arrays(arrays) -> str | None:
+        for group in ("params", "best", "ema"):
+            for k, x in arrays.get(group, {}).items():
+                if np.issubdtype(x.dtype, np.inexact) and not np.all(np.isfinite(x)):
+                    return f"it holds non-finite values in {group} array {k}"
+        return None
+
+    def cast(new: Mapping[str, np.ndarray], like: list) -> list:
+        return [jnp.asarray(new[str(i)], dtype=jnp.asarray(x).dtype) for i, x in enumerate(like)]
+
+    if ckpt is not None:
+        found = ckpt.restore_latest(check_info, check_arrays)
+        if found is not None:
+            start, arrays, info = found
+            dyn = jax.tree_util.tree_unflatten(dyn_def, cast(arrays.get("params", {}), dyn_leaves))
+            opt_state = jax.tree_util.tree_unflatten(
+                opt_def, cast(arrays.get("opt", {}), opt_leaves)
+            )
+            if ema is not None:
+                ema_dyn = jax.tree_util.tree_unflatten(
+                    dyn_def, cast(arrays.get("ema", {}), dyn_leaves)
+                )
+            if keep_best is not None:
+                best = {
+                    "step": int(info["best_step"]),
+                    "value": float(info["best_value"]),
+                    "dyn": jax.tree_util.tree_unflatten(
+                        dyn_def, cast(arrays.get("best", {}), dyn_leaves)
+                    ),
+                }
+            if replicated is not None:
+                dyn, opt_state, ema_dyn = jax.device_put((dyn, opt_state, ema_dyn), replicated)
+    if start > steps:
+        raise ValueError(
+            f"checkpoint_dir holds step {start}, beyond steps={steps}; use a new checkpoint_dir"
+        )
+
+    def save(step: int) -> None:
+        def group(tree):
+            return {str(i): np.asarray(x) for i, x in enumerate(jax.tree_util.tree_leaves(tree))}
+
+        arrays = {"params": group(dyn), "opt": group(opt_state)}
+        info = {
+            "params": [[list(np.shape(x)), str(np.asarray(x).dtype)] for x in dyn_leaves],
+            "optimizer": fingerprint,
+            "key": key_bytes.tolist(),
+            "data_size": n,
+            "keep_best": keep_best is not None,
+            "ema": ema,
+        }
+        if keep_best is not None:
+            arrays["best"] = group(best["dyn"])
+            info |= {"best_step": best["step"], "best_value": best["value"]}
+        if ema is not None:
+            arrays["ema"] = group(ema_dyn)
+        ckpt.save(step, arrays, info)
+
+    if metrics_path is not None:
+        metrics_path = os.fspath(metrics_path)
+        _metrics.trim(metrics_path, start)
+
+    # ---- compiled pieces
+    length = 1 if callback is not None else max(1, min(log_every, steps))
+    chunk = make_chunk(
+        loss_fn=loss_fn,
+        with_step=takes_step(loss_fn),
+        static=static,
+        optimizer=optimizer,
+        data_key=data_key,
+        loss_key=loss_key,
+        sampled=sampled,
+        n=n,
+        batch_size=batch_size,
+        steps_per_epoch=steps_per_epoch,
+        batch_sharding=batch_sharding,
+        ema_decay=ema,
+        length=length,
+    )
+    eval_with_step = takes_step(eval_fn if eval_fn is not None else loss_fn)
+
+    @eqx.filter_jit
+    def permutation(epoch):
+        return jax.random.permutation(jax.random.fold_in(data_key, epoch), n)
+
+    @eqx.filter_jit
+    def evaluate(d, eval_data_, step):
+        p = eqx.combine(d, static)
+        k = jax.random.fold_in(eval_key, step)
+        if eval_fn is None:
+            loss, aux = split_loss(call_loss(loss_fn, eval_with_step, p, eval_data_, k, step))
+            return {"loss": loss, **aux}
+        out = call_loss(eval_fn, eval_with_step, p, eval_data_, k, step)
+        if isinstance(out, Mapping):
+            return dict(out)
+        loss, aux = split_loss(out)
+        return {"loss": loss, **aux}
+
+    # ---- loop
+    history = History(loss=np.zeros(steps - start), train=[], eval=[], start_step=start)
+    metrics_file = open(metrics_path, "a") if metrics_path is not None else None
+
+    def record(rec: dict) -> None:
+        if metrics_file is not None:
+            metrics_file.write(json.dumps(rec) + "\n")
+            metrics_file.flush()
+
+    def run_eval(step: int) -> None:
+        if eval_data is None:
+            return
+        values = _metrics.to_floats(evaluate(dyn, eval_data, jnp.asarray(step, jnp.int32)))
+        rec = {"step": step, "split": "eval", **values}
+        history.eval.append(rec)
+        record(rec)
+        if keep_best is not None:
+            if keep_best not in rec:
+                raise ValueError(
+                    f"keep_best={keep_best!r} is not an evaluation metric; the evaluation "
+                    f"returns {sorted(k for k in rec if k not in ('step', 'split'))}"
+                )
+            value = rec[keep_best]
+            # Strictly lower: ties keep the earlier (less trained) parameters.
+            if math.isfinite(value) and value < best["value"]:
+                best.update(step=step, value=value, dyn=dyn)
+
+    def next_stop(done: int) -> int:
+        """The first step after ``done`` at which the host has work (log, eval, checkpoint)."""
+        stops = [steps, (done // log_every + 1) * log_every]
+        if eval_data is not None:
+            stops.append((done // eval_every + 1) * eval_every)
+        if ckpt is not None:
+            stops.append((done // checkpoint_every + 1) * checkpoint_every)
+        return min(stops)
+
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=steps, initial=start, desc="fit", dynamic_ncols=True)
+    if sampled or data is None:
+        perm = jnp.zeros((1,), jnp.int32)
+    else:
+        # The permutation of the current epoch; the compiled step redraws it at each new epoch.
+        perm = permutation(jnp.asarray(start // steps_per_epoch))
+    if replicated is not None:
+        perm = jax.device_put(perm, replicated)
+    running = None
+    done = start
+    try:
+        while done < steps:
+            count = min(next_stop(done), done + length) - done
+            out = chunk(dyn, opt_state, ema_dyn, data, perm, jnp.asarray(done, jnp.int32),
+                        jnp.asarray(count, jnp.int32))  # fmt: skip
+            ran, bad, losses, loss_f, aux_f, grads_ok, params_ok = jax.device_get(
+                (out.done, out.bad, out.losses, out.loss, out.aux, out.grads_ok, out.params_ok)
+            )
+            ran = int(ran)
+            dyn, opt_state, ema_dyn, perm = out.dyn, out.opt_state, out.ema, out.perm
+            history.loss[done - start : done - start + ran] = losses[:ran]
+            for v in losses[:ran]:
+                running = float(v) if running is None else 0.95 * running + 0.05 * float(v)
+            done += ran
+            if bool(bad):
+                loss_f, aux_f = float(loss_f), _metrics.to_floats(aux_f)
+                # The steps before the failed one are kept, and checkpointed if one was due.
+                last = None if ckpt is None else ckpt.latest()
+                kept = (
+                    f"; the last good checkpoint (step {last}) in {checkpoint_dir} is kept"
+                    if last is not None
+                    else ""
+                )
+                fault = _fault(loss_f, aux_f, grads_ok, params_ok, names)
+                raise FloatingPointError(
+                    f"non-finite value at step {done} (from the state after {done} updates; "
+                    f"this update is discarded): {fault} = {aux_f or {'loss': loss_f}}{kept}. "
+                    "Lower the learning rate, check the data for NaN/inf, or guard the term "
+                    "(e.g. clip a log's argument)"
+                )
+            if done % log_every == 0 or done == steps:
+                rec = {"step": done, "split": "train", "loss": float(loss_f)}
+                rec |= _metrics.to_floats(aux_f)
+                history.train.append(rec)
+                record(rec)
+            if done % eval_every == 0 or done == steps:
+                run_eval(done)
+            if ckpt is not None and (done % checkpoint_every == 0 or done == steps):
+                save(done)
+            if bar is not None:
+                bar.update(ran)
+                bar.set_postfix(loss=f"{running:.4g}")
+            if callback is not None:
+                callback(done, unfreeze(eqx.combine(dyn, static)), float(loss_f))
+    finally:
+        if bar is not None:
+            bar.close()
+        if metrics_file is not None:
+            metrics_file.close()
+        if ckpt is not None:
+            ckpt.close()
+    if keep_best is not None:
+        if best["step"] < 0 and history.eval:
+            raise FloatingPointError(
+                f"keep_best={keep_best!r}: every evaluation of {keep_best!r} was non-finite "
+                f"(steps {[r['step'] for r in history.eval]}: "
+                f"{[r[keep_best] for r in history.eval]}), so there are no best parameters to "
+                "return. Check eval_fn and eval_data for NaN/inf, or drop keep_best"
+            )
+        history.best_step, history.best_value = best["step"], best["value"]
+        if best["step"] >= 0:
+            dyn = best["dyn"]
+    if ema is not None:
+        history.ema_params = eqx.combine(ema_dyn, static)
+    return eqx.combine(dyn, static), history
+
+
+__all__ = ["History", "fit"]

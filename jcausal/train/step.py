@@ -1,0 +1,197 @@
+"""The compiled part of the loop: up to ``length`` optimisation steps in one ``while_loop``.
+
+Running a chunk of steps in one compiled call leaves the host idle between steps (no
+``float(loss)`` per step): the non-finite checks run on the device, and a step that fails them
+stops the chunk without applying its update. The host reads the chunk's per-step losses, the
+last step's auxiliary terms and the fault flags back once per chunk.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Mapping
+from typing import Any, NamedTuple
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import optax
+from jaxtyping import Array, PyTree
+
+from .. import parallel
+from .frozen import unfreeze
+
+
+def split_loss(out: Any) -> tuple[Array, dict[str, Array]]:
+    """Accept ``loss`` or ``(loss, aux)`` from a loss function."""
+    if isinstance(out, tuple):
+        if len(out) != 2 or not isinstance(out[1], Mapping):
+            raise ValueError(
+                "loss_fn must return a scalar loss or a pair (loss, aux) with aux a dict of "
+                f"named scalar terms; got a tuple of length {len(out)}"
+            )
+        loss, aux = out
+        return jnp.asarray(loss), dict(aux)
+    return jnp.asarray(out), {}
+
+
+def takes_step(fn: Callable) -> bool:
+    """Whether ``fn`` accepts a ``step`` keyword (then ``fit`` passes the step number)."""
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return False
+    p = params.get("step")
+    return p is not None and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+
+
+def call_loss(fn: Callable, with_step: bool, params, batch, key, step) -> Any:
+    if with_step:
+        return fn(unfreeze(params), batch, key, step=step)
+    return fn(unfreeze(params), batch, key)
+
+
+def all_finite(tree: PyTree) -> Array:
+    """One bool per inexact leaf of ``tree``: is every entry finite?"""
+    flags = [
+        jnp.all(jnp.isfinite(x))
+        for x in jax.tree_util.tree_leaves(tree)
+        if jnp.issubdtype(jnp.asarray(x).dtype, jnp.inexact)
+    ]
+    return jnp.stack(flags) if flags else jnp.ones((0,), bool)
+
+
+class Chunk(NamedTuple):
+    """What a chunk of steps returns (device arrays until the host reads them)."""
+
+    dyn: PyTree
+    opt_state: PyTree
+    ema: PyTree
+    perm: Array
+    done: Array  # steps completed in this chunk
+    losses: Array  # (length,) loss of each step (the entries past ``done`` are unused)
+    aux: dict[str, Array]  # auxiliary terms of the last step run (the failed one on a fault)
+    loss: Array  # loss of the last step run
+    bad: Array  # a step failed the checks; its update was discarded
+    grads_ok: Array  # (inexact leaves,) per leaf of the gradient of the failed step
+    params_ok: Array  # (inexact leaves,) per leaf of the parameters the failed step made
+
+
+def make_chunk(
+    *,
+    loss_fn: Callable,
+    with_step: bool,
+    static: PyTree,
+    optimizer: optax.GradientTransformation,
+    data_key: Array,
+    loss_key: Array,
+    sampled: bool,
+    n: int,
+    batch_size: int | None,
+    steps_per_epoch: int,
+    batch_sharding,
+    ema_decay: float | None,
+    length: int,
+) -> Callable[..., Chunk]:
+    """Build ``chunk(dyn, opt_state, ema, data, perm, start, count) -> Chunk``.
+
+    Step ``s`` (``start <= s < start + count <= start + length``) is a pure function of the
+    state and ``s``: its batch is slice ``s mod steps_per_epoch`` of epoch ``s //
+    steps_per_epoch``'s permutation (redrawn on the device at each epoch's first step), its
+    loss key is ``fold_in(loss_key, s)``; so how steps are grouped into chunks does not
+    change the result.
+    """
+
+    def objective(d, batch, k, step):
+        loss, aux = split_loss(call_loss(loss_fn, with_step, eqx.combine(d, static), batch, k,
+                                         step))  # fmt: skip
+        if loss.shape != ():
+            raise ValueError(
+                f"loss_fn must return a scalar loss, got shape {loss.shape}; reduce it over "
+                "the batch (e.g. with jnp.mean)"
+            )
+        return loss, aux
+
+    def permutation(epoch):
+        return jax.random.permutation(jax.random.fold_in(data_key, epoch), n)
+
+    def one_step(d, state, ema, data, perm, step):
+        if sampled:
+            batch = data(jax.random.fold_in(data_key, step))
+        elif data is None:
+            batch = None
+        else:
+            perm = jax.lax.cond(
+                step % steps_per_epoch == 0,
+                lambda: permutation(step // steps_per_epoch),
+                lambda: perm,
+            )
+            pos = (step % steps_per_epoch) * batch_size
+            idx = jax.lax.dynamic_slice_in_dim(perm, pos, batch_size)
+            batch = jax.tree_util.tree_map(lambda x: jnp.take(x, idx, axis=0), data)
+        if batch_sharding is not None and batch is not None:
+            batch = parallel.constrain_batch(batch, batch_sharding)
+        k = jax.random.fold_in(loss_key, step)
+        (loss, aux), grads = eqx.filter_value_and_grad(objective, has_aux=True)(d, batch, k, step)
+        updates, new_state = optimizer.update(grads, state, d)
+        new_d = eqx.apply_updates(d, updates)
+        new_ema = None if ema is None else optax.incremental_update(new_d, ema, 1.0 - ema_decay)
+        return new_d, new_state, new_ema, perm, loss, aux, all_finite(grads), all_finite(new_d)
+
+    def chunk(d, state, ema, data, perm, start, count):
+        # Trace one step to learn the shapes of its outputs (the loop's carry).
+        shapes = eqx.filter_eval_shape(one_step, d, state, ema, data, perm, start)
+        _, _, _, _, loss0, aux0, g0, p0 = shapes
+
+        def zeros(s):
+            return jnp.zeros(s.shape, s.dtype)
+
+        init = Chunk(
+            dyn=d,
+            opt_state=state,
+            ema=ema,
+            perm=perm,
+            done=jnp.zeros((), jnp.int32),
+            losses=jnp.zeros((length,), loss0.dtype),
+            aux=jax.tree_util.tree_map(zeros, aux0),
+            loss=zeros(loss0),
+            bad=jnp.zeros((), bool),
+            grads_ok=jnp.ones(g0.shape, bool),
+            params_ok=jnp.ones(p0.shape, bool),
+        )
+
+        def cond(c):
+            return (c.done < count) & ~c.bad
+
+        def body(c):
+            step = start + c.done
+            new_d, new_state, new_ema, perm_, loss, aux, g_ok, p_ok = one_step(
+                c.dyn, c.opt_state, c.ema, data, c.perm, step
+            )
+            terms = [loss, *aux.values()]
+            ok = jnp.all(jnp.stack([jnp.all(jnp.isfinite(t)) for t in terms]))
+            ok = ok & jnp.all(g_ok) & jnp.all(p_ok)
+
+            def keep(new, old):
+                return jax.tree_util.tree_map(lambda a, b: jnp.where(ok, a, b), new, old)
+
+            return Chunk(
+                dyn=keep(new_d, c.dyn),
+                opt_state=keep(new_state, c.opt_state),
+                ema=keep(new_ema, c.ema),
+                perm=perm_,
+                done=c.done + ok.astype(jnp.int32),
+                losses=c.losses.at[c.done].set(loss),
+                aux=aux,
+                loss=loss,
+                bad=~ok,
+                grads_ok=g_ok,
+                params_ok=p_ok,
+            )
+
+        return jax.lax.while_loop(cond, body, init)
+
+    return eqx.filter_jit(chunk)
+
+
+__all__ = ["Chunk", "all_finite", "call_loss", "make_chunk", "split_loss", "takes_step"]

@@ -4,7 +4,7 @@ On a synthetic Exiobase-like region (200 sectors: nonnegative, sparse A with col
 [0.5, 0.7]; heavy-tailed GHG intensities; employment intensities), the whole sweep
 (16 λ × 2000 Adam steps, every step solving the equilibrium and its adjoint) runs
 
-* as **one** program: ``jax.vmap`` over λ inside ``jax.jit`` (``ghg_employment.sweep``), and
+* as **one** program: ``jax.vmap`` over λ inside ``jax.jit`` (``jcausal.economy.design.sweep``), and
 * as a Python loop over λ of the same jitted single-λ optimisation
   (``sweep(..., vectorise=False)``).
 
@@ -31,8 +31,8 @@ jax.config.update("jax_enable_x64", True)  # this script is a standalone process
 
 import numpy as np  # noqa: E402
 
+from jcausal.economy import design as ed  # noqa: E402
 from jcausal.economy.leontief import IOModel  # noqa: E402
-from jcausal.experiments import ghg_employment as ge  # noqa: E402
 
 OUT = Path(__file__).resolve().parent / "results" / "lambda_sweep.json"
 
@@ -71,18 +71,18 @@ def timed(fn):
 
 def bench_sweep(n: int, n_lambdas: int, steps: int, lr: float) -> dict:
     model = synthetic_region(n)
-    problem = ge.Problem(model, "GHG", "Employment")
-    lambdas = ge.auto_lambdas(problem, n_lambdas - 1)  # 0 plus a log grid: n_lambdas values
+    problem = ed.DesignProblem(model, "GHG", "Employment")
+    lambdas = ed.auto_lambdas(problem, n_lambdas - 1)  # 0 plus a log grid: n_lambdas values
     G, E = float(problem.G), float(problem.E)
 
     def run(vectorise):
-        return ge.sweep(problem, lambdas, steps=steps, lr=lr, vectorise=vectorise)
+        return ed.sweep(problem, lambdas, steps=steps, lr=lr, vectorise=vectorise)
 
     vmapped, vmapped_cold = timed(lambda: run(True))
     _, vmapped_warm = timed(lambda: run(True))
     loop, loop_cold = timed(lambda: run(False))
     _, loop_warm = timed(lambda: run(False))
-    ref = ge.analytic_front(problem, lambdas)
+    ref = ed.analytic_front(problem, lambdas)
     loss = vmapped.ghg / G + lambdas * vmapped.deviation / E
     best = ref["ghg"] / G + lambdas * ref["deviation"] / E
     return {

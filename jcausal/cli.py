@@ -199,7 +199,7 @@ def _experiment(argv: Sequence[str]) -> int:
 
     if not argv or argv[0] in ("-h", "--help", "--list"):
         names = experiments.available()
-        print("usage: jcausal experiment NAME [--smoke] [--out DIR] [options]")
+        print("usage: jcausal experiment NAME [--smoke] [--out DIR] [--overwrite] [options]")
         print("experiments: " + (", ".join(names) if names else "(none installed)"))
         print("`jcausal experiment NAME --help` shows an experiment's options.")
         return 0
@@ -208,7 +208,15 @@ def _experiment(argv: Sequence[str]) -> int:
     except ValueError as err:
         print(f"jcausal experiment: {err}", file=sys.stderr)
         return 2
-    module.main(list(argv[1:]))
+    try:
+        module.main(list(argv[1:]))
+    except KeyboardInterrupt:
+        # The staged output folder is removed on the way out: --out is left as it was.
+        print(f"jcausal experiment {argv[0]}: interrupted; --out left as it was", file=sys.stderr)
+        return 130
+    except ValueError as err:  # bad options or data, refused before (or instead of) writing
+        print(f"jcausal experiment {argv[0]}: error: {err}", file=sys.stderr)
+        return 2
     return 0
 
 

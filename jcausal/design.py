@@ -1,10 +1,21 @@
-"""The ``jcausal design`` command: emission cuts vs employment on an input-output table."""
+"""The ``jcausal design`` command: emission cuts vs employment on an input-output table.
+
+The optimisation is :mod:`jcausal.economy.design`; this module holds the command's
+configuration (:class:`Config`), its checks, the report (tables, figure, files) and
+:func:`main`. The paper's Fig. 3b-c (:mod:`jcausal.experiments.ghg_employment`) is this command
+with two regions.
+"""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import math
+import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
 
 HELP = """\
 Design interventions on an economy: which sectors should shrink (or grow) to cut greenhouse-gas
@@ -20,15 +31,19 @@ by gradient descent through the equilibrium (implicit gradients, optax Adam). Th
 over λ is one vectorised, compiled program. λ = 0 only cuts emissions; large λ keeps every
 sector's employment. The result is the Pareto front of total emissions vs total employment
 (one point per λ) and, at the λ closest to a 5 % employment cut, the sectors that move most.
+A run whose loss ends more than --max-excess above the analytic optimum of the problem failed
+(a too large --lr): it exits with status 1 and writes nothing.
 
 Without options it runs on the pymrio test table shipped with pymrio (6 regions × 8 sectors,
 no download). That table has no employment account, so value added stands in for employment
 (the outputs say so). With --exiobase PATH it parses an Exiobase 3 archive and defaults to the
-'impacts' rows "GHG emissions (GWP100) | ..." and "Employment".
+'impacts' rows "GHG emissions (GWP100) | ..." and "Employment". Archives holding pickled tables
+or naming files outside themselves are refused (a pickle runs code when read).
 
 Outputs in --out (default results/design): trade_off.png (the front and the sector bars),
 front.csv / front.json (one row per λ), sectors.csv (the sector table), metrics.json (the run's
-configuration and summary).
+configuration and summary). They are written to a temporary folder and moved into --out when
+the run succeeds; a folder already holding results is refused unless --overwrite is given.
 
 Stressor rows are named, never numbered: --ghg "ROW=WEIGHT,ROW=WEIGHT" (e.g. GWP100 weights
 "CO2 - combustion - air=1,CH4 - combustion - air=25,N2O - combustion - air=298"); repeat
@@ -42,11 +57,292 @@ examples:
   jcausal design --list
 """
 
+PROXY_NOTE = (
+    "the pymrio test table has no employment account: employment is proxied by value added "
+    "(factor_inputs row 'Value Added', Mill USD)"
+)
+#: exit status of a run whose optimisation did not reach the optimum (bad input is 2).
+EXIT_DIVERGED = 1
+#: exit status after Ctrl-C (128 + SIGINT, the shell's convention).
+EXIT_INTERRUPTED = 130
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """A design configuration (also written to ``metrics.json``).
+
+    Attributes:
+        regions: regions to design for (``None``: the first region of the table).
+        ghg: ``{row: weight}`` of the GHG indicator (``None``: the data source's default).
+        employment: ``{row: weight}`` of the employment indicator (``None``: default).
+        lambdas: explicit λ values (``None``: ``n_lambdas`` log-spaced values around the
+            sectors' emission-per-employment ratios, plus 0 when ``include_zero``).
+        n_lambdas: size of the automatic log grid.
+        include_zero: prepend λ = 0 (pure emission minimisation).
+        steps: Adam steps per λ.
+        lr: initial Adam step (cosine-decayed to ``lr / 1000``), a log-factor.
+        dtype: ``"float64"`` or ``"float32"``.
+        exiobase: path of an Exiobase 3 archive (``None``: the pymrio test system).
+        allow_negative_demand: accept negative final demand in the table.
+        target: employment reduction (fraction in (0, 1)) whose closest λ is tabulated.
+        top: number of sectors in the table.
+        max_excess: largest accepted excess loss over the analytic optimum (else the run
+            fails, see :meth:`jcausal.economy.design.DesignResult.check`).
+    """
+
+    regions: tuple[str, ...] | None = None
+    ghg: dict[str, float] | None = None
+    employment: dict[str, float] | None = None
+    lambdas: tuple[float, ...] | None = None
+    n_lambdas: int = 24
+    include_zero: bool = True
+    steps: int = 1000
+    lr: float = 0.05
+    dtype: str = "float64"
+    exiobase: str | None = None
+    allow_negative_demand: bool = False
+    target: float = 0.05
+    top: int = 8
+    max_excess: float = 0.01
+
+
+#: The default of ``jcausal design``: one region, meaningful and fast.
+DESIGN = Config()
+#: ``--smoke``: a few λ, a few hundred steps (used by the tests).
+SMOKE = Config(n_lambdas=5, steps=300, lr=0.1)
+
+
+# ----------------------------------------------------------------------------------------------
+# options
+
+
+def parse_rows(text: str | Sequence[str] | Mapping[str, float] | None) -> dict[str, float] | None:
+    """Parse ``"row=w,row2=w2"`` (or a list of such strings) into ``{row: weight}``.
+
+    A row without ``=w`` gets weight 1. Row names may contain commas when every row carries a
+    weight (``"GHG emissions (GWP100) | ... (CML, 2001) | ...=1"``); a list of strings (one per
+    repeated command-line option) avoids the question altogether.
+
+    Raises:
+        ValueError: unreadable text, no row, or a weight that is not a finite number.
+    """
+    if text is None:
+        return None
+    if isinstance(text, Mapping):
+        out = {str(k): float(v) for k, v in text.items()}
+    else:
+        items = [text] if isinstance(text, str) else list(text)
+        out = {}
+        number = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
+        for item in items:
+            item = item.strip()
+            if not item:
+                continue
+            if "=" in item:
+                pairs = re.findall(rf"\s*(.+?)\s*=\s*({number})\s*(?:,|$)", item)
+                rebuilt = ",".join(f"{n}={w}" for n, w in pairs)
+                if not pairs or rebuilt.replace(" ", "") != item.replace(" ", ""):
+                    raise ValueError(
+                        f"cannot read rows and weights from {item!r}; write "
+                        "NAME=WEIGHT[,NAME=WEIGHT]"
+                    )
+                for name, w in pairs:
+                    out[name] = out.get(name, 0.0) + float(w)
+            else:
+                for name in item.split(","):
+                    if name.strip():
+                        out[name.strip()] = out.get(name.strip(), 0.0) + 1.0
+    if not out:
+        raise ValueError(f"no stressor rows named in {text!r}")
+    bad = {k: v for k, v in out.items() if not math.isfinite(v)}
+    if bad:
+        raise ValueError(f"weights must be finite numbers, got {bad}; write e.g. CH4=25")
+    return out
+
+
+def default_rows(exiobase: str | None) -> tuple[dict[str, float], dict[str, float]]:
+    """``(ghg, employment)`` defaults for the data source."""
+    from .economy import io as eio
+
+    if exiobase is None:
+        return {eio.TEST_GHG: 1.0}, {eio.TEST_EMPLOYMENT: 1.0}
+    return {eio.EXIOBASE_GHG: 1.0}, {eio.EXIOBASE_EMPLOYMENT: 1.0}
+
+
+def normalise_options(opts: Mapping[str, Any]) -> dict[str, Any]:
+    """Config fields from loosely typed options (command line strings); ``None`` dropped.
+
+    ``regions`` may be ``"reg1,reg2"``; ``ghg`` / ``employment`` ``"row=w,..."`` or a list of
+    such strings; ``lambdas`` ``"0,0.1,1"``.
+
+    Raises:
+        ValueError: an unreadable value (the message says what to write).
+    """
+    given = {k: v for k, v in opts.items() if v is not None}
+    if isinstance(given.get("regions"), str):
+        regs = tuple(r.strip() for r in given["regions"].split(",") if r.strip())
+        if not regs:
+            raise ValueError(
+                f"--region {given['regions']!r} names no region; give a name (see --list) or "
+                "leave the option out for the table's first region"
+            )
+        given["regions"] = regs
+    elif "regions" in given:
+        given["regions"] = tuple(str(r) for r in given["regions"])
+    for key in ("ghg", "employment"):
+        if key in given:
+            given[key] = parse_rows(given[key])
+    if "lambdas" in given:
+        lams = given["lambdas"]
+        if isinstance(lams, str):
+            try:
+                lams = [float(v) for v in lams.split(",") if v.strip()]
+            except ValueError:
+                raise ValueError(
+                    f"cannot read λ values from {given['lambdas']!r}; write e.g. 0,0.1,1,10"
+                ) from None
+        given["lambdas"] = tuple(float(v) for v in lams)
+    return given
+
+
+def check_config(cfg: Config) -> None:
+    """Refuse a configuration that cannot run, before any work.
+
+    Raises:
+        ValueError: naming the option at fault and the values it accepts.
+    """
+    if isinstance(cfg.steps, bool) or not isinstance(cfg.steps, int) or cfg.steps < 1:
+        raise ValueError(f"--steps must be a positive whole number, got {cfg.steps}")
+    if cfg.lambdas is None and cfg.n_lambdas < 1:
+        raise ValueError(f"--n-lambdas must be at least 1, got {cfg.n_lambdas}")
+    if cfg.lambdas is not None:
+        bad = [v for v in cfg.lambdas if not (math.isfinite(v) and v >= 0)]
+        if not cfg.lambdas or bad:
+            raise ValueError(
+                f"--lambdas must be finite values >= 0, got {list(cfg.lambdas)}; write e.g. "
+                "0,0.1,1,10"
+            )
+    if not (math.isfinite(cfg.lr) and cfg.lr > 0):
+        raise ValueError(f"--lr must be a positive finite number (e.g. 0.05), got {cfg.lr}")
+    if cfg.dtype not in ("float32", "float64"):
+        raise ValueError(f"--dtype must be 'float32' or 'float64', got {cfg.dtype!r}")
+    if not 0 < cfg.target < 1:
+        raise ValueError(
+            f"--target is an employment cut as a fraction in (0, 1) (0.05 = 5 %), got {cfg.target}"
+        )
+    if cfg.top < 1:
+        raise ValueError(f"--top must be at least 1 (sectors in the table), got {cfg.top}")
+    if not (cfg.max_excess > 0):
+        raise ValueError(f"--max-excess must be positive (default 0.01), got {cfg.max_excess}")
+    if cfg.regions is not None and (not cfg.regions or not all(cfg.regions)):
+        raise ValueError(f"--region names no region: {cfg.regions}; see --list")
+
+
+def add_options(parser: argparse.ArgumentParser, *, defaults: Config) -> None:
+    """The design options (shared by ``jcausal design`` and the ghg_employment experiment)."""
+    parser.add_argument(
+        "--region",
+        dest="regions",
+        default=None,
+        help="region(s), comma-separated (default: the table's first region)",
+    )
+    parser.add_argument(
+        "--ghg",
+        action="append",
+        default=None,
+        metavar="ROW=W[,ROW=W]",
+        help="GHG indicator: stressor rows and weights (repeatable)",
+    )
+    parser.add_argument(
+        "--employment",
+        action="append",
+        default=None,
+        metavar="ROW[=W]",
+        help="employment indicator rows (repeatable)",
+    )
+    parser.add_argument(
+        "--lambdas",
+        default=None,
+        metavar="L1,L2,...",
+        help=f"explicit λ values (default: 0 and {defaults.n_lambdas} log-spaced)",
+    )
+    parser.add_argument("--n-lambdas", type=int, default=None, help="size of the automatic λ grid")
+    parser.add_argument(
+        "--steps", type=int, default=None, help=f"Adam steps (default {defaults.steps})"
+    )
+    parser.add_argument(
+        "--lr",
+        type=float,
+        default=None,
+        help=f"initial Adam step, a log-factor (default {defaults.lr})",
+    )
+    parser.add_argument(
+        "--dtype",
+        choices=["float64", "float32"],
+        default=None,
+        help=f"precision (default {defaults.dtype})",
+    )
+    parser.add_argument(
+        "--exiobase",
+        default=None,
+        metavar="PATH",
+        help="Exiobase 3 archive to parse with pymrio (default: pymrio test table)",
+    )
+    parser.add_argument(
+        "--target",
+        type=float,
+        default=None,
+        help=f"employment cut (fraction) to mark on the front (default {defaults.target})",
+    )
+    parser.add_argument(
+        "--top", type=int, default=None, help=f"sectors in the table (default {defaults.top})"
+    )
+    parser.add_argument(
+        "--max-excess",
+        type=float,
+        default=None,
+        help="fail when the loss ends further than this above the analytic optimum "
+        f"(dimensionless; default {defaults.max_excess}, a good run is below 1e-3)",
+    )
+    parser.add_argument(
+        "--allow-negative-demand",
+        action="store_true",
+        default=None,
+        help="accept negative final demand (inventory draw-downs in real tables)",
+    )
+
+
+OPTION_FIELDS = (
+    "regions",
+    "ghg",
+    "employment",
+    "lambdas",
+    "n_lambdas",
+    "steps",
+    "lr",
+    "dtype",
+    "exiobase",
+    "target",
+    "top",
+    "max_excess",
+    "allow_negative_demand",
+)
+
+
+def config_from_args(base: Config, args: Mapping[str, Any]) -> Config:
+    """``base`` with the given options (``None`` = not given) applied and checked.
+
+    Raises:
+        ValueError: an unreadable or out-of-range option.
+    """
+    opts = {k: args.get(k) for k in OPTION_FIELDS}
+    cfg = dataclasses.replace(base, **normalise_options(opts))
+    check_config(cfg)
+    return cfg
+
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``jcausal design`` argument parser."""
-    from .experiments.ghg_employment import DESIGN, add_options
-
     p = argparse.ArgumentParser(
         prog="jcausal design",
         description=HELP,
@@ -54,25 +350,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_options(p, defaults=DESIGN)
     p.add_argument("--out", default="results/design", help="output folder (default %(default)s)")
-    p.add_argument("--smoke", action="store_true", help="small, fast configuration (tests, CI)")
     p.add_argument(
-        "--target",
-        type=float,
-        default=None,
-        help=f"employment cut (fraction) to mark on the front (default {DESIGN.target})",
-    )
-    p.add_argument(
-        "--top", type=int, default=None, help=f"sectors in the table (default {DESIGN.top})"
-    )
-    p.add_argument(
-        "--allow-negative-demand",
+        "--overwrite",
         action="store_true",
-        default=None,
-        help="accept negative final demand (inventory draw-downs in real tables)",
+        help="replace the results already in --out (without it, a folder holding results is "
+        "refused)",
     )
+    p.add_argument("--smoke", action="store_true", help="small, fast configuration (tests, CI)")
     p.add_argument("--list", action="store_true", help="list the table's regions and rows, exit")
     p.add_argument("--quiet", action="store_true", help="print nothing but errors")
     return p
+
+
+# ----------------------------------------------------------------------------------------------
+# the run
 
 
 def _list(exiobase: str | None) -> int:
@@ -97,40 +388,201 @@ def _list(exiobase: str | None) -> int:
     return 0
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run ``jcausal design``; returns the exit status (2 for bad input)."""
-    import dataclasses
+def run(
+    config: Config,
+    out: str | Path,
+    *,
+    progress: bool = False,
+    console: Any = None,
+    record: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Design for every region of ``config``; write the figure, front, sector table, metrics.
 
-    args = build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
+    Writes directly into ``out`` (the command stages it, see :func:`main`). A float64
+    configuration needs ``jax_enable_x64`` (the command line sets it).
+
+    Args:
+        config: the configuration (checked here too).
+        out: output folder (created).
+        progress: show a progress bar.
+        console: a ``rich.console.Console`` for tables and notes (default: a new one).
+        record: extra entries for the config record in ``metrics.json``.
+
+    Returns:
+        The metrics (also in ``metrics.json``).
+
+    Raises:
+        ValueError: bad configuration or data.
+        DesignDiverged: an optimisation ended above ``config.max_excess`` from the optimum.
+    """
+    import numpy as np
     from rich.console import Console
 
-    from .experiments import ghg_employment as ge
+    from . import _design_report as report
+    from .economy import design as edesign
+    from .economy import io as eio
+    from .results import output_dir, write_csv, write_json, write_metrics
+
+    cfg = config
+    check_config(cfg)
+    console = console or Console()
+    io_system = eio.load_test() if cfg.exiobase is None else eio.load_exiobase(cfg.exiobase)
+    regs = cfg.regions or (eio.regions(io_system)[0],)
+    ghg_default, emp_default = default_rows(cfg.exiobase)
+    ghg = cfg.ghg or ghg_default
+    employment = cfg.employment or emp_default
+    proxy = cfg.exiobase is None and set(employment) == {eio.TEST_EMPLOYMENT}
+
+    problems = {}
+    for reg in regs:
+        model = eio.from_pymrio(
+            io_system, reg, dtype=cfg.dtype, allow_negative_demand=cfg.allow_negative_demand
+        )
+        problems[reg] = edesign.DesignProblem(model, ghg, employment)
+    if proxy:
+        console.print(f"[yellow]note:[/yellow] {PROXY_NOTE}")
+
+    results = {}
+    with report.progress_bar(console, ", ".join(regs), len(regs) * cfg.steps, progress) as tick:
+        for reg, prob in problems.items():
+            lams = (
+                np.asarray(cfg.lambdas, float)
+                if cfg.lambdas is not None
+                else edesign.auto_lambdas(prob, cfg.n_lambdas, cfg.include_zero)
+            )
+            res = edesign.sweep(prob, lams, steps=cfg.steps, lr=cfg.lr, progress=tick)
+            results[reg] = res.check(cfg.max_excess)
+
+    fronts = {reg: report.summarise(problems[reg], res, cfg) for reg, res in results.items()}
+    model0 = next(iter(problems.values())).model
+    units = {"ghg": model0.unit(ghg), "employment": model0.unit(employment)}
+    metrics: dict[str, Any] = {"regions": {}}
+    table_rows, front_rows = [], []
+    for reg, f in fronts.items():
+        prob, k = problems[reg], f["marked"]
+        point = f["points"][k]
+        report.print_table(console, reg, f["table"], f["lambdas"][k], units, point)
+        front_rows += [{"region": reg, **p} for p in f["points"]]
+        for rank, row in enumerate(f["table"], 1):
+            table_rows.append({"region": reg, "rank": rank, "lambda": f["lambdas"][k], **row})
+        metrics["regions"][reg] = {
+            "reference_ghg": f["G_ref"],
+            "reference_employment": f["E_ref"],
+            "reproduction_error": prob.model.reproduction_error,
+            "max_ghg_cut_pct": float(-min(p["ghg_change_pct"] for p in f["points"])),
+            "marked_lambda": float(f["lambdas"][k]),
+            "marked_ghg_change_pct": point["ghg_change_pct"],
+            "marked_employment_change_pct": point["employment_change_pct"],
+            "max_excess_loss": f["excess_loss"],
+            "front_monotone": f["monotone"],
+            "all_solves_converged": bool(np.all(f["converged"])),
+            "sweep_seconds": f["seconds"],
+            "sectors_moving_most": [r["sector"] for r in f["table"][:3]],
+            "model_note": prob.model.note,
+        }
+
+    path = output_dir("design", out)
+    write_csv(path / "front.csv", front_rows)
+    write_csv(path / "sectors.csv", table_rows)
+    note = PROXY_NOTE if proxy else ""
+    write_json(
+        path / "front.json",
+        {
+            "units": units,
+            "ghg": ghg,
+            "employment": employment,
+            "employment_note": note,
+            "loss": "GHG(x)/GHG* + lambda * ||e(x) - e*||_1 / E*",
+            "regions": {
+                reg: {
+                    "reference": {"ghg": f["G_ref"], "employment": f["E_ref"]},
+                    "marked_lambda": f["lambdas"][f["marked"]],
+                    "points": f["points"],
+                }
+                for reg, f in fronts.items()
+            },
+        },
+    )
+    emp_label = ", ".join(employment) + (" — value-added labour proxy" if proxy else "")
+    ghg_label = " + ".join(n if w == 1 else f"{w:g}·{n}" for n, w in ghg.items())
+    report.plot(path / "trade_off.png", fronts, emp_label, ghg_label)
+    metrics.update(
+        {
+            "units": units,
+            "employment_note": note,
+            "normalisation": "loss = GHG/GHG* + lambda * L1(employment - reference)/E*",
+            "excess_loss_meaning": "max over lambda of loss(u) minus the analytic infimum "
+            "of eq. 5 (dimensionless; 0 is optimal)",
+            "files": ["trade_off.png", "front.csv", "front.json", "sectors.csv", "metrics.json"],
+        }
+    )
+    cfg_record = {
+        **dataclasses.asdict(cfg),
+        "regions": list(regs),
+        "ghg": ghg,
+        "employment": employment,
+        **(record or {}),
+    }
+    write_metrics(path, metrics, cfg_record)
+    files = "trade_off.png, front.csv, front.json, sectors.csv, metrics.json"
+    console.print(f"wrote {files}")
+    return metrics
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``jcausal design``; return the exit status.
+
+    Returns:
+        0 on success, 2 for bad input (found before any work; one line on stderr saying what
+        to do), 1 when the optimisation did not reach the optimum, 130 after Ctrl-C. Only a
+        successful run writes ``--out``.
+    """
+    args = build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
+    from .economy.design import DesignDiverged
 
     try:
+        cfg = config_from_args(SMOKE if args.smoke else DESIGN, vars(args))
+        if cfg.exiobase is not None:
+            from .economy.archive import check_archive
+
+            check_archive(cfg.exiobase)
         if args.list:
-            return _list(args.exiobase)
-        base = ge.SMOKE if args.smoke else ge.DESIGN
-        opts = {
-            "regions": args.regions,
-            "ghg": args.ghg,
-            "employment": args.employment,
-            "lambdas": args.lambdas,
-            "n_lambdas": args.n_lambdas,
-            "steps": args.steps,
-            "lr": args.lr,
-            "dtype": args.dtype,
-            "exiobase": args.exiobase,
-            "target": args.target,
-            "top": args.top,
-            "allow_negative_demand": args.allow_negative_demand,
-        }
-        cfg = dataclasses.replace(base, **ge.normalise_options(opts))
-        ge.run(config=cfg, out=args.out, progress=not args.quiet, console=Console(quiet=args.quiet))
+            return _list(cfg.exiobase)
+        import jax
+        from rich.console import Console
+
+        from .results import staged_output
+
+        if cfg.dtype == "float64":
+            jax.config.update("jax_enable_x64", True)  # an entry point: this process's choice
+        console = Console(quiet=args.quiet)
+        with staged_output(args.out, overwrite=args.overwrite) as stage:
+            run(cfg, stage, progress=not args.quiet, console=console)
+        if not args.quiet:
+            console.print(f"results in {args.out}/")
+    except KeyboardInterrupt:
+        print(f"jcausal design: interrupted; {args.out} left as it was", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except DesignDiverged as err:
+        print(f"jcausal design: failed: {err}; nothing written", file=sys.stderr)
+        return EXIT_DIVERGED
     except ValueError as err:
         print(f"jcausal design: error: {err}", file=sys.stderr)
         return 2
     return 0
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+__all__ = [
+    "DESIGN",
+    "SMOKE",
+    "Config",
+    "add_options",
+    "build_parser",
+    "check_config",
+    "config_from_args",
+    "default_rows",
+    "main",
+    "normalise_options",
+    "parse_rows",
+    "run",
+]

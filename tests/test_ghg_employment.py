@@ -7,30 +7,30 @@ import numpy as np
 import pytest
 
 from jcausal import design
+from jcausal.economy import design as ed
 from jcausal.economy import io as eio
-from jcausal.experiments import ghg_employment as ge
 
 STEPS, LR = 300, 0.1  # the smoke configuration
 
 
 @pytest.fixture(scope="module")
 def problem():
-    return ge.Problem(eio.load("reg1"), "emission_type1", "Value Added")
+    return ed.DesignProblem(eio.load("reg1"), "emission_type1", "Value Added")
 
 
 @pytest.fixture(scope="module")
 def lambdas(problem):
-    return ge.auto_lambdas(problem, 7)  # 0 and 7 log-spaced values
+    return ed.auto_lambdas(problem, 7)  # 0 and 7 log-spaced values
 
 
 @pytest.fixture(scope="module")
 def result(problem, lambdas):
-    return ge.sweep(problem, lambdas, steps=STEPS, lr=LR)
+    return ed.sweep(problem, lambdas, steps=STEPS, lr=LR)
 
 
 def test_sweep_reaches_the_analytic_optimum(problem, lambdas, result):
     G, E = float(problem.G), float(problem.E)
-    ref = ge.analytic_front(problem, lambdas)
+    ref = ed.analytic_front(problem, lambdas)
     loss = result.ghg / G + lambdas * result.deviation / E
     best = ref["ghg"] / G + lambdas * ref["deviation"] / E
     # The analytic value is the infimum: never beaten, and reached within 5e-3 (measured
@@ -57,7 +57,7 @@ def test_front_is_monotone(result):
 
 def test_vmapped_sweep_equals_single_lambda_loop(problem, lambdas, result):
     pick = [2, 5]
-    loop = ge.sweep(problem, lambdas[pick], steps=STEPS, lr=LR, vectorise=False)
+    loop = ed.sweep(problem, lambdas[pick], steps=STEPS, lr=LR, vectorise=False)
     # Same optimiser, same data: identical up to rounding (ℓ1 kinks can amplify rounding
     # into differences of the order of the final step, 1e-4 in u).
     np.testing.assert_allclose(loop.u, result.u[pick], atol=1e-3)
@@ -66,15 +66,15 @@ def test_vmapped_sweep_equals_single_lambda_loop(problem, lambdas, result):
 
 
 def test_parse_rows():
-    assert ge.parse_rows("emission_type1=1,emission_type2=25") == {
+    assert design.parse_rows("emission_type1=1,emission_type2=25") == {
         "emission_type1": 1.0,
         "emission_type2": 25.0,
     }
     long = "GHG emissions (GWP100) | baseline (CML, 2001) | GWP100 (IPCC, 2007)"
-    assert ge.parse_rows(f"{long}=1") == {long: 1.0}
-    assert ge.parse_rows(["a", "b=2"]) == {"a": 1.0, "b": 2.0}
+    assert design.parse_rows(f"{long}=1") == {long: 1.0}
+    assert design.parse_rows(["a", "b=2"]) == {"a": 1.0, "b": 2.0}
     with pytest.raises(ValueError, match="NAME=WEIGHT"):
-        ge.parse_rows("a=1,b=x")
+        design.parse_rows("a=1,b=x")
 
 
 def test_design_command_smoke(tmp_path, capsys):
@@ -95,7 +95,7 @@ def test_design_command_smoke(tmp_path, capsys):
     for name in ["trade_off.png", "front.csv", "front.json", "sectors.csv", "metrics.json"]:
         assert (out / name).stat().st_size > 0
     rows = list(csv.DictReader((out / "front.csv").open()))
-    assert len(rows) == 1 + ge.SMOKE.n_lambdas
+    assert len(rows) == 1 + design.SMOKE.n_lambdas
     assert float(rows[0]["lambda"]) == 0.0 and float(rows[0]["ghg_change_pct"]) < -99
     # the front's totals are the model's: the reference GHG is the weighted pymrio sum
     io = eio.load_test()
@@ -107,7 +107,7 @@ def test_design_command_smoke(tmp_path, capsys):
     marked = [r for r in rows if r["marked"] == "True"]
     assert len(marked) == 1
     metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["config"]["steps"] == ge.SMOKE.steps
+    assert metrics["config"]["steps"] == design.SMOKE.steps
     assert metrics["metrics"]["regions"]["reg2"]["max_excess_loss"] < 5e-3
     sectors = list(csv.DictReader((out / "sectors.csv").open()))
     changes = [abs(float(r["employment_change"])) for r in sectors]
@@ -124,12 +124,12 @@ def test_design_command_bad_input_exits_2(tmp_path, capsys):
 def test_float32_sweep_reaches_the_optimum():
     import jax.numpy as jnp
 
-    prob = ge.Problem(eio.load("reg4", dtype="float32"), "emission_type1", "Value Added")
+    prob = ed.DesignProblem(eio.load("reg4", dtype="float32"), "emission_type1", "Value Added")
     assert prob.model.A.dtype == jnp.float32
     lams = np.array([0.0, 0.5, 5.0, 50.0])
-    res = ge.sweep(prob, lams, steps=STEPS, lr=LR)
+    res = ed.sweep(prob, lams, steps=STEPS, lr=LR)
     G, E = float(prob.G), float(prob.E)
-    ref = ge.analytic_front(prob, lams)
+    ref = ed.analytic_front(prob, lams)
     excess = res.ghg / G + lams * res.deviation / E - (ref["ghg"] / G + lams * ref["deviation"] / E)
     assert res.x.dtype == np.float32 and res.converged.all()
     assert np.all(excess > -1e-4) and np.max(excess) < 1e-2

@@ -1,36 +1,62 @@
 """Input-output economies as equilibrium SCMs.
 
 Leontief quantities ``x = A x + y`` with stressors ``s = R x`` (:mod:`.leontief`), the pymrio /
-Exiobase adapter (:mod:`.io`), unit prices ``p = A^T p + value added`` (:mod:`.prices`), demand
-curves (:mod:`.demand`) and the coupled price-quantity rebound model (:mod:`.rebound`).
+Exiobase adapter (:mod:`.io`, imported on first use: it needs pandas and pymrio), the checks of
+an archive before pymrio reads it (:mod:`.archive`), the design of interventions that trade
+emission cuts against employment (:mod:`.design`), unit prices ``p = A^T p + value added``
+(:mod:`.prices`), demand curves (:mod:`.demand`) and the coupled price-quantity rebound model
+(:mod:`.rebound`).
 """
 
+import importlib
+from typing import Any
+
+from . import design
+from .archive import check_archive
 from .demand import ConstantElasticity, DemandCurve, Logistic
-from .io import (
-    from_pymrio,
-    load,
-    load_exiobase,
-    load_test,
-    regions,
-    reproduction_error,
-    stressor_table,
-)
+from .design import DesignDiverged, DesignProblem, DesignResult
 from .leontief import IOModel, StressorSpec, default_dtype, leontief_scm, spectral_radius
 from .prices import check_technical_coefficients, energy_value_added, price_scm, unit_prices
 from .rebound import NODES, efficiency, rebound_model
+
+#: Names of :mod:`.io`, resolved on first use so that ``import jcausal`` needs no pandas.
+_IO_NAMES = (
+    "from_pymrio",
+    "load",
+    "load_exiobase",
+    "load_test",
+    "regions",
+    "reproduction_error",
+    "stressor_table",
+)
+
+
+def __getattr__(name: str) -> Any:
+    if name == "io":
+        return importlib.import_module(f"{__name__}.io")
+    if name in _IO_NAMES:
+        return getattr(importlib.import_module(f"{__name__}.io"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "NODES",
     "ConstantElasticity",
     "DemandCurve",
+    "DesignDiverged",
+    "DesignProblem",
+    "DesignResult",
     "IOModel",
     "Logistic",
     "StressorSpec",
+    "check_archive",
     "check_technical_coefficients",
     "default_dtype",
+    "design",
     "efficiency",
     "energy_value_added",
     "from_pymrio",
+    "io",
     "leontief_scm",
     "load",
     "load_exiobase",

@@ -1,60 +1,31 @@
-"""Shared plumbing of the experiments: configs, output folders, metrics files, CLI parsing."""
+"""Shared plumbing of the experiments: the command line and its staged output folder.
+
+Results writing (``to_jsonable``, ``output_dir``, ``write_metrics``, ``staged_output``) lives in
+:mod:`jcausal.results`; it is re-exported here for the experiment modules.
+"""
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import json
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
+from ..results import output_dir, staged_output, to_jsonable, write_metrics
 
-
-def to_jsonable(x: Any) -> Any:
-    """Convert numpy / JAX scalars and arrays (nested in dicts and lists) to JSON types."""
-    if isinstance(x, dict):
-        return {str(k): to_jsonable(v) for k, v in x.items()}
-    if isinstance(x, list | tuple):
-        return [to_jsonable(v) for v in x]
-    if dataclasses.is_dataclass(x) and not isinstance(x, type):
-        return to_jsonable(dataclasses.asdict(x))
-    if hasattr(x, "__array__") and not isinstance(x, str | bytes):
-        arr = np.asarray(x)
-        return arr.item() if arr.ndim == 0 else arr.tolist()
-    if isinstance(x, float) and not np.isfinite(x):
-        return str(x)
-    return x
-
-
-def output_dir(name: str, out: str | Path | None = None) -> Path:
-    """``results/<name>`` (or ``out``), created."""
-    path = Path(out) if out is not None else Path("results") / name
-    path.mkdir(parents=True, exist_ok=True)
-    return path
-
-
-def write_metrics(path: Path, metrics: dict[str, Any], config: Any = None) -> Path:
-    """Write ``metrics.json`` (with the config and a timestamp) into ``path``; return its path."""
-    record = {
-        "metrics": to_jsonable(metrics),
-        "config": to_jsonable(config),
-        "written": time.strftime("%Y-%m-%dT%H:%M:%S"),
-    }
-    target = path / "metrics.json"
-    tmp = target.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(record, indent=2) + "\n")
-    tmp.replace(target)  # atomic: a killed run never leaves half a file
-    return target
+OVERWRITE_HELP = (
+    "replace the results already in --out (without it, a folder holding results is refused); "
+    "results are written to a temporary folder and moved into place when the run succeeds"
+)
 
 
 def experiment_parser(name: str, description: str) -> argparse.ArgumentParser:
-    """The common command line of an experiment: ``--smoke``, ``--out``, ``--seed``."""
+    """The common command line of an experiment: ``--smoke``, ``--out``, ``--overwrite``,
+    ``--seed``."""
     p = argparse.ArgumentParser(prog=f"jcausal experiment {name}", description=description)
     p.add_argument("--smoke", action="store_true", help="small, fast configuration (used in CI)")
     p.add_argument("--out", default=None, help=f"output folder (default results/{name})")
+    p.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     return p
 
@@ -65,10 +36,32 @@ def run_cli(
     run: Callable[..., dict[str, Any]],
     argv: Sequence[str] | None = None,
     extra: Callable[[argparse.ArgumentParser], None] | None = None,
+    state: Sequence[str] = (),
 ) -> dict[str, Any]:
-    """Parse the common options (plus ``extra``), call ``run(**options)``, return its metrics."""
+    """Parse the common options (plus ``extra``), call ``run(**options)``, return its metrics.
+
+    ``run`` writes into a staged folder (:func:`jcausal.results.staged_output`) that replaces
+    ``--out`` only when it returns. With ``state`` (name patterns of resumable state, e.g.
+    checkpoints), ``run`` also receives ``state_dir``: the final folder, where that state lives.
+    """
     parser = experiment_parser(name, description)
     if extra is not None:
         extra(parser)
     args = vars(parser.parse_args(argv))
-    return run(**args)
+    final = Path(args.pop("out") or Path("results") / name)
+    overwrite = args.pop("overwrite")
+    with staged_output(final, overwrite=overwrite, state=state) as path:
+        if state:
+            final.mkdir(parents=True, exist_ok=True)
+            args["state_dir"] = final
+        return run(out=path, **args)
+
+
+__all__ = [
+    "experiment_parser",
+    "output_dir",
+    "run_cli",
+    "staged_output",
+    "to_jsonable",
+    "write_metrics",
+]

@@ -149,12 +149,19 @@ class Checkpoints:
 
         self._ocp = ocp
         self.directory = os.path.abspath(directory)
-        # Synchronous saves: the sidecar is written into the finished step folder.
-        self.manager = ocp.CheckpointManager(
+        self._keep = keep
+        self.manager = self._open()
+
+    def _open(self):
+        ocp = self._ocp
+        # Synchronous saves: the sidecar is written into the finished step folder. The handler
+        # is named so that orbax does not guess the layout from a (possibly damaged) folder.
+        return ocp.CheckpointManager(
             self.directory,
             options=ocp.CheckpointManagerOptions(
-                max_to_keep=keep, create=True, enable_async_checkpointing=False
+                max_to_keep=self._keep, create=True, enable_async_checkpointing=False
             ),
+            item_handlers=ocp.StandardCheckpointHandler(),
         )
 
     def steps(self) -> list[int]:
@@ -293,7 +300,8 @@ class Checkpoints:
         while os.path.exists(dst):
             dst, i = f"{src}.corrupt{i}", i + 1
         os.replace(src, dst)
-        self.manager.reload()
+        self.manager.close()
+        self.manager = self._open()
         return dst
 
     def close(self) -> None:

@@ -302,7 +302,7 @@ def add_options(parser: argparse.ArgumentParser, *, defaults: Config) -> None:
         type=float,
         default=None,
         help="fail when the loss ends further than this above the analytic optimum "
-        f"(dimensionless; default {defaults.max_excess}, a good run is below 1e-3)",
+        f"(dimensionless; default {defaults.max_excess}, a good run is of order 1e-3)",
     )
     parser.add_argument(
         "--allow-negative-demand",

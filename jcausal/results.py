@@ -190,9 +190,9 @@ def staged_output(
         ValueError: from :func:`check_output`, on entry, before any work.
     """
     target = check_output(out, overwrite=overwrite, state=state)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    _remove_stale(target)
     try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        _remove_stale(target)
         stage = Path(
             tempfile.mkdtemp(prefix=f".{target.name}{_PARTIAL}{os.getpid()}-", dir=target.parent)
         )

@@ -285,7 +285,7 @@ class DesignResult:
             raise DesignDiverged(
                 f"the design optimisation did not reach the optimum: its loss exceeds the "
                 f"analytic optimum of eq. 5 by {self.excess_loss[i]:.3g} at λ = "
-                f"{self.lambdas[i]:.4g} (accepted: {max_excess_loss:g}; a good run is below "
+                f"{self.lambdas[i]:.4g} (accepted: {max_excess_loss:g}; a good run is of order "
                 "1e-3); lower the step size (lr) or raise the number of steps"
             )
         return self

@@ -139,7 +139,8 @@ def stressor_table(
     ``keys`` are the full row keys (``"stressor / compartment"`` for two-level indices).
 
     ``S`` is taken from the extension when present, else computed as ``F / x`` (0 where the
-    sector has no output). Columns follow the order of ``x``.
+    sector has no output). A NaN coefficient of a sector with output stays NaN (a gap in the
+    table is not a zero). Columns follow the order of ``x``.
     """
     rows, names, units, exts, full = [], [], [], [], []
     for attr in io.get_extensions():
@@ -155,8 +156,11 @@ def stressor_table(
             s = np.divide(f, xv, out=np.zeros_like(f), where=xv != 0)
         else:
             s = S.reindex(columns=x.index).to_numpy(float)
-        # pymrio writes NaN coefficients for sectors without output: they emit nothing.
-        rows.append(np.nan_to_num(s, nan=0.0, posinf=0.0, neginf=0.0))
+        # pymrio writes NaN (0/0) or inf coefficients for sectors without output: they emit
+        # nothing. A NaN where the sector produces is a gap in the table, kept as NaN (reading
+        # it as 0 would make the sector look clean); users of the row refuse it by name.
+        idle = x.to_numpy(float)[:, 0] == 0
+        rows.append(np.where(idle[None, :] & ~np.isfinite(s), 0.0, s))
         unit = getattr(ext, "unit", None)
         for key in keys:
             u = ""

@@ -5,8 +5,10 @@ import subprocess
 import sys
 import textwrap
 
+import jax
 import numpy as np
 import pytest
+from jax.sharding import NamedSharding, PartitionSpec
 
 from jcausal import parallel
 
@@ -55,3 +57,56 @@ def test_mesh_errors():
         parallel.unit_mesh(1000)
     out = parallel.shard_units({"a": np.zeros(4), "s": np.float64(1.0)}, parallel.unit_mesh(1))
     np.testing.assert_array_equal(out["a"], 0.0)
+
+
+FIT = textwrap.dedent(
+    """
+    import jax, jax.numpy as jnp, numpy as np, optax, equinox as eqx
+    jax.config.update("jax_enable_x64", True)
+    from jcausal import parallel
+    from jcausal.train import fit
+
+    assert len(jax.devices()) == 8, jax.devices()
+    mesh = parallel.unit_mesh()
+    assert mesh.axis_types == (jax.sharding.AxisType.Auto,), mesh.axis_types
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(256, 3))
+    data = {"x": x, "y": np.tanh(x @ np.array([1.0, -1.0, 0.5]))}
+    model = eqx.nn.MLP(3, 1, 8, 1, key=jax.random.key(0))
+    seen = []
+
+    def loss(m, batch, key):
+        seen.append(batch["x"])
+        return jnp.mean((jax.vmap(m)(batch["x"])[:, 0] - batch["y"]) ** 2)
+
+    kw = dict(optimizer=optax.adam(1e-2), steps=40, batch_size=64, key=jax.random.key(1),
+              progress=False, log_every=10)
+    plain, _ = fit(loss, model, data, **kw)
+    sharded, _ = fit(loss, model, data, sharding=mesh, **kw)
+    a = jax.tree.leaves(eqx.filter(plain, eqx.is_array))
+    b = jax.tree.leaves(eqx.filter(sharded, eqx.is_array))
+    assert len(sharded.layers[0].weight.sharding.device_set) == 8  # replicated on the mesh
+    print(max(float(jnp.max(jnp.abs(u - v))) for u, v in zip(a, b)))
+    """
+)
+
+
+def test_fit_on_unit_mesh_matches_single_device():
+    # unit_mesh is a jax.make_mesh mesh with an Auto axis: fit constrains each batch to it.
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8")
+    res = subprocess.run(
+        [sys.executable, "-c", FIT], env=env, capture_output=True, text=True, timeout=600
+    )
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert float(res.stdout.strip().splitlines()[-1]) < 1e-10
+
+
+def test_batch_shardings_reads_meshes_and_named_shardings():
+    mesh = parallel.unit_mesh(1)
+    replicated, batch, shards = parallel.batch_shardings(mesh)
+    assert shards == 1 and replicated.spec == PartitionSpec() and batch.mesh is mesh
+    assert parallel.batch_shardings(None) == (None, None, 1)
+    named = NamedSharding(mesh, PartitionSpec("units"))
+    assert parallel.batch_shardings(named)[1] is named
+    with pytest.raises(TypeError, match="sharding must be a jax.sharding.Mesh"):
+        parallel.batch_shardings(jax.devices()[0])

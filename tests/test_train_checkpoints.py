@@ -219,3 +219,18 @@ def test_resuming_with_another_optimiser_is_refused(tmp_path, other, what):
     # The same optimiser, built again, is accepted.
     fit(_loss, _params(), _data(), steps=20, checkpoint_dir=path,
         **(KW | {"optimizer": optax.adam(0.05)}))  # fmt: skip
+
+
+def test_restoring_never_unpickles(tmp_path, monkeypatch):
+    import pickle
+
+    path = tmp_path / "ckpt"
+    fit(_loss, _params(), _data(), steps=10, checkpoint_dir=path, **KW)
+
+    def refuse(*a, **k):
+        raise AssertionError("a checkpoint was unpickled")
+
+    for name in ("load", "loads", "Unpickler"):
+        monkeypatch.setattr(pickle, name, refuse)
+    _, hist = fit(_loss, _params(), _data(), steps=20, checkpoint_dir=path, **KW)
+    assert hist.start_step == 10

@@ -198,7 +198,7 @@ class Checkpoints:
         if not os.path.isfile(path):
             raise CorruptCheckpoint(
                 f"{path} is missing (the run was cut short while writing the checkpoint, or "
-                "it was not written by jcausal.train.fit)"
+                "it was written by a jcausal before verified checkpoints, or by another program)"
             )
         if os.path.getsize(path) > _MAX_SIDECAR_BYTES:
             raise CorruptCheckpoint(f"{path} is too large to be a checksum file")

@@ -3,7 +3,8 @@
 The optimisation is :mod:`jcausal.economy.design`; this module holds the command's
 configuration (:class:`Config`), its checks, the report (tables, figure, files) and
 :func:`main`. The paper's Fig. 3b-c (:mod:`jcausal.experiments.ghg_employment`) is this command
-with two regions.
+with two regions. (Longer than 500 lines because the command's help text, options, checks and
+run belong together; the figure and tables are in :mod:`jcausal._design_report`.)
 """
 
 from __future__ import annotations

@@ -59,6 +59,9 @@ def run(
         console: a ``rich.console.Console`` for the tables.
         quiet: print nothing.
 
+    A float64 configuration (the default) needs ``jax.config.update("jax_enable_x64", True)``
+    first; the command line does it.
+
     Returns:
         The metrics (also in ``metrics.json``).
 

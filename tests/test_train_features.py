@@ -180,3 +180,11 @@ def test_sharding_helpers_live_in_parallel():
     with pytest.raises(TypeError, match="sharding must be"):
         parallel.batch_shardings("cpu")
     assert os.path.isfile(parallel.__file__)
+
+
+def test_python_number_picked_by_a_custom_filter_stays_fixed():
+    # As before the chunked loop: only arrays are trained (a float has no gradient slot).
+    p, _ = fit(lambda p, b, k: (p["w"] - 1.0) ** 2 + p["s"] ** 2,
+                  {"w": jnp.zeros(()), "s": 2.0}, None, optimizer=optax.sgd(0.1), steps=30,
+                  key=jax.random.key(0), progress=False, trainable=lambda x: True)  # fmt: skip
+    assert p["s"] == 2.0 and abs(float(p["w"]) - 1.0) < 1e-2

@@ -272,7 +272,9 @@ def fit(
     # Trained part: the leaves chosen by `trainable`, minus frozen ones.
     dyn, static = eqx.partition(params, trainable)
     dyn, fixed = eqx.partition(dyn, trainable_mask(dyn))
-    static = eqx.combine(static, fixed)
+    # Only arrays are trained: a Python number picked by a custom filter stays as it is.
+    dyn, scalars = eqx.partition(dyn, eqx.is_array)
+    static = eqx.combine(static, fixed, scalars)
     opt_state = optimizer.init(dyn)
     ema_dyn = dyn if ema is not None else None
     names = _names(dyn)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import operator
 import os
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -21,6 +20,7 @@ from jaxtyping import Array, PRNGKeyArray, PyTree, Scalar
 from .. import parallel
 from . import metrics as _metrics
 from .checkpoint import Checkpoints, describe_optimizer_change, optimizer_fingerprint
+from .checks import fault, integer, key_data, leaf_names, num_units
 from .frozen import trainable_mask, unfreeze
 from .step import call_loss, make_chunk, split_loss, takes_step
 
@@ -51,76 +51,6 @@ class History:
     best_step: int | None = None
     best_value: float | None = None
     ema_params: PyTree | None = None
-
-
-# ----------------------------------------------------------------------------------------------
-# argument checks
-
-
-def _integer(name: str, value: Any, low: int) -> int:
-    """``value`` as an int ``>= low``; floats (even 3.0) and bools are refused."""
-    if isinstance(value, bool):
-        raise TypeError(f"{name} must be an integer, got {value!r}")
-    try:
-        out = operator.index(value)
-    except TypeError:
-        raise TypeError(
-            f"{name} must be an integer, got {value!r} ({type(value).__name__}); pass e.g. "
-            f"{name}={int(value) if isinstance(value, float) and math.isfinite(value) else 100}"
-        ) from None
-    if out < low:
-        raise ValueError(f"{name} must be >= {low}, got {out}")
-    return out
-
-
-def _num_units(data: PyTree) -> int:
-    leaves = jax.tree_util.tree_leaves(data)
-    if not leaves:
-        raise ValueError(
-            "data has no arrays; pass a pytree of arrays with a leading unit axis, a function "
-            "data(key) -> batch, or data=None (the loss then gets batch=None)"
-        )
-    sizes = {int(np.shape(x)[0]) if np.ndim(x) else -1 for x in leaves}
-    if len(sizes) != 1 or -1 in sizes:
-        raise ValueError(
-            "every array in data needs the same leading unit axis; got leading sizes "
-            f"{sorted(sizes)}"
-        )
-    return sizes.pop()
-
-
-def _key_data(key: PRNGKeyArray) -> np.ndarray:
-    if isinstance(key, int):
-        raise TypeError("key must be a jax.random key (jax.random.key(seed)), not an int")
-    if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
-        return np.asarray(jax.random.key_data(key))
-    return np.asarray(key)
-
-
-def _names(tree: PyTree) -> list[str]:
-    """Names of the inexact leaves of ``tree`` (as in the NaN guard's flags)."""
-    out = []
-    for path, x in jax.tree_util.tree_flatten_with_path(tree)[0]:
-        if jnp.issubdtype(jnp.asarray(x).dtype, jnp.inexact):
-            out.append(jax.tree_util.keystr(path) or "the parameters")
-    return out
-
-
-def _fault(loss: float, aux: Mapping[str, float], grads_ok, params_ok, names) -> str:
-    """Name the term at fault: an auxiliary term, the loss, a gradient, an updated parameter."""
-    bad = [k for k, v in aux.items() if not math.isfinite(v)]
-    if bad:
-        return ", ".join(repr(k) for k in bad)
-    if not math.isfinite(loss):
-        return "'loss'"
-    grads = [n for n, ok in zip(names, grads_ok, strict=True) if not ok]
-    if grads:
-        return f"the gradient of {', '.join(grads)} (the loss is finite)"
-    params = [n for n, ok in zip(names, params_ok, strict=True) if not ok]
-    return (
-        f"the updated parameter {', '.join(params)} (the loss and gradient are finite; the "
-        "optimiser's update overflowed)"
-    )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -216,9 +146,9 @@ def fit(
         ValueError: inconsistent arguments (batch size, data shapes), a checkpoint of another
             run (model, optimiser, key, data), or no intact checkpoint in ``checkpoint_dir``.
     """
-    steps = _integer("steps", steps, 0)
-    log_every = _integer("log_every", log_every, 1)
-    keep = _integer("keep", keep, 1)
+    steps = integer("steps", steps, 0)
+    log_every = integer("log_every", log_every, 1)
+    keep = integer("keep", keep, 1)
     if keep < 2 and checkpoint_dir is not None:
         raise ValueError(
             f"keep must be >= 2 (got {keep}) so that a corrupt newest checkpoint has an intact "
@@ -233,7 +163,7 @@ def fit(
         if isinstance(ema, bool) or not isinstance(ema, (int, float)) or not 0 < ema < 1:
             raise ValueError(f"ema is a decay in (0, 1), e.g. 0.999; got {ema!r}")
         ema = float(ema)
-    key_bytes = _key_data(key)
+    key_bytes = key_data(key)
     data_key, loss_key, eval_key = jax.random.split(key, 3)
     replicated, batch_sharding, shards = parallel.batch_shardings(sharding)
 
@@ -241,12 +171,12 @@ def fit(
     if sampled or data is None:
         n, steps_per_epoch = 0, 1
         if batch_size is not None:
-            batch_size = _integer("batch_size", batch_size, 1)
+            batch_size = integer("batch_size", batch_size, 1)
     else:
-        n = _num_units(data)
+        n = num_units(data)
         if batch_size is None:
             raise ValueError("batch_size is required when data is an array pytree")
-        batch_size = _integer("batch_size", batch_size, 1)
+        batch_size = integer("batch_size", batch_size, 1)
         if batch_size > n:
             raise ValueError(
                 f"batch_size must be in [1, {n}] (the number of units), got {batch_size}"
@@ -264,9 +194,9 @@ def fit(
             "eval_data was given; pass held-out eval_data or drop keep_best"
         )
     every = max(1, steps // 10)
-    eval_every = _integer("eval_every", eval_every, 1) if eval_every is not None else every
+    eval_every = integer("eval_every", eval_every, 1) if eval_every is not None else every
     checkpoint_every = (
-        _integer("checkpoint_every", checkpoint_every, 1) if checkpoint_every is not None else every
+        integer("checkpoint_every", checkpoint_every, 1) if checkpoint_every is not None else every
     )
 
     # Trained part: the leaves chosen by `trainable`, minus frozen ones.
@@ -277,7 +207,7 @@ def fit(
     static = eqx.combine(static, fixed, scalars)
     opt_state = optimizer.init(dyn)
     ema_dyn = dyn if ema is not None else None
-    names = _names(dyn)
+    names = leaf_names(dyn)
     fingerprint = optimizer_fingerprint(optimizer, opt_state)
     if replicated is not None:
         dyn, opt_state, ema_dyn = jax.device_put((dyn, opt_state, ema_dyn), replicated)
@@ -507,10 +437,10 @@ def fit(
                     if last is not None
                     else ""
                 )
-                fault = _fault(loss_f, aux_f, grads_ok, params_ok, names)
+                culprit = fault(loss_f, aux_f, grads_ok, params_ok, names)
                 raise FloatingPointError(
                     f"non-finite value at step {done} (from the state after {done} updates; "
-                    f"this update is discarded): {fault} = {aux_f or {'loss': loss_f}}{kept}. "
+                    f"this update is discarded): {culprit} = {aux_f or {'loss': loss_f}}{kept}. "
                     "Lower the learning rate, check the data for NaN/inf, or guard the term "
                     "(e.g. clip a log's argument)"
                 )

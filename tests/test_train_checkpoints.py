@@ -234,3 +234,25 @@ def test_restoring_never_unpickles(tmp_path, monkeypatch):
         monkeypatch.setattr(pickle, name, refuse)
     _, hist = fit(_loss, _params(), _data(), steps=20, checkpoint_dir=path, **KW)
     assert hist.start_step == 10
+
+
+def test_checkpoint_with_non_finite_parameters_is_not_used(tmp_path):
+    # A verified checkpoint whose parameters are inf (as the old guard could write): rewritten
+    # with a valid checksum file, it is still refused and the older one used.
+    path = tmp_path / "ckpt"
+    _two_checkpoints(path)
+    c = _checkpoints(path)
+    step, arrays, info = c.restore_latest(lambda s, i: None, lambda a: None)
+    assert step == 15
+    arrays["params"]["0"] = np.full_like(arrays["params"]["0"], -np.inf)
+    shutil.rmtree(path / "15")
+    c.manager.reload()
+    c.save(15, arrays, info)
+    c.close()
+    _, text = _resume_expecting_fallback(path, None)
+    assert "non-finite values in params" in text
+
+
+def test_keep_below_two_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="keep must be >= 2"):
+        fit(_loss, _params(), _data(), steps=5, checkpoint_dir=tmp_path, keep=1, **KW)

@@ -188,3 +188,24 @@ def test_python_number_picked_by_a_custom_filter_stays_fixed():
                   {"w": jnp.zeros(()), "s": 2.0}, None, optimizer=optax.sgd(0.1), steps=30,
                   key=jax.random.key(0), progress=False, trainable=lambda x: True)  # fmt: skip
     assert p["s"] == 2.0 and abs(float(p["w"]) - 1.0) < 1e-2
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: optax.chain(optax.adam(0.1), optax.noisy_sgd(0.1, key=jax.random.key(0))),
+        lambda: optax.chain(optax.adam(0.1), optax.contrib.reduce_on_plateau(patience=2)),
+    ],
+    ids=["typed_key_in_state", "needs_value"],
+)
+def test_optimisers_with_keys_or_value_resume_bit_identically(tmp_path, make):
+    def loss(p, batch, key):
+        return jnp.sum((p - 1.0) ** 2)
+
+    kw = dict(key=jax.random.key(0), progress=False)
+    ref, _ = fit(loss, jnp.zeros(3), None, optimizer=make(), steps=30, **kw)
+    fit(loss, jnp.zeros(3), None, optimizer=make(), steps=15, checkpoint_dir=tmp_path, **kw)
+    got, hist = fit(loss, jnp.zeros(3), None, optimizer=make(), steps=30,
+                    checkpoint_dir=tmp_path, **kw)  # fmt: skip
+    assert hist.start_step == 15
+    np.testing.assert_array_equal(got, ref)

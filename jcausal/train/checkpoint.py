@@ -106,6 +106,25 @@ def _flat(tree: Any) -> list:
     return [tree]
 
 
+def to_numpy(x: Any) -> np.ndarray:
+    """A leaf as a numpy array for saving; a typed PRNG key is stored as its key data."""
+    import jax
+
+    if isinstance(x, jax.Array) and jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
+        return np.asarray(jax.random.key_data(x))
+    return np.asarray(x)
+
+
+def from_numpy(x: np.ndarray, like: Any) -> Any:
+    """The inverse of :func:`to_numpy`, shaped and typed as ``like``."""
+    import jax
+    import jax.numpy as jnp
+
+    if isinstance(like, jax.Array) and jax.dtypes.issubdtype(like.dtype, jax.dtypes.prng_key):
+        return jax.random.wrap_key_data(jnp.asarray(x), impl=jax.random.key_impl(like))
+    return jnp.asarray(x, dtype=jnp.asarray(like).dtype)
+
+
 def optimizer_fingerprint(optimizer: Any, opt_state: Any) -> dict[str, Any]:
     """What identifies an optimiser: its state's tree structure and shapes, its settings."""
     import jax
@@ -113,7 +132,7 @@ def optimizer_fingerprint(optimizer: Any, opt_state: Any) -> dict[str, Any]:
     leaves, treedef = jax.tree_util.tree_flatten(opt_state)
     return {
         "structure": str(treedef),
-        "shapes": [[list(np.shape(x)), str(np.asarray(x).dtype)] for x in leaves],
+        "shapes": [[list(np.shape(x)), str(getattr(x, "dtype", type(x).__name__))] for x in leaves],
         "settings": _scalars(tuple(optimizer)),
     }
 
@@ -314,5 +333,7 @@ __all__ = [
     "Checkpoints",
     "CorruptCheckpoint",
     "describe_optimizer_change",
+    "from_numpy",
     "optimizer_fingerprint",
+    "to_numpy",
 ]

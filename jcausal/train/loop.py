@@ -19,7 +19,13 @@ from jaxtyping import Array, PRNGKeyArray, PyTree, Scalar
 
 from .. import parallel
 from . import metrics as _metrics
-from .checkpoint import Checkpoints, describe_optimizer_change, optimizer_fingerprint
+from .checkpoint import (
+    Checkpoints,
+    describe_optimizer_change,
+    from_numpy,
+    optimizer_fingerprint,
+    to_numpy,
+)
 from .checks import fault, integer, key_data, leaf_names, num_units
 from .frozen import trainable_mask, unfreeze
 from .step import call_loss, make_chunk, split_loss, takes_step
@@ -275,7 +281,7 @@ def fit(
         return None
 
     def cast(new: Mapping[str, np.ndarray], like: list) -> list:
-        return [jnp.asarray(new[str(i)], dtype=jnp.asarray(x).dtype) for i, x in enumerate(like)]
+        return [from_numpy(new[str(i)], x) for i, x in enumerate(like)]
 
     if ckpt is not None:
         found = ckpt.restore_latest(check_info, check_arrays)
@@ -306,7 +312,7 @@ def fit(
 
     def save(step: int) -> None:
         def group(tree):
-            return {str(i): np.asarray(x) for i, x in enumerate(jax.tree_util.tree_leaves(tree))}
+            return {str(i): to_numpy(x) for i, x in enumerate(jax.tree_util.tree_leaves(tree))}
 
         arrays = {"params": group(dyn), "opt": group(opt_state)}
         info = {

@@ -134,7 +134,11 @@ def make_chunk(
             batch = parallel.constrain_batch(batch, batch_sharding)
         k = jax.random.fold_in(loss_key, step)
         (loss, aux), grads = eqx.filter_value_and_grad(objective, has_aux=True)(d, batch, k, step)
-        updates, new_state = optimizer.update(grads, state, d)
+        if isinstance(optimizer, optax.GradientTransformationExtraArgs):
+            # The loss as ``value`` (optax.contrib.reduce_on_plateau, polyak_sgd need it).
+            updates, new_state = optimizer.update(grads, state, d, value=loss)
+        else:
+            updates, new_state = optimizer.update(grads, state, d)
         new_d = eqx.apply_updates(d, updates)
         new_ema = None if ema is None else optax.incremental_update(new_d, ema, 1.0 - ema_decay)
         return new_d, new_state, new_ema, perm, loss, aux, all_finite(grads), all_finite(new_d)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import numbers
 import os
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -104,7 +105,10 @@ def fit(
             (called inside the compiled step with ``key = fold_in(data_key, step)``); or
             None: the loss gets ``batch=None`` (full-batch problems whose data live in the
             loss).
-        optimizer: an optax gradient transformation, e.g. ``optax.adam(5e-3)``.
+        optimizer: an optax gradient transformation, e.g. ``optax.adam(5e-3)``; one that
+            takes extra arguments (``optax.GradientTransformationExtraArgs``, e.g. a chain
+            with ``optax.contrib.reduce_on_plateau``) gets ``value=loss``. A resumed run must
+            use the same optimiser (state structure and settings) as the checkpoint.
         steps: total number of optimisation steps (including those of a restored run).
         key: ``jax.random.key(seed)``; batches and the loss's keys derive from it and the step.
         batch_size: units per batch (required for array data; must divide evenly across the
@@ -166,7 +170,7 @@ def fit(
             f"{type(optimizer).__name__}"
         )
     if ema is not None:
-        if isinstance(ema, bool) or not isinstance(ema, (int, float)) or not 0 < ema < 1:
+        if isinstance(ema, bool) or not isinstance(ema, numbers.Real) or not 0 < ema < 1:
             raise ValueError(f"ema is a decay in (0, 1), e.g. 0.999; got {ema!r}")
         ema = float(ema)
     key_bytes = key_data(key)

@@ -38,22 +38,35 @@ from .scm import (
     solvability,
     solve,
 )
-from .solvers import FixedPointReport, fixed_point
+from .solvers import (
+    RESULTS,
+    Anderson,
+    FixedPointError,
+    FixedPointReport,
+    Forward,
+    JaxoptAnderson,
+    fixed_point,
+)
 from .train import History, fit
 
 __all__ = [
+    "RESULTS",
     "SCM",
     "SO",
     "Additive",
     "Amortized",
+    "Anderson",
     "CycleError",
     "EquilibriumSCM",
+    "FixedPointError",
     "FixedPointReport",
+    "Forward",
     "GumbelMax",
     "Hard",
     "History",
     "Intervention",
     "Invertible",
+    "JaxoptAnderson",
     "Lie",
     "LieGroup",
     "Mechanism",

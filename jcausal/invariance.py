@@ -31,7 +31,8 @@ import optax
 from jax.flatten_util import ravel_pytree
 from jaxtyping import Array, Float, PRNGKeyArray, PyTree
 
-from .scm import EquilibriumSCM, Hard, Intervention, Soft, do, solve
+from .scm import EquilibriumSCM, Hard, Intervention, Soft, do, residual_jacobian, solve
+from .train import fit
 
 Model = Callable[[PyTree], tuple[EquilibriumSCM, dict[str, Array]]]
 Intervene = Callable[[Array], dict[str, Intervention]]
@@ -43,17 +44,6 @@ def _equilibrium(model: Model, theta, interventions=None) -> dict[str, Array]:
         scm = do(scm, interventions)
     values, _ = solve(scm, noise)
     return values
-
-
-def _node_index(values: Mapping[str, Array], node: str) -> np.ndarray:
-    """Positions of ``node``'s entries in the flattened (ravelled) values."""
-    sizes = {k: int(np.prod(jnp.shape(values[k]))) for k in sorted(values)}
-    start = 0
-    for k in sorted(values):
-        if k == node:
-            return np.arange(start, start + sizes[k])
-        start += sizes[k]
-    raise ValueError(f"unknown node {node!r}; known nodes: {sorted(values)}")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -116,15 +106,9 @@ def invariance_conditions(
 
     # (1) Jacobian of x_{-j} -> x_{-j} - f_{-j}: the full Jacobian of x - F(x) minus j's rows
     # and columns (x_j held at its reference value).
-    flat, unravel = ravel_pytree(values)
-    shapes = {t: jax.ShapeDtypeStruct(v.shape, v.dtype) for t, v in values.items()}
-    F = scm._equations(noise, {}, scm.order, scm.interventions, shapes)
-
-    def G(v):
-        return v - ravel_pytree(F(unravel(v), None))[0]
-
-    J = np.asarray(jax.jacfwd(G)(flat))
-    keep = np.setdiff1d(np.arange(flat.size), _node_index(values, invariant))
+    J, index = residual_jacobian(scm, values, noise)
+    J = np.asarray(J)
+    keep = np.setdiff1d(np.arange(J.shape[0]), index[invariant])
     s = np.linalg.svd(J[np.ix_(keep, keep)], compute_uv=False)
     smin = float(s[-1]) if s.size else 1.0
     if s.size and smin <= tol * float(s[0]):
@@ -320,8 +304,9 @@ def learn_invariant(
     """Learn an auxiliary mechanism that keeps ``invariant`` at its unintervened equilibrium.
 
     Minimises the mean over ``(θ, u)`` batches of the squared relative deviation of the
-    invariant node, ``(|x_j^(u)(θ) - x*_j(θ)| / |x*_j(θ)|)^2``, with Adam (optax). The loss
-    flows through two equilibrium solves per sample with implicit gradients.
+    invariant node, ``(|x_j^(u)(θ) - x*_j(θ)| / |x*_j(θ)|)^2``, with Adam (optax), trained by
+    :func:`jcausal.fit` on a fresh batch of ``(θ, u)`` per step. The loss flows through two
+    equilibrium solves per sample with implicit gradients.
 
     Args:
         model: ``model(theta) -> (EquilibriumSCM, noise)`` with one unit.
@@ -339,7 +324,11 @@ def learn_invariant(
         progress: show a progress bar.
 
     Returns:
-        The trained :class:`InvariantIntervention`.
+        The trained :class:`InvariantIntervention` (``history``: the loss of every step).
+
+    Raises:
+        FloatingPointError: a non-finite loss or gradient (from :func:`jcausal.fit`, naming
+            the step); lower the learning rate or narrow the ranges of theta and u.
     """
     k_init, k_data = jax.random.split(key)
     theta0 = jax.tree_util.tree_map(lambda a: a[0], sample_theta(k_data, 1))
@@ -360,42 +349,30 @@ def learn_invariant(
         dtype=jnp.result_type(u_example),
         parent_sizes=[int(np.prod(shapes[p].shape)) for p in parents],
     )
-    inv = InvariantIntervention(intervene, comp, invariant, auxiliary, jnp.zeros(0))
-    params, static = eqx.partition(inv, eqx.is_inexact_array)
     if not callable(learning_rate):
         learning_rate = optax.cosine_decay_schedule(float(learning_rate), max(int(steps), 1))
-    opt = optax.adam(learning_rate)
-    opt_state = opt.init(params)
 
-    @eqx.filter_jit
-    def step(params, opt_state, k):
+    def draw(k):
         kt, ku = jax.random.split(k)
-        thetas, us = sample_theta(kt, batch), sample_u(ku, batch)
+        return sample_theta(kt, batch), sample_u(ku, batch)
 
-        def loss(p):
-            dev = _deviation(model, eqx.combine(p, static), thetas, us)
-            return jnp.mean(dev**2)
+    def loss(c, data, _key):
+        thetas, us = data
+        inv = InvariantIntervention(intervene, c, invariant, auxiliary, jnp.zeros(0))
+        return jnp.mean(_deviation(model, inv, thetas, us) ** 2)
 
-        value, grads = jax.value_and_grad(loss)(params)
-        updates, opt_state = opt.update(grads, opt_state, params)
-        return optax.apply_updates(params, updates), opt_state, value
-
-    losses = []
-    it: Iterable[int] = range(steps)
-    if progress:
-        from tqdm.auto import tqdm
-
-        it = tqdm(it, desc=f"invariant {invariant!r} via {auxiliary!r}")
-    for i in it:
-        params, opt_state, value = step(params, opt_state, jax.random.fold_in(k_data, i))
-        if not np.isfinite(float(value)):
-            raise FloatingPointError(
-                f"invariant-intervention training produced a non-finite loss at step {i}; "
-                "lower the learning rate or narrow the ranges of theta and u"
-            )
-        losses.append(float(value))
-    trained = eqx.combine(params, static)
-    return eqx.tree_at(lambda m: m.history, trained, jnp.asarray(losses))
+    # The one training loop (jcausal.train.fit): a fresh (theta, u) batch per step, drawn
+    # inside the compiled step from the step's key; its NaN guard names the step at fault.
+    comp, hist = fit(
+        loss,
+        comp,
+        draw,
+        optimizer=optax.adam(learning_rate),
+        steps=int(steps),
+        key=k_data,
+        progress=progress,
+    )
+    return InvariantIntervention(intervene, comp, invariant, auxiliary, jnp.asarray(hist.loss))
 
 
 # ----------------------------------------------------------------------------------------------

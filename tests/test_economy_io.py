@@ -133,3 +133,37 @@ def test_negative_or_nan_demand_is_refused():
         IOModel(A, [np.nan, 1.0], sectors=["wheat", "steel"])
     m = IOModel(A, [1.0, -0.1], allow_negative_demand=True)
     np.testing.assert_allclose(m.x_observed, np.linalg.solve(np.eye(2) - A, [1.0, -0.1]))
+
+
+def test_unproductive_intervention_is_not_converged():
+    """Scaling every sector by 1.8 pushes the spectral radius above 1 (issue 10, section 2)."""
+    rng = np.random.default_rng(3)
+    A = rng.uniform(size=(5, 5))
+    A = A / A.sum(0) * 0.7  # column sums 0.7: radius 0.7, times 1.8 is 1.26
+    y = rng.uniform(0.5, 1.0, 5)
+    m = IOModel(A, y)
+    # Before: converged=True with negative outputs (the linear system's solution).
+    x, report = m.solve(np.full(5, np.log(1.8)), throw=False)
+    assert np.any(np.asarray(x) < 0)
+    assert not bool(report.converged)
+    assert bool(report.result == jc.RESULTS.infeasible)
+    with pytest.raises(
+        jc.FixedPointError, match=r"^the equilibrium has negative values of \['x'\]"
+    ):
+        m.solve(np.full(5, np.log(1.8)))
+    scm = jc.do(m.scm(), {"x": jc.Scale(1.8)})
+    with pytest.raises(jc.FixedPointError, match="spectral radius >= 1"):
+        jc.solve(scm, {"x": m.y[None]})
+    with pytest.raises(Exception, match="negative values"):
+        jc.sample(jax.random.key(0), scm, 1)
+    with pytest.raises(Exception, match="negative values"):
+        jc.counterfactual(m.scm(), {"x": m.x_observed[None]}, {"x": jc.Scale(1.8)})
+    # vmap over interventions: the bad member is flagged, the good one is not.
+    us = jnp.asarray([np.zeros(5), np.full(5, np.log(1.8))])
+    _, reps = jax.vmap(lambda u: m.solve(u, throw=False))(us)
+    assert [bool(c) for c in reps.converged] == [True, False]
+    with pytest.raises(jc.FixedPointError, match="negative values"):
+        jax.vmap(lambda u: m.solve(u))(us)
+    # A milder intervention (radius 0.7 * 1.3 < 1) is fine and matches LU.
+    x, report = m.solve(np.full(5, np.log(1.3)))
+    np.testing.assert_allclose(x, np.linalg.solve(np.eye(5) - 1.3 * A, 1.3 * y), rtol=1e-9)

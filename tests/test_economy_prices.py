@@ -97,7 +97,7 @@ def test_error_cases():
     big = np.array([[0.5, 0.6], [0.7, 0.5]])
     rho = spectral_radius(big)
     assert rho >= 1
-    with pytest.raises(ValueError, match=f"spectral radius {rho:.6g}"):
+    with pytest.raises(ValueError, match=f"spectral radius of A is {rho:.6g}"):
         rebound_model(big, Logistic.paper(), energy=1, target=0)
     with pytest.raises(ValueError, match="spectral radius"):
         price_scm(big, np.ones(2))

@@ -147,9 +147,9 @@ def test_non_convergence_is_reported_not_returned():
     A = leontief(seed=8, scale=1.4)  # column sums > 1: spectral radius > 1
     assert np.max(np.abs(np.linalg.eigvals(A))) > 1
     # Forward iteration diverges on it.
-    scm = jc.EquilibriumSCM(economy(A).mechanisms, solver=jc.Solver(method="forward"))
+    scm = jc.EquilibriumSCM(economy(A).mechanisms, solver=jc.Forward())
     noise = scm.sample_noise(jax.random.key(8), 1)
-    _, report = jc.solve(scm, noise, strict=False)
+    _, report = jc.solve(scm, noise, throw=False)
     assert not bool(report.converged)
     with pytest.raises(Exception, match="(?i)converge"):
         jc.sample(jax.random.key(8), scm, 1)
@@ -157,7 +157,7 @@ def test_non_convergence_is_reported_not_returned():
     drift = jc.EquilibriumSCM(
         x=jc.Additive(lambda p, pa: pa["x"], None, distrax.Deterministic(1.0), ["x"])
     )
-    _, report = jc.solve(drift, {"x": jnp.ones(3)}, strict=False)
+    _, report = jc.solve(drift, {"x": jnp.ones(3)}, throw=False)
     assert not bool(report.converged)
     assert float(report.relative_residual) > 1e-3
     with pytest.raises(Exception, match="(?i)converge"):
@@ -204,10 +204,135 @@ def test_initialisation_selects_the_equilibrium():
         return 2.0 * jax.nn.sigmoid(p * (pa["x"] - 0.5)) - 0.5
 
     mech = jc.Additive(f, 8.0, distrax.Deterministic(0.0), ["x"])
-    lo = jc.EquilibriumSCM(x=mech, init={"x": -0.5}, solver=jc.Solver(method="forward"))
-    hi = jc.EquilibriumSCM(x=mech, init={"x": 1.5}, solver=jc.Solver(method="forward"))
+    lo = jc.EquilibriumSCM(x=mech, init={"x": -0.5}, solver=jc.Forward())
+    hi = jc.EquilibriumSCM(x=mech, init={"x": 1.5}, solver=jc.Forward())
     a = float(jc.sample(jax.random.key(0), lo, 1)["x"][0])
     b = float(jc.sample(jax.random.key(0), hi, 1)["x"][0])
     for v in (a, b):
         np.testing.assert_allclose(v, float(f(8.0, {"x": v})), atol=1e-8)
     assert a < 0 < 1 < b
+
+
+# ----------------------------------------------------------------------------------------------
+# Failures are reported, with a result code and the solver's message (issue 10, section 2).
+
+
+def singular_economy(n=6, seed=10):
+    """x = A x + y with column-stochastic A: I - A is singular and x = A x + y, y > 0, has no
+    solution (1^T x = 1^T A x + 1^T y forces 1^T y = 0)."""
+    rng = np.random.default_rng(seed)
+    A = rng.uniform(size=(n, n))
+    return A / A.sum(0)
+
+
+@pytest.mark.parametrize(
+    "solver,result",
+    [
+        (jc.Anderson(), jc.RESULTS.diverged),
+        (jc.JaxoptAnderson(), jc.RESULTS.diverged),
+        (jc.Forward(), jc.RESULTS.max_steps_reached),
+    ],
+)
+def test_singular_system_is_not_converged(solver, result):
+    scm = jc.EquilibriumSCM(economy(singular_economy()).mechanisms, solver=solver)
+    noise = {"x": jnp.ones((1, 6))}
+    # Before: converged=True with x ~ -5e10 (jaxopt +9e10), a residual small only relatively.
+    _, report = jc.solve(scm, noise, throw=False)
+    assert not bool(report.converged)
+    assert bool(report.result == result)
+    with pytest.raises(jc.FixedPointError, match=r"^fixed_point did not converge"):
+        jc.solve(scm, noise)
+    with pytest.raises(Exception, match="did not converge"):
+        jc.sample(jax.random.key(0), scm, 1)
+    # A counterfactual that makes the economy singular: column sums 0.6, scaled by 1 / 0.6.
+    ok = jc.EquilibriumSCM(economy(0.6 * singular_economy()).mechanisms, solver=solver)
+    obs = jc.sample(jax.random.key(1), ok, 2)
+    with pytest.raises(Exception, match="did not converge"):
+        jc.counterfactual(ok, obs, {"x": jc.Scale(1 / 0.6)})
+
+
+def test_failure_message_is_the_first_line_under_vmap_and_jit():
+    scm = jc.EquilibriumSCM(economy(singular_economy()).mechanisms)
+    noises = jnp.ones((3, 1, 6))
+    # vmap of jc.solve: one error for the batch, the solver's sentence first.
+    with pytest.raises(jc.FixedPointError) as err:
+        jax.vmap(lambda u: jc.solve(scm, {"x": u}))(noises)
+    assert str(err.value).startswith("fixed_point did not converge: the iteration diverged")
+    assert "CpuCallback" not in str(err.value) and "Above is the stack" not in str(err.value)
+    # Per-member codes without throwing.
+    _, reps = jax.vmap(lambda u: jc.solve(scm, {"x": u}, throw=False))(noises)
+    assert bool(jnp.all(reps.result == jc.RESULTS.diverged))
+    # Inside a user's jax.jit equinox can only raise through XLA; the message is in the text
+    # and `solver_message` recovers it.
+    with pytest.raises(Exception) as err:
+        jax.block_until_ready(jax.jit(lambda u: jc.solve(scm, {"x": u})[0])(noises[0]))
+    msg = jc.solvers.solver_message(err.value)
+    assert msg is not None and msg.startswith("fixed_point did not converge: the iteration")
+
+
+def test_nan_input_is_reported_as_nan():
+    A = leontief(seed=11)
+    noise = {"x": jnp.ones((1, 8))}
+    bad = economy(jnp.asarray(A).at[2, 3].set(jnp.nan))
+    _, report = jc.solve(bad, noise, throw=False)
+    assert bool(report.result == jc.RESULTS.nonfinite_input)
+    with pytest.raises(jc.FixedPointError, match="NaN or inf in the input") as err:
+        jc.solve(bad, noise)
+    assert "max_steps" not in str(err.value).split(".")[0]
+    # NaN in observations: the counterfactual says NaN, not "raise max_steps".
+    scm = economy(A)
+    obs = jc.sample(jax.random.key(3), scm, 2)
+    obs = {"x": obs["x"].at[1, 0].set(jnp.nan)}
+    with pytest.raises(Exception, match="NaN or inf in the input"):
+        jc.counterfactual(scm, obs, {"x": jc.Scale(0.9)})
+
+
+def test_deterministic_nodes_need_no_noise():
+    """noise=None makes an Additive node deterministic (eq. 4 without Normal(0, 0))."""
+    alpha, beta, gamma = 0.5, 0.6, 0.7
+    scm = jc.EquilibriumSCM(
+        x=jc.Root(distrax.Uniform(0.5, 2.0)),
+        y=jc.Additive(
+            lambda p, pa: p[0] * pa["x"] + p[1] * pa["z"], (alpha, beta), None, ["x", "z"]
+        ),
+        z=jc.Additive(lambda p, pa: p * pa["y"], gamma, None, ["y"]),
+    )
+    assert scm.deterministic == ("y", "z")
+    obs, noise = jc.sample(jax.random.key(12), scm, 5, return_noise=True)
+    np.testing.assert_array_equal(noise["y"], 0.0)
+    tau = np.asarray(obs["x"])
+    np.testing.assert_allclose(obs["z"], gamma * alpha * tau / (1 - beta * gamma), rtol=1e-9)
+    cf = jc.counterfactual(scm, obs, {"y": jc.Scale(1.2)})
+    want = gamma * 1.2 * alpha * tau / (1 - 1.2 * beta * gamma)
+    np.testing.assert_allclose(cf["z"], want, rtol=1e-8)
+    assert scm.node_shapes()["y"].shape == ()
+    # Vector deterministic node in a self-loop: its shape comes from init.
+    A = leontief(seed=13)
+    loop = jc.EquilibriumSCM(
+        y=jc.Root(distrax.Normal(jnp.ones(8), 0.1)),
+        x=jc.Additive(lambda p, pa: p @ pa["x"] + pa["y"], jnp.asarray(A), None, ["x", "y"]),
+        init={"x": jnp.zeros(8)},
+    )
+    obs, noise = jc.sample(jax.random.key(14), loop, 3, return_noise=True)
+    want = np.linalg.solve(np.eye(8) - A, np.asarray(noise["y"]).T).T
+    np.testing.assert_allclose(obs["x"], want, rtol=1e-8)
+    with pytest.raises(ValueError, match="init=\\{'x'"):
+        jc.EquilibriumSCM(
+            x=jc.Additive(lambda p, pa: p @ pa["x"], jnp.asarray(A), None, ["x"])
+        ).sample_noise(jax.random.key(0), 1)
+    with pytest.raises(ValueError, match="only Additive mechanisms may omit their noise"):
+        jc.EquilibriumSCM(
+            x=jc.Invertible(lambda p, pa: distrax.Lambda(lambda u: u), None, None, [])
+        )
+
+
+def test_residual_jacobian_is_identity_minus_a():
+    A = leontief(seed=15)
+    scm = economy(A)
+    noise = scm.sample_noise(jax.random.key(15), 2)
+    values, _ = jc.solve(scm, noise)
+    J, index = jc.scm.residual_jacobian(scm, values, noise)
+    # Two units are independent blocks of I - A (units are the leading axis of x).
+    want = np.kron(np.eye(2), np.eye(8) - A)
+    np.testing.assert_allclose(J, want, atol=1e-12)
+    np.testing.assert_array_equal(index["x"], np.arange(16))

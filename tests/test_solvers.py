@@ -9,14 +9,19 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jcausal.solvers import FixedPointReport, fixed_point, relative_residual
+from jcausal.solvers import (
+    RESULTS,
+    Anderson,
+    FixedPointError,
+    FixedPointReport,
+    Forward,
+    JaxoptAnderson,
+    fixed_point,
+    relative_residual,
+)
 
-CASES = [
-    ("optimistix", "anderson"),
-    ("jaxopt", "anderson"),
-    ("optimistix", "forward"),
-    ("jaxopt", "forward"),
-]
+SOLVERS = {"anderson": Anderson, "jaxopt": JaxoptAnderson, "forward": Forward}
+CASES = list(SOLVERS)
 
 
 def leontief(n, seed=0, dtype=np.float64):
@@ -38,15 +43,13 @@ def rel_err(x, ref):
     return np.linalg.norm(x - ref) / np.linalg.norm(ref)
 
 
-@pytest.mark.parametrize("backend,method", CASES)
-def test_linear_matches_lu_float64(backend, method):
+@pytest.mark.parametrize("kind", CASES)
+def test_linear_matches_lu_float64(kind):
     with jax.enable_x64(True):
         a, y = leontief(120, seed=1)
         ref = np.linalg.solve(np.eye(120) - a, y)
         solve = jax.jit(
-            lambda p: fixed_point(
-                linear_map, jnp.zeros(120), p, backend=backend, method=method, rtol=1e-13
-            )
+            lambda p: fixed_point(linear_map, jnp.zeros(120), p, solver=SOLVERS[kind](rtol=1e-13))
         )
         x, rep = solve((jnp.asarray(a), jnp.asarray(y)))
         assert x.dtype == jnp.float64
@@ -60,8 +63,8 @@ def test_linear_matches_lu_float64(backend, method):
         assert float(direct) == pytest.approx(float(rep.relative_residual), rel=1e-3, abs=1e-15)
 
 
-@pytest.mark.parametrize("backend,method", CASES)
-def test_linear_matches_lu_float32(backend, method):
+@pytest.mark.parametrize("kind", CASES)
+def test_linear_matches_lu_float32(kind):
     with jax.enable_x64(False):
         a, y = leontief(150, seed=2, dtype=np.float32)
         ref = np.linalg.solve(np.eye(150) - a.astype(np.float64), y.astype(np.float64))
@@ -70,9 +73,7 @@ def test_linear_matches_lu_float32(backend, method):
                 linear_map,
                 jnp.zeros(150, jnp.float32),
                 p,
-                backend=backend,
-                method=method,
-                rtol=1e-6,
+                solver=SOLVERS[kind](rtol=1e-6),
             )
         )((jnp.asarray(a), jnp.asarray(y)))
         assert x.dtype == jnp.float32
@@ -86,26 +87,24 @@ def test_backends_agree_and_beta():
         a, y = leontief(100, seed=3)
         p = (jnp.asarray(a), jnp.asarray(y))
         sols = {}
-        for backend in ("optimistix", "jaxopt"):
+        for backend in ("anderson", "jaxopt"):
             for beta in (1.0, 2.0):
                 x, rep = fixed_point(
-                    linear_map, jnp.zeros(100), p, backend=backend, beta=beta, rtol=1e-12
+                    linear_map, jnp.zeros(100), p, solver=SOLVERS[backend](beta=beta, rtol=1e-12)
                 )
                 assert bool(rep.converged), (backend, beta)
                 sols[backend, beta] = np.asarray(x)
-        base = sols["optimistix", 1.0]
+        base = sols["anderson", 1.0]
         for key, x in sols.items():
             assert rel_err(x, base) < 1e-10, key
         # Anderson must beat plain forward iteration on this problem.
-        _, rep_fwd = fixed_point(linear_map, jnp.zeros(100), p, method="forward", rtol=1e-12)
-        _, rep_and = fixed_point(linear_map, jnp.zeros(100), p, rtol=1e-12)
+        _, rep_fwd = fixed_point(linear_map, jnp.zeros(100), p, solver=Forward(rtol=1e-12))
+        _, rep_and = fixed_point(linear_map, jnp.zeros(100), p, solver=Anderson(rtol=1e-12))
         assert int(rep_and.num_steps) < int(rep_fwd.num_steps) / 2
 
 
-@pytest.mark.parametrize(
-    "backend,method", [("optimistix", "anderson"), ("jaxopt", "anderson"), ("jaxopt", "forward")]
-)
-def test_implicit_gradients(backend, method):
+@pytest.mark.parametrize("kind", CASES)
+def test_implicit_gradients(kind):
     n = 40
     with jax.enable_x64(True):
         a_np, y_np = leontief(n, seed=4)
@@ -113,9 +112,7 @@ def test_implicit_gradients(backend, method):
         w = jnp.asarray(np.random.default_rng(5).standard_normal(n))
 
         def loss(a, y):
-            x, _ = fixed_point(
-                linear_map, jnp.zeros(n), (a, y), backend=backend, method=method, rtol=1e-13
-            )
+            x, _ = fixed_point(linear_map, jnp.zeros(n), (a, y), solver=SOLVERS[kind](rtol=1e-13))
             return w @ jnp.sin(x)
 
         def loss_lu(a, y):
@@ -144,7 +141,9 @@ def test_gradients_closure_and_x0():
 
         def scaled(s):
             # `s` is closed over (a tracer under grad), not passed as params.
-            x, _ = fixed_point(lambda x, _: s * (a @ x) + y, jnp.zeros(n), None, rtol=1e-13)
+            x, _ = fixed_point(
+                lambda x, _: s * (a @ x) + y, jnp.zeros(n), None, solver=Anderson(rtol=1e-13)
+            )
             return x.sum()
 
         ref = jax.grad(lambda s: jnp.linalg.solve(jnp.eye(n) - s * a, y).sum())(0.9)
@@ -160,7 +159,9 @@ def test_vmap_matches_loop():
         a, _ = leontief(n, seed=8)
         a = jnp.asarray(a)
         ys = jnp.asarray(np.random.default_rng(9).uniform(0.1, 1.0, (b, n)))
-        solve = jax.jit(lambda y: fixed_point(linear_map, jnp.zeros(n), (a, y), rtol=1e-12))
+        solve = jax.jit(
+            lambda y: fixed_point(linear_map, jnp.zeros(n), (a, y), solver=Anderson(rtol=1e-12))
+        )
         xs, reps = jax.vmap(solve)(ys)
         assert xs.shape == (b, n)
         assert reps.num_steps.shape == (b,) and reps.converged.shape == (b,)
@@ -191,20 +192,24 @@ def test_vmap_members_stop_like_single_solves(method, max_steps):
                 linear_map,
                 jnp.zeros(n),
                 (s * a, y),
-                method=method,
-                rtol=1e-12,
-                max_steps=max_steps,
+                solver=SOLVERS[method](rtol=1e-12, max_steps=max_steps),
+                throw=False,
             )
 
         xs, reps = jax.jit(jax.vmap(solve))(scales)
         steps = [int(s) for s in reps.num_steps]
         assert len(set(steps)) >= 3, steps
         assert [bool(c) for c in reps.converged] == [True, True, True, True, False]
-        assert steps[-1] == max_steps
+        # The last member (spectral radius ~1.5) runs out of steps (Anderson) or is stopped
+        # as diverged (forward iteration grows geometrically).
+        last = RESULTS.max_steps_reached if method == "anderson" else RESULTS.diverged
+        assert bool((reps.result == last)[-1])
+        assert steps[-1] == max_steps if method == "anderson" else steps[-1] < max_steps
         for i, s in enumerate(scales):
             x_i, rep_i = jax.jit(solve)(s)
             assert int(rep_i.num_steps) == steps[i]
             assert bool(rep_i.converged) == bool(reps.converged[i])
+            assert int(rep_i.result._value) == int(reps.result._value[i])
             assert float(reps.relative_residual[i]) == pytest.approx(
                 float(rep_i.relative_residual), rel=1e-6
             )
@@ -239,8 +244,8 @@ def test_vmap_closures_nesting_and_batched_x0():
         assert rel_err(xs, np.broadcast_to(lu(y), (4, n))) < 1e-9
 
 
-@pytest.mark.parametrize("backend", ["optimistix", "jaxopt"])
-def test_float32_iterations_like_float64(backend):
+@pytest.mark.parametrize("kind", ["anderson", "jaxopt"])
+def test_float32_iterations_like_float64(kind):
     n = 200
     steps = {}
     for x64, dtype in ((True, np.float64), (False, np.float32)):
@@ -250,8 +255,7 @@ def test_float32_iterations_like_float64(backend):
                 linear_map,
                 jnp.zeros(n, dtype),
                 (jnp.asarray(a), jnp.asarray(y)),
-                backend=backend,
-                rtol=1e-5,
+                solver=SOLVERS[kind](rtol=1e-5),
             )
             assert x.dtype == dtype
             assert bool(rep.converged)
@@ -259,34 +263,38 @@ def test_float32_iterations_like_float64(backend):
     assert steps[np.float32] <= 1.5 * steps[np.float64] + 1, steps
 
 
-@pytest.mark.parametrize("backend", ["optimistix", "jaxopt"])
-def test_nonconvergent_map_is_reported(backend):
+@pytest.mark.parametrize("kind", ["anderson", "jaxopt"])
+def test_nonconvergent_map_is_reported(kind):
     n = 50
     with jax.enable_x64(True):
         a, y = leontief(n, seed=11)
         p = (jnp.asarray(3.0 * a), jnp.asarray(y))  # spectral radius ~1.8 > 1
-        _, rep = fixed_point(linear_map, jnp.zeros(n), p, method="forward", backend=backend)
+        # Forward iteration grows geometrically: stopped as diverged, long before max_steps.
+        _, rep = fixed_point(linear_map, jnp.zeros(n), p, solver=Forward(), throw=False)
         assert not bool(rep.converged)
-        assert float(rep.relative_residual) > 1e-2
-        assert int(rep.num_steps) == 500
-        # Same with Anderson if it is not given enough steps.
-        _, rep = fixed_point(linear_map, jnp.zeros(n), p, backend=backend, max_steps=3)
+        assert rep.result == RESULTS.diverged
+        assert float(rep.growth) > 1e6 and int(rep.num_steps) < 100
+        # Anderson with too few steps.
+        solver = SOLVERS[kind](max_steps=3)
+        _, rep = fixed_point(linear_map, jnp.zeros(n), p, solver=solver, throw=False)
         assert not bool(rep.converged) and float(rep.relative_residual) > 1e-3
+        assert rep.result == RESULTS.max_steps_reached and int(rep.num_steps) == 3
 
-        strict = jax.jit(
-            lambda p: fixed_point(
-                linear_map, jnp.zeros(n), p, method="forward", backend=backend, strict=True
-            )
+        throwing = jax.jit(lambda p: fixed_point(linear_map, jnp.zeros(n), p, solver=solver))
+        with pytest.raises(Exception, match=r"relative residual .* is 1e.* above the tolerance"):
+            jax.block_until_ready(throwing(p))
+        # Outside jit the error is a FixedPointError with the numbers.
+        with pytest.raises(FixedPointError, match=r"^fixed_point did not converge: after 3 "):
+            fixed_point(linear_map, jnp.zeros(n), p, solver=solver)
+        # A contractive problem passes through untouched.
+        _, rep = jax.jit(lambda p: fixed_point(linear_map, jnp.zeros(n), p))(
+            (jnp.asarray(a), jnp.asarray(y))
         )
-        with pytest.raises(Exception, match=r"relative residual .* reached 1e"):
-            jax.block_until_ready(strict(p))
-        # A contractive problem passes through strict mode untouched.
-        _, rep = strict((jnp.asarray(a), jnp.asarray(y)))
-        assert bool(rep.converged)
+        assert bool(rep.converged) and rep.result == RESULTS.successful
 
 
-@pytest.mark.parametrize("backend,method", CASES)
-def test_divergence_to_inf_is_not_silent(backend, method):
+@pytest.mark.parametrize("kind", CASES)
+def test_divergence_to_inf_is_not_silent(kind):
     n = 20
     with jax.enable_x64(False):
         a, _ = leontief(n, seed=12, dtype=np.float32)
@@ -294,23 +302,22 @@ def test_divergence_to_inf_is_not_silent(backend, method):
         # milder P = 3 A Anderson may wander chaotically for hundreds of steps before, or
         # without, overflowing, which would test rounding luck rather than the stop rule.)
         blowup = lambda x, p: jnp.exp(p @ x) + 1.0
-        _, rep = fixed_point(
-            blowup, jnp.zeros(n), jnp.asarray(10 * a), backend=backend, method=method
-        )
+        # The divergence threshold is set out of reach to test the overflow rule itself.
+        solver = SOLVERS[kind](divergence=1e30)
+        _, rep = fixed_point(blowup, jnp.zeros(n), jnp.asarray(10 * a), solver=solver, throw=False)
         assert not bool(rep.converged)
+        assert rep.result == RESULTS.nonfinite
         assert np.isinf(float(rep.relative_residual))
         assert int(rep.num_steps) < 500  # stops once non-finite, does not burn max_steps
-        with pytest.raises(Exception, match="inf or NaN"):
+        with pytest.raises(Exception, match="overflowed to inf/NaN"):
             jax.block_until_ready(
-                fixed_point(
-                    blowup,
-                    jnp.zeros(n),
-                    jnp.asarray(10 * a),
-                    backend=backend,
-                    method=method,
-                    strict=True,
+                jax.jit(lambda p: fixed_point(blowup, jnp.zeros(n), p, solver=solver))(
+                    jnp.asarray(10 * a)
                 )
             )
+        # With the default threshold the growth is caught before the overflow.
+        _, rep = fixed_point(blowup, jnp.zeros(n), jnp.asarray(10 * a), throw=False)
+        assert rep.result in (RESULTS.diverged, RESULTS.nonfinite)
 
 
 def test_pytree_and_zero_solution():
@@ -325,14 +332,16 @@ def test_pytree_and_zero_solution():
         )(1.0)
         assert float(g) == pytest.approx(3 * 4 / 3, rel=1e-8)
         # x* = 0: the relative test alone could never pass, the atol guard lets it converge.
-        x, rep = fixed_point(lambda x, _: 0.5 * x, jnp.ones(4), None, method="forward")
+        x, rep = fixed_point(lambda x, _: 0.5 * x, jnp.ones(4), None, solver=Forward())
         assert bool(rep.converged) and float(jnp.abs(x).max()) < 1e-11
 
 
 def test_bad_arguments():
-    with pytest.raises(ValueError, match="method"):
-        fixed_point(linear_map, jnp.zeros(2), None, method="newton")
-    with pytest.raises(ValueError, match="backend"):
-        fixed_point(linear_map, jnp.zeros(2), None, backend="scipy")
+    with pytest.raises(TypeError, match="solver must be a jcausal solver object"):
+        fixed_point(linear_map, jnp.zeros(2), None, solver="anderson")
     with pytest.raises(ValueError, match="history"):
-        fixed_point(linear_map, jnp.zeros(2), None, history=1)
+        Anderson(history=1)
+    with pytest.raises(ValueError, match="max_steps"):
+        Forward(max_steps=0)
+    with pytest.raises(ValueError, match="divergence"):
+        Anderson(divergence=0.5)

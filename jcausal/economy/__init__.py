@@ -15,7 +15,14 @@ from . import design
 from .archive import check_archive
 from .demand import ConstantElasticity, DemandCurve, Logistic
 from .design import DesignDiverged, DesignProblem, DesignResult
-from .leontief import IOModel, StressorSpec, default_dtype, leontief_scm, spectral_radius
+from .leontief import (
+    IOModel,
+    StressorSpec,
+    default_dtype,
+    is_concrete,
+    leontief_scm,
+    spectral_radius,
+)
 from .prices import check_technical_coefficients, energy_value_added, price_scm, unit_prices
 from .rebound import NODES, efficiency, rebound_model
 
@@ -57,6 +64,7 @@ __all__ = [
     "energy_value_added",
     "from_pymrio",
     "io",
+    "is_concrete",
     "leontief_scm",
     "load",
     "load_exiobase",

@@ -33,8 +33,8 @@ import numpy as np
 from jaxtyping import Array, ArrayLike, Float
 
 from ..lie import Lie, Multiplicative
-from ..scm import Additive, EquilibriumSCM, Solver, do, solve
-from ..solvers import FixedPointReport
+from ..scm import Additive, EquilibriumSCM, do, solve
+from ..solvers import AbstractSolver, Anderson, FixedPointReport
 
 #: A stressor indicator: one row name, ``{row name: weight}`` (e.g. GWP100 weights), or an array
 #: of one weight per stressor row.
@@ -84,6 +84,72 @@ def _describe(labels: Sequence[str], mask: np.ndarray, limit: int = 10) -> str:
     return ", ".join(repr(b) for b in bad[:limit]) + more
 
 
+def is_concrete(x) -> bool:
+    """Whether ``x`` holds concrete values (not a tracer inside ``jit`` / ``vmap`` / ``grad``).
+
+    Host-side validation (spectral radius, signs) runs only on concrete arrays.
+    """
+    return not any(isinstance(v, jax.core.Tracer) for v in jax.tree_util.tree_leaves(x))
+
+
+def check_technical_coefficients(
+    A: ArrayLike,
+    *,
+    name: str = "A",
+    labels: Sequence[str] | None = None,
+    nonnegative: bool = True,
+) -> None:
+    """Raise ``ValueError`` unless ``A`` is a productive technical-coefficient matrix.
+
+    The one validation of ``A`` (used by :class:`IOModel`, the price and the rebound models):
+    ``A`` must be square, finite, nonnegative (unless ``nonnegative=False``) and have spectral
+    radius ``< 1`` (the Hawkins-Simon condition: then ``(I - A)^{-1} = sum_k A^k >= 0`` and
+    both the quantity and the price model have a unique nonnegative equilibrium). Traced values
+    (inside ``jit`` / ``vmap`` / ``grad``) are not checked: validate the concrete matrix first.
+
+    Args:
+        A: ``(n, n)`` technical coefficients (dimensionless).
+        name: how the matrix is called in messages.
+        labels: ``n`` sector labels, to name the sectors at fault.
+        nonnegative: refuse negative coefficients. :class:`IOModel` passes ``False``: tables
+            may carry small negative entries (e.g. subsidies), which the spectral-radius test
+            still covers.
+
+    Raises:
+        ValueError: naming the rule broken, the sectors / entry at fault and what to do.
+    """
+    if not is_concrete(A):
+        return
+    a = np.asarray(A, dtype=np.float64)
+    if a.ndim != 2 or a.shape[0] != a.shape[1]:
+        raise ValueError(f"{name} must be a square (n, n) matrix, got shape {a.shape}")
+    n = a.shape[0]
+    labels = [str(i) for i in range(n)] if labels is None else list(labels)
+    finite = np.isfinite(a)
+    if not finite.all():
+        raise ValueError(
+            f"{name} has NaN or infinite entries in the columns of "
+            f"{_describe(labels, ~finite.all(axis=0))}; fix or drop those sectors"
+        )
+    if nonnegative and np.any(a < 0):
+        i, j = np.unravel_index(np.argmin(a), a.shape)
+        raise ValueError(
+            f"{name} has negative technical coefficients (e.g. {name}[{i}, {j}] = {a[i, j]:.4g}, "
+            f"input of {labels[i]!r} to {labels[j]!r}); input requirements must be nonnegative"
+        )
+    bound = min(np.abs(a).sum(0).max(initial=0.0), np.abs(a).sum(1).max(initial=0.0))
+    if bound >= 1.0:
+        # Column and row sums only bound the radius; compute it when the bound is not enough.
+        rho = spectral_radius(a)
+        if rho >= 1.0:
+            raise ValueError(
+                f"the spectral radius of {name} is {rho:.6g} >= 1: the economy is not "
+                "productive (the Hawkins-Simon condition fails), so x = A x + y has no "
+                "nonnegative equilibrium for positive demand; check the units of A "
+                "(coefficients per unit of output, column sums normally below 1)"
+            )
+
+
 def unknown_name_message(what: str, name: object, available: Sequence[str]) -> str:
     """Error text for an unknown region / stressor: the name and the available names.
 
@@ -120,7 +186,7 @@ class IOModel(eqx.Module):
     - ``stressors``: ``k`` row names; ``stressor_units``: their units; ``extensions``: the
       extension (satellite account) each row comes from; ``stressor_keys``: the full row
       keys (``"stressor / compartment"`` for two-level indices), also accepted as names.
-    - ``solver``: fixed-point options (Anderson by default).
+    - ``solver``: the fixed-point solver object (``jc.Anderson()`` by default).
     - ``reproduction_error``: relative error ``||x*(u=0) - x_observed|| / ||x_observed||`` found
       when the model was built from a table (``nan`` if not checked).
     - ``note``: free text on how the model was built (e.g. how a regional block was closed).
@@ -141,7 +207,7 @@ class IOModel(eqx.Module):
     stressor_units: tuple[str, ...] = eqx.field(static=True)
     extensions: tuple[str, ...] = eqx.field(static=True)
     stressor_keys: tuple[str, ...] = eqx.field(static=True)
-    solver: Solver
+    solver: AbstractSolver
     reproduction_error: float  # a plain leaf so that the adapter can fill it in (tree_at)
     note: str = eqx.field(static=True)
 
@@ -159,7 +225,7 @@ class IOModel(eqx.Module):
         stressor_units: Sequence[str] | None = None,
         extensions: Sequence[str] | None = None,
         stressor_keys: Sequence[str] | None = None,
-        solver: Solver | None = None,
+        solver: AbstractSolver | None = None,
         dtype: jnp.dtype | str | None = None,
         allow_negative_demand: bool = False,
         reproduction_error: float = float("nan"),
@@ -188,22 +254,7 @@ class IOModel(eqx.Module):
             raise ValueError(f"{len(regions)} region labels for {n} sectors")
         labels = [f"{r}:{s}" if r else s for r, s in zip(regions, sectors, strict=True)]
 
-        if not np.all(np.isfinite(a)):
-            raise ValueError(
-                "A has NaN or infinite entries in the columns of "
-                f"{_describe(labels, ~np.all(np.isfinite(a), axis=0))}"
-            )
-        bound = min(np.abs(a).sum(0).max(initial=0.0), np.abs(a).sum(1).max(initial=0.0))
-        if bound >= 1.0:
-            # Column and row sums only bound the radius; compute it when the bound is not enough.
-            rho = spectral_radius(a)
-            if rho >= 1.0:
-                raise ValueError(
-                    f"the spectral radius of A is {rho:.6g} >= 1: the economy x = A x + y has no "
-                    "nonnegative equilibrium for positive demand (the Hawkins-Simon condition "
-                    "fails); check the units of A (coefficients per unit of output, column sums "
-                    "normally below 1)"
-                )
+        check_technical_coefficients(a, labels=labels, nonnegative=False)
         nan = ~np.isfinite(d)
         if nan.any():
             raise ValueError(
@@ -255,7 +306,7 @@ class IOModel(eqx.Module):
         self.stressor_units = tuple(str(u) for u in units)
         self.extensions = tuple(str(e) for e in exts)
         self.stressor_keys = keys
-        self.solver = Solver() if solver is None else solver
+        self.solver = Anderson() if solver is None else solver
         self.reproduction_error = float(reproduction_error)
         self.note = str(note)
 
@@ -277,16 +328,23 @@ class IOModel(eqx.Module):
         """The one-node equilibrium SCM ``x := A x + y`` (self-loop; ``y`` is the exogenous input).
 
         Solve it with ``jc.solve(model.scm(), {"x": model.y[None]})``; its initial guess is the
-        table's observed output.
+        table's observed output. With nonnegative demand the output is declared nonnegative
+        (``EquilibriumSCM(nonnegative=("x",))``), so an intervention that makes the economy
+        unproductive (spectral radius >= 1) is reported as ``RESULTS.infeasible`` instead of
+        returning the negative solution of the linear system.
         """
         mech = Additive(_intermediate_demand, self.A, distrax.Deterministic(self.y), ["x"])
-        return EquilibriumSCM(x=mech, solver=self.solver, init={"x": self.x_observed})
+        signs = ("x",) if is_concrete(self.y) and bool(np.all(np.asarray(self.y) >= 0)) else ()
+        return EquilibriumSCM(
+            x=mech, solver=self.solver, init={"x": self.x_observed}, nonnegative=signs
+        )
 
     def solve(
         self,
         u: Float[ArrayLike, " n"] | None = None,
         *,
         x0: Float[ArrayLike, " n"] | None = None,
+        throw: bool = True,
         strict: bool | None = None,
     ) -> tuple[Float[Array, " n"], FixedPointReport]:
         """Equilibrium output under the multiplicative Lie intervention ``exp(u)``.
@@ -299,8 +357,10 @@ class IOModel(eqx.Module):
             u: ``(n,)`` log-factors (``u_i = log 0.9`` cuts sector ``i``'s activity by 10 % of
                 what the rest of the economy asks of it).
             x0: initial guess (default: the table's observed output).
-            strict: override ``solver.strict`` (``False`` returns a non-converged solve with
-                ``report.converged == False`` instead of raising).
+            throw: raise :class:`jcausal.FixedPointError` if the solve fails (no convergence,
+                divergence, NaN, or a negative output: ``RESULTS.infeasible``); ``False``
+                returns the report instead (``report.converged == False``).
+            strict: former name of ``throw``.
 
         Returns:
             ``(x, report)``: output ``(n,)`` in the table's currency, and the solver's report.
@@ -310,7 +370,8 @@ class IOModel(eqx.Module):
             u = jnp.asarray(u, self.A.dtype)
             scm = do(scm, {"x": Lie(Multiplicative(self.n), u)})
         init = None if x0 is None else {"x": jnp.asarray(x0, self.A.dtype)[None]}
-        values, report = solve(scm, {"x": self.y[None]}, init=init, strict=strict)
+        throw = throw if strict is None else bool(strict)
+        values, report = solve(scm, {"x": self.y[None]}, init=init, throw=throw)
         return values["x"][0], report
 
     # ------------------------------------------------------------------------------------------
@@ -381,7 +442,9 @@ class IOModel(eqx.Module):
         return " + ".join(u for u in units if u) or "?"
 
 
-def leontief_scm(A: ArrayLike, y: ArrayLike, solver: Solver | None = None) -> EquilibriumSCM:
+def leontief_scm(
+    A: ArrayLike, y: ArrayLike, solver: AbstractSolver | None = None
+) -> EquilibriumSCM:
     """``x := A x + y`` as a one-node :class:`jcausal.EquilibriumSCM` (checked like IOModel)."""
     return IOModel(A, y, solver=solver).scm()
 
@@ -389,7 +452,9 @@ def leontief_scm(A: ArrayLike, y: ArrayLike, solver: Solver | None = None) -> Eq
 __all__ = [
     "IOModel",
     "StressorSpec",
+    "check_technical_coefficients",
     "default_dtype",
+    "is_concrete",
     "leontief_scm",
     "spectral_radius",
     "unknown_name_message",

@@ -16,47 +16,12 @@ unique and nonnegative exactly when ``A ≥ 0`` has spectral radius below 1 (Haw
 from __future__ import annotations
 
 import distrax
-import jax
 import jax.numpy as jnp
-import numpy as np
 from jaxtyping import Array, ArrayLike, Float
 
-from ..scm import Additive, EquilibriumSCM, Solver
-from .leontief import spectral_radius
-
-
-def _concrete(x) -> bool:
-    return not isinstance(x, jax.core.Tracer)
-
-
-def check_technical_coefficients(A: ArrayLike, *, name: str = "A") -> None:
-    """Raise ``ValueError`` unless ``A`` is a productive technical-coefficient matrix.
-
-    ``A`` must be square, finite, nonnegative and have spectral radius ``< 1`` (then
-    ``(I - A)⁻¹ = sum_k A^k ≥ 0`` and both the quantity and price models have a unique
-    nonnegative equilibrium). Traced values (inside ``jit`` / ``vmap`` / ``grad``) are not
-    checked: validate the concrete matrix before transforming.
-    """
-    if not _concrete(A):
-        return
-    a = np.asarray(A)
-    if a.ndim != 2 or a.shape[0] != a.shape[1]:
-        raise ValueError(f"{name} must be a square (d, d) matrix, got shape {a.shape}")
-    if not np.all(np.isfinite(a)):
-        raise ValueError(f"{name} has non-finite entries (inf or NaN)")
-    if np.any(a < 0):
-        i, j = np.unravel_index(np.argmin(a), a.shape)
-        raise ValueError(
-            f"{name} has negative technical coefficients (e.g. {name}[{i}, {j}] = {a[i, j]:.4g});"
-            " input requirements must be nonnegative"
-        )
-    rho = spectral_radius(a)
-    if rho >= 1.0:
-        raise ValueError(
-            f"{name} has spectral radius {rho:.6g} >= 1: the economy is not productive (the "
-            "Hawkins-Simon condition fails), so I - A is not invertible with a nonnegative "
-            "inverse and no nonnegative equilibrium exists; lower the coefficients"
-        )
+from ..scm import Additive, EquilibriumSCM
+from ..solvers import AbstractSolver
+from .leontief import check_technical_coefficients, is_concrete, spectral_radius
 
 
 def unit_prices(
@@ -100,11 +65,12 @@ def price_scm(
     A: Float[ArrayLike, "d d"],
     value_added: Float[ArrayLike, " d"],
     *,
-    solver: Solver | None = None,
+    solver: AbstractSolver | None = None,
 ) -> tuple[EquilibriumSCM, dict[str, Array]]:
     """The price model as an equilibrium SCM with one vector node ``price := Aᵀ price + v``.
 
     The value added is the node's exogenous input (its noise), so it can be swapped per unit.
+    Prices are declared nonnegative when ``v >= 0`` (see ``EquilibriumSCM(nonnegative=...)``).
 
     Returns:
         ``(scm, noise)`` with ``noise = {"price": v[None]}`` (one unit); ``jc.solve(scm, noise)``
@@ -115,8 +81,11 @@ def price_scm(
     v = jnp.asarray(value_added, A.dtype)
     if v.shape != A.shape[:1]:
         raise ValueError(f"value_added must have shape ({A.shape[0]},), got {v.shape}")
+    signs = ("price",) if is_concrete(v) and bool(jnp.all(v >= 0)) else ()
     scm = EquilibriumSCM(
-        price=Additive(_price_fn, A, distrax.Deterministic(v), ["price"]), solver=solver
+        price=Additive(_price_fn, A, distrax.Deterministic(v), ["price"]),
+        solver=solver,
+        nonnegative=signs,
     )
     return scm, {"price": v[None]}
 

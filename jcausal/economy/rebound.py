@@ -36,9 +36,11 @@ import numpy as np
 from jaxtyping import Array, ArrayLike, Float
 
 from ..lie import Lie, Multiplicative
-from ..scm import Additive, EquilibriumSCM, Root, Solver
+from ..scm import Additive, EquilibriumSCM, Root
+from ..solvers import AbstractSolver
 from .demand import DemandCurve
-from .prices import _concrete, check_technical_coefficients, energy_value_added
+from .leontief import check_technical_coefficients, is_concrete
+from .prices import energy_value_added
 
 NODES = ("intensity", "price", "target_price", "consumer_price", "demand", "output", "energy")
 
@@ -81,7 +83,7 @@ def rebound_model(
     energy: int,
     target: int,
     energy_price: ArrayLike = 1.0,
-    solver: Solver | None = None,
+    solver: AbstractSolver | None = None,
 ) -> tuple[EquilibriumSCM, dict[str, Array]]:
     """The rebound economy of Fig. 1b as one equilibrium SCM (nodes in the module docstring).
 
@@ -92,7 +94,7 @@ def rebound_model(
         energy: index of the energy sector ``e`` (the only primary input).
         target: index of the sector whose energy efficiency is intervened on.
         energy_price: ``β``, cost of one unit of energy (currency per unit).
-        solver: fixed-point options (default Anderson, float64 tolerance 1e-10).
+        solver: the fixed-point solver object (default ``jc.Anderson()``).
 
     Returns:
         ``(scm, noise)``: the model and its exogenous inputs for one unit (``intensity``: the
@@ -112,7 +114,7 @@ def rebound_model(
         if not isinstance(k, int | np.integer) or not 0 <= int(k) < d:
             raise ValueError(f"{name} sector index {k!r} out of range for {d} sectors")
     energy, target = int(energy), int(target)
-    if _concrete(A) and float(np.asarray(A)[energy, target]) <= 0:
+    if is_concrete(A) and float(np.asarray(A)[energy, target]) <= 0:
         raise ValueError(
             f"the target sector {target} uses no energy (A[{energy}, {target}] = 0): an "
             "efficiency intervention on it would change nothing; pick a sector with "
@@ -146,6 +148,7 @@ def rebound_model(
         ),
         energy=Additive(_energy, {"energy": energy}, distrax.Deterministic(zero), ["output"]),
         solver=solver,
+        nonnegative=("price", "output", "energy"),
     )
     noise = {
         "intensity": a_et[None],

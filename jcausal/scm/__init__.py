@@ -1,6 +1,13 @@
 """Structural causal models: mechanisms, interventions, sampling, abduction, counterfactuals."""
 
-from .equilibrium import EquilibriumSCM, Solvability, Solver, solvability, solve
+from .equilibrium import (
+    EquilibriumSCM,
+    Solvability,
+    Solver,
+    residual_jacobian,
+    solvability,
+    solve,
+)
 from .graph import CycleError
 from .inference import abduct, counterfactual, log_prob, sample
 from .interventions import Hard, Intervention, Scale, Shift, Soft
@@ -28,6 +35,7 @@ __all__ = [
     "counterfactual",
     "do",
     "log_prob",
+    "residual_jacobian",
     "sample",
     "solvability",
     "solve",

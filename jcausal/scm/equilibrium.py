@@ -16,52 +16,29 @@ nodes are solved for jointly.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import dataclasses
+from collections.abc import Mapping, Sequence
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.flatten_util import ravel_pytree
 from jaxtyping import Array, Bool, Float, Int
 
-from ..solvers import FixedPointReport, fixed_point
+from ..solvers import (
+    RESULTS,
+    AbstractSolver,
+    Anderson,
+    FixedPointError,
+    FixedPointReport,
+    Solver,
+    fixed_point,
+)
+from ..solvers.results import is_traced, reraise_solver_errors
 from .interventions import Hard, Intervention
-from .mechanisms import Mechanism
+from .mechanisms import Additive, Mechanism
 from .model import SCM, Values, node_value
-
-
-class Solver(eqx.Module):
-    """Options of the fixed-point solve behind an :class:`EquilibriumSCM`.
-
-    See :func:`jcausal.solvers.fixed_point` for their meaning. ``strict`` defaults to ``True``
-    here: ``sample`` and ``counterfactual`` return values only, so a solve that fails to
-    converge must raise rather than hand back a number (use :func:`solve` to get the report).
-    """
-
-    method: str = eqx.field(static=True, default="anderson")
-    backend: str | None = eqx.field(static=True, default=None)
-    history: int = eqx.field(static=True, default=5)
-    beta: float = eqx.field(static=True, default=1.0)
-    ridge: float = eqx.field(static=True, default=1e-6)
-    rtol: float | None = eqx.field(static=True, default=None)
-    atol: float = eqx.field(static=True, default=1e-12)
-    max_steps: int = eqx.field(static=True, default=500)
-    strict: bool = eqx.field(static=True, default=True)
-
-    def __call__(self, fn, x0, params=None, *, strict: bool | None = None):
-        opts = dict(
-            method=self.method,
-            history=self.history,
-            beta=self.beta,
-            ridge=self.ridge,
-            rtol=self.rtol,
-            atol=self.atol,
-            max_steps=self.max_steps,
-            strict=self.strict if strict is None else strict,
-        )
-        if self.backend is not None:
-            opts["backend"] = self.backend
-        return fixed_point(fn, x0, params, **opts)
 
 
 class EquilibriumSCM(SCM):
@@ -72,24 +49,33 @@ class EquilibriumSCM(SCM):
         scm = EquilibriumSCM(
             x=Root(distrax.Uniform(0.5, 1.5)),                       # x = tau
             y=Additive(lambda p, pa: p["a"] * pa["x"] + p["b"] * pa["z"], {"a": .5, "b": .4},
-                       distrax.Normal(0.0, 0.0), ["x", "z"]),
-            z=Additive(lambda p, pa: p * pa["y"], 0.8, distrax.Normal(0.0, 0.0), ["y"]),
+                       None, ["x", "z"]),                            # deterministic
+            z=Additive(lambda p, pa: p * pa["y"], 0.8, None, ["y"]),
         )
 
     Args:
         mechanisms: ``{node: Mechanism}`` (or keyword arguments). Self-loops and cycles are
             allowed. Every node's value must have the shape of its noise (true of ``Root``,
             ``Additive`` and ``Invertible``); categorical mechanisms cannot take part in a
-            fixed point and are refused.
+            fixed point and are refused. An ``Additive`` node with ``noise=None`` is
+            deterministic, ``x := fn(params, parents)``: its exogenous value is zero and its
+            shape comes from ``init`` or from its mechanism's output.
         interventions: interventions in force (normally set with ``do``).
-        solver: a :class:`Solver` with the fixed-point options.
+        solver: the fixed-point solver object (default ``jc.Anderson()``; e.g.
+            ``jc.Forward(max_steps=2000)``).
         init: optional initial guess ``{node: value for one unit}`` (broadcast over units).
             Models with several equilibria converge to the one this guess leads to; zeros
             otherwise. Counterfactuals start from the observed equilibrium.
+        nonnegative: nodes whose equilibrium values must be >= 0 (quantities, prices). A solve
+            that meets its tolerance at a point with a negative value of one of them is
+            reported as ``RESULTS.infeasible`` (and raises when asked to): for an economy
+            ``x = A x + y`` with ``y > 0`` that happens exactly when the (intervened) ``A``
+            has spectral radius >= 1, where the linear system still has a solution.
     """
 
-    solver: Solver
+    solver: AbstractSolver
     init: dict[str, Array] | None
+    nonnegative: tuple[str, ...] = eqx.field(static=True)
     acyclic = False
 
     def __init__(
@@ -98,8 +84,9 @@ class EquilibriumSCM(SCM):
         /,
         interventions: Mapping[str, Intervention] | None = None,
         *,
-        solver: Solver | None = None,
+        solver: AbstractSolver | None = None,
         init: Mapping[str, Array] | None = None,
+        nonnegative: Sequence[str] = (),
         **kw: Mechanism,
     ):
         super().__init__(mechanisms, interventions=interventions, **kw)
@@ -109,13 +96,97 @@ class EquilibriumSCM(SCM):
                     f"node {node!r} is categorical ({type(mech).__name__}); an equilibrium SCM "
                     "solves for continuous values only"
                 )
-        self.solver = Solver() if solver is None else solver
+            if mech.noise is None and not isinstance(mech, Additive):
+                raise ValueError(
+                    f"node {node!r}: only Additive mechanisms may omit their noise "
+                    f"(noise=None makes the node deterministic); {type(mech).__name__} needs a "
+                    "noise distribution"
+                )
+        solver = Anderson() if solver is None else solver
+        if not isinstance(solver, AbstractSolver):
+            raise TypeError(
+                "solver must be a solver object such as jc.Anderson() or jc.Forward(), got "
+                f"{type(solver).__name__}"
+            )
+        self.solver = solver
         if init is not None:
             unknown = set(init) - set(self.mechanisms)
             if unknown:
                 raise ValueError(f"init names unknown nodes {sorted(unknown)}")
             init = {k: jnp.asarray(v) for k, v in init.items()}
         self.init = init
+        nonnegative = (nonnegative,) if isinstance(nonnegative, str) else tuple(nonnegative)
+        unknown = [k for k in nonnegative if k not in self.mechanisms]
+        if unknown:
+            raise ValueError(f"nonnegative names unknown nodes {unknown}")
+        self.nonnegative = nonnegative
+
+    # ------------------------------------------------------------------------------------------
+    # deterministic nodes (noise=None)
+
+    @property
+    def deterministic(self) -> tuple[str, ...]:
+        """Nodes without exogenous noise (``Additive`` with ``noise=None``)."""
+        return tuple(k for k in self.order if self.mechanisms[k].noise is None)
+
+    def _noise_structs(self) -> dict[str, jax.ShapeDtypeStruct]:
+        """Shape and dtype of one unit's exogenous value at every node.
+
+        Deterministic nodes take theirs from ``init`` or, failing that, from their mechanism's
+        output given their parents' shapes (resolved node by node; a cycle made only of
+        deterministic nodes without ``init`` cannot be resolved and is refused).
+        """
+        out = {}
+        for k in self.order:
+            mech = self.mechanisms[k]
+            if mech.noise is not None:
+                s = jax.eval_shape(lambda m=mech: m.noise.sample(seed=jax.random.key(0)))
+                out[k] = jax.ShapeDtypeStruct(s.shape, s.dtype)
+            elif self.init is not None and k in self.init:
+                v = self.init[k]
+                dtype = v.dtype if jnp.issubdtype(v.dtype, jnp.inexact) else jnp.result_type(float)
+                out[k] = jax.ShapeDtypeStruct(v.shape, dtype)
+        todo = [k for k in self.order if k not in out]
+        # Resolve the rest as a fixed point on shapes: unknown parents start as scalars of the
+        # default float dtype and take the shape their mechanism returns until nothing changes
+        # (y := a x + b z, z := c y settles at once; x := A @ x cannot start from a scalar).
+        guess = {k: jax.ShapeDtypeStruct((), jnp.result_type(float)) for k in todo}
+        for _ in range(len(todo) + 1):
+            new = {}
+            for k in todo:
+                mech = self.mechanisms[k]
+                pa = {p: out.get(p, guess.get(p)) for p in mech.parents}
+                try:
+                    r = jax.eval_shape(lambda q, m=mech: m.fn(m.params, q), pa)
+                except Exception:
+                    new = None
+                    break
+                new[k] = jax.ShapeDtypeStruct(r.shape, r.dtype)
+            if new is None:
+                break
+            if new == guess:
+                return {**out, **new}
+            guess = new
+        raise ValueError(
+            f"the shapes of the deterministic nodes {todo} (noise=None) cannot be inferred "
+            "from their mechanisms; give an initial value for one of them, e.g. "
+            f"init={{{todo[0]!r}: jnp.zeros(shape)}}"
+        )
+
+    def sample_noise(self, key, n: int) -> Values:
+        """Exogenous noise for ``n`` units (zeros for deterministic nodes)."""
+        det = self.deterministic
+        if not det:
+            return super().sample_noise(key, n)
+        structs = self._noise_structs()
+        out = {}
+        for i, node in enumerate(self.order):
+            if node in det:
+                s = structs[node]
+                out[node] = jnp.zeros((n, *s.shape), s.dtype)
+            else:
+                out[node] = self.mechanisms[node].sample_noise(jax.random.fold_in(key, i), n)
+        return out
 
     # ------------------------------------------------------------------------------------------
 
@@ -129,7 +200,28 @@ class EquilibriumSCM(SCM):
             return jnp.broadcast_to(self.init[node], ref.shape).astype(ref.dtype)
         return jnp.zeros(ref.shape, ref.dtype)
 
-    def _equations(self, noise, fixed, targets, interventions, shapes):
+    def equations(
+        self,
+        noise: Values,
+        fixed: Values,
+        targets: Sequence[str],
+        interventions: Mapping[str, Intervention],
+        shapes: Mapping[str, jax.ShapeDtypeStruct],
+    ):
+        """The map ``F(x, _) -> x'`` whose fixed point is the equilibrium of ``targets``.
+
+        Args:
+            noise: ``{node: (n, *shape)}`` exogenous values of the targets.
+            fixed: ``{node: (n, *shape)}`` values of parents that are not targets.
+            targets: the unknowns (node names).
+            interventions: ``{node: Intervention}`` in force.
+            shapes: ``{target: ShapeDtypeStruct}`` of the batched unknowns.
+
+        Returns:
+            ``F(x, _)`` mapping ``{target: (n, *shape)}`` to the assignments' values (the second
+            argument is ignored; it is the ``args`` slot of :func:`jcausal.fixed_point`).
+        """
+
         def F(x, _):
             out = {}
             for node in targets:
@@ -149,9 +241,12 @@ class EquilibriumSCM(SCM):
         targets: tuple[str, ...],
         interventions: Mapping[str, Intervention],
         init: Values | None = None,
-        strict: bool | None = None,
-    ) -> tuple[Values, FixedPointReport]:
-        """Like ``predict`` but also returns the solver's report."""
+        throw: bool = True,
+    ) -> tuple[Values, FixedPointReport | None]:
+        """Like ``predict`` but also returns the solver's report (``None`` if nothing to solve).
+
+        With ``throw=True`` a failed solve raises (``eqx.error_if`` under ``jit``).
+        """
         # Hard-intervened nodes are constants: take them out of the unknowns, so they come out
         # exactly as set and the solver has fewer unknowns.
         hard = {}
@@ -166,7 +261,7 @@ class EquilibriumSCM(SCM):
             return hard, None
         x0 = {t: self._initial_guess(t, noise, fixed, init) for t in targets}
         shapes = {t: jax.ShapeDtypeStruct(v.shape, v.dtype) for t, v in x0.items()}
-        F = self._equations(noise, fixed, targets, interventions, shapes)
+        F = self.equations(noise, fixed, targets, interventions, shapes)
         out = jax.eval_shape(lambda x: F(x, None), x0)
         for t in targets:
             if out[t].shape != x0[t].shape:
@@ -176,11 +271,42 @@ class EquilibriumSCM(SCM):
                     "SCM each node's value must have the shape of its noise"
                 )
         x0 = {t: x0[t].astype(out[t].dtype) for t in targets}
-        values, report = self.solver(F, x0, None, strict=strict)
+        values, report = fixed_point(F, x0, None, solver=self.solver, throw=throw)
+        checked = [t for t in targets if t in self.nonnegative]
+        if checked:
+            values, report = self._check_signs(values, report, checked, throw)
         return {**values, **hard}, report
 
+    def _check_signs(self, values, report, nodes, throw):
+        # A value counts as negative below -sqrt(eps) * max|x| of its node (rounding of an
+        # exact zero, e.g. a sector with no demand and no inputs, stays accepted).
+        neg = jnp.zeros((), bool)
+        for t in nodes:
+            v = values[t]
+            tol = jnp.sqrt(jnp.finfo(v.dtype).eps) * jnp.max(jnp.abs(v))
+            neg = neg | jnp.any(v < -tol)
+        result = RESULTS.where(report.converged & neg, RESULTS.infeasible, report.result)
+        report = dataclasses.replace(report, result=result, converged=report.converged & ~neg)
+        if throw:
+            msg = self.negative_message(nodes)
+            if is_traced((values, report)):
+                values = eqx.error_if(values, neg, msg)
+            elif bool(neg):
+                raise FixedPointError(msg)
+        return values, report
+
+    def negative_message(self, nodes: Sequence[str]) -> str:
+        """The error text of ``RESULTS.infeasible`` (a negative value of a nonnegative node)."""
+        return (
+            f"the equilibrium has negative values of {list(nodes)}, which must be nonnegative: "
+            "the model has no admissible equilibrium under these inputs and interventions (for "
+            "an economy x = A x + y with positive demand this means the intervened A has "
+            "spectral radius >= 1: it is not productive, and the linear system's solution is "
+            "negative). Weaken the intervention or check the coefficients."
+        )
+
     def predict(self, noise, fixed, targets, interventions, init=None):
-        values, _ = self.solve_targets(noise, fixed, targets, interventions, init)
+        values, _ = self.solve_targets(noise, fixed, targets, interventions, init, True)
         return values
 
 
@@ -189,32 +315,87 @@ def solve(
     noise: Mapping[str, Array],
     *,
     init: Mapping[str, Array] | None = None,
+    throw: bool = True,
     strict: bool | None = None,
-) -> tuple[Values, FixedPointReport]:
+) -> tuple[Values, FixedPointReport | None]:
     """The equilibrium ``x*(u)`` for a batch of exogenous inputs, with the solver's report.
 
     Args:
-        scm: the equilibrium model (its interventions are applied).
+        scm: the equilibrium model (its interventions are applied; its ``solver`` is used).
         noise: ``{node: (n, *shape)}`` exogenous values for every node (e.g. from
             ``scm.sample_noise(key, n)`` or ``abduct``).
         init: optional initial guess ``{node: (n, *shape)}``.
-        strict: override the model's ``Solver.strict`` (``False`` to inspect a failed solve).
+        throw: raise :class:`jcausal.FixedPointError` when the solve fails (does not converge,
+            diverges, meets NaN, or violates ``nonnegative``); ``False`` to inspect the report.
+        strict: former name of ``throw`` (kept for existing code).
 
     Returns:
         ``({node: (n, *shape)}, FixedPointReport)``; the report covers the whole batch (one joint
-        solve; ``jax.vmap`` over units for per-unit reports).
+        solve; ``jax.vmap`` over units for per-unit reports). ``report.result`` says how the
+        solve ended (``jc.RESULTS``).
+
+    Raises:
+        FixedPointError: with ``throw=True``, its message (first line) says what failed and
+            what to do. Inside a user's ``jax.jit`` the same text arrives inside JAX's runtime
+            error; wrap with ``equinox.filter_jit`` instead to get it as the message.
     """
     if not isinstance(scm, EquilibriumSCM):
         raise TypeError(f"solve expects an EquilibriumSCM, got {type(scm).__name__}")
+    if strict is not None:
+        throw = bool(strict)
     missing = [k for k in scm.order if k not in noise]
     if missing:
         raise ValueError(f"noise lacks nodes {missing}; give exogenous values for every node")
-    return _solve_jit(scm, dict(noise), None if init is None else dict(init), strict)
+    init = None if init is None else dict(init)
+    traced = is_traced((scm, noise, init))
+    with reraise_solver_errors():
+        values, report = _solve_jit(scm, dict(noise), init, bool(throw) and traced)
+    if throw and not traced and report is not None and not bool(jnp.all(report.converged)):
+        infeasible = bool(jnp.any(report.result == RESULTS.infeasible))
+        raise FixedPointError(
+            scm.negative_message(scm.nonnegative) if infeasible else report.message()
+        )
+    return values, report
 
 
 @eqx.filter_jit
-def _solve_jit(scm, noise, init, strict):
-    return scm.solve_targets(noise, {}, scm.order, scm.interventions, init, strict)
+def _solve_jit(scm, noise, init, throw):
+    return scm.solve_targets(noise, {}, scm.order, scm.interventions, init, throw)
+
+
+def residual_jacobian(
+    scm: EquilibriumSCM, values: Mapping[str, Array], noise: Mapping[str, Array]
+) -> tuple[Float[Array, "d d"], dict[str, np.ndarray]]:
+    """The dense Jacobian of ``x -> x - F(x, u)`` at ``values``, over all nodes and units.
+
+    The one place this Jacobian is written (Proposition 1 in :func:`solvability`, Proposition 3
+    in :func:`jcausal.invariance_conditions`). Formed with ``jax.jacfwd``: meant for systems of
+    up to a few thousand unknowns.
+
+    Args:
+        scm: the model (interventions included).
+        values: an equilibrium ``{node: (n, *shape)}``.
+        noise: the exogenous values it was solved for.
+
+    Returns:
+        ``(J, index)``: ``J`` of shape ``(d, d)`` with ``d`` the total number of scalar values,
+        and ``index[node]`` the positions of that node's entries in ``J``'s rows and columns.
+    """
+    x0 = {t: jnp.asarray(values[t]) for t in scm.order}
+    shapes = {t: jax.ShapeDtypeStruct(v.shape, v.dtype) for t, v in x0.items()}
+    F = scm.equations(dict(noise), {}, scm.order, scm.interventions, shapes)
+    flat, unravel = ravel_pytree(x0)
+
+    def G(v):
+        return v - ravel_pytree(F(unravel(v), None))[0]
+
+    # ravel_pytree orders a dict's leaves by sorted key.
+    index, start = {}, 0
+    for k in sorted(x0):
+        size = int(np.prod(x0[k].shape))
+        index[k] = np.arange(start, start + size)
+        start += size
+    return jax.jacfwd(G)(flat), index
 
 
 class Solvability(eqx.Module):
@@ -254,27 +435,18 @@ def solvability(
         tol: relative threshold on singular values (default ``100 * n * eps``).
         raise_if_singular: raise ``ValueError`` when the Jacobian is (numerically) singular.
     """
-    targets = scm.order
-    x0 = {t: jnp.asarray(values[t]) for t in targets}
-    shapes = {t: jax.ShapeDtypeStruct(v.shape, v.dtype) for t, v in x0.items()}
-    F = scm._equations(dict(noise), {}, targets, scm.interventions, shapes)
-    flat, unravel = ravel_pytree(x0)
-
-    def G(v):
-        x = unravel(v)
-        return v - ravel_pytree(F(x, None))[0]
-
-    J = jax.jacfwd(G)(flat)
+    J, _ = residual_jacobian(scm, values, noise)
+    d = J.shape[0]
     s = jnp.linalg.svd(J, compute_uv=False)
     smax, smin = s[0], s[-1]
     if tol is None:
-        tol = 100 * flat.size * float(jnp.finfo(flat.dtype).eps)
+        tol = 100 * d * float(jnp.finfo(J.dtype).eps)
     unique = smin > tol * smax
     report = Solvability(
         min_singular_value=smin,
         condition_number=smax / jnp.maximum(smin, jnp.finfo(smin.dtype).tiny),
         locally_unique=unique,
-        size=jnp.asarray(flat.size),
+        size=jnp.asarray(d),
     )
     if raise_if_singular and not bool(unique):
         raise ValueError(
@@ -286,4 +458,11 @@ def solvability(
     return report
 
 
-__all__ = ["EquilibriumSCM", "Solvability", "Solver", "solvability", "solve"]
+__all__ = [
+    "EquilibriumSCM",
+    "Solvability",
+    "Solver",
+    "residual_jacobian",
+    "solvability",
+    "solve",
+]

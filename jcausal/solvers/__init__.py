@@ -1,0 +1,39 @@
+"""Differentiable fixed-point solvers: find ``x`` with ``x = fn(x, args)``.
+
+The equilibrium layer of models with feedback loops (input-output economies, gene-regulatory
+networks, ...), optimistix style: a solver object is the configuration, and the solve returns
+a report with a result code::
+
+    x, report = fixed_point(fn, x0, args, solver=Anderson(rtol=1e-8), throw=False)
+    report.result == RESULTS.successful   # or max_steps_reached, diverged, nonfinite, ...
+
+Modules: ``anderson`` (the solver objects), ``iteration`` (the Anderson step as an optimistix
+solver and the stopping rule), ``batched`` (the single and the batched ``vmap`` loop),
+``implicit`` (``fixed_point``: implicit gradients, reports, errors), ``results`` (result codes
+and messages), ``jaxopt_backend`` (jaxopt's Anderson behind the same interface, to compare).
+"""
+
+from .anderson import AbstractSolver, Anderson, Forward, default_rtol
+from .implicit import fixed_point, relative_residual
+from .iteration import AndersonIteration
+from .jaxopt_backend import JaxoptAnderson
+from .results import RESULTS, FixedPointError, FixedPointReport, solver_message
+
+#: The type of every solver object (``Anderson``, ``Forward``, ...); kept under its old name.
+Solver = AbstractSolver
+
+__all__ = [
+    "RESULTS",
+    "AbstractSolver",
+    "Anderson",
+    "AndersonIteration",
+    "FixedPointError",
+    "FixedPointReport",
+    "Forward",
+    "JaxoptAnderson",
+    "Solver",
+    "default_rtol",
+    "fixed_point",
+    "relative_residual",
+    "solver_message",
+]

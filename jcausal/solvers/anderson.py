@@ -1,0 +1,151 @@
+"""The solver objects: :class:`Anderson` (default) and :class:`Forward` (Picard iteration).
+
+As in optimistix and diffrax, a solver instance is the whole configuration of a solve
+(tolerances, budget, history, mixing, divergence threshold):
+``fixed_point(fn, x0, args, solver=Anderson(rtol=1e-8))``. Models that solve equilibria
+(``EquilibriumSCM``, ``IOModel``, the price and rebound models) hold one.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+
+import equinox as eqx
+import jax.numpy as jnp
+
+from .batched import solve_flat
+from .iteration import AndersonIteration
+
+
+def default_rtol(dtype) -> float:
+    """Default relative tolerance for a float dtype: ``1e-10`` for float64, ``1e-5`` otherwise.
+
+    Both are safety margins above the rounding floor of the residual ``||x - f(x)|| / ||x||`` of
+    a dense matrix-vector product in that precision.
+    """
+    return 1e-10 if jnp.finfo(dtype).bits >= 64 else 1e-5
+
+
+# --------------------------------------------------------------------------------------------
+# Solver objects (the public configuration).
+
+
+class AbstractSolver(eqx.Module):
+    """Base class of the fixed-point solvers accepted by :func:`jcausal.fixed_point`.
+
+    A solver is an immutable configuration (an ``equinox.Module`` whose fields are static, so
+    it is part of the compilation key and never traced). Subclasses implement ``run``.
+    """
+
+    rtol: eqx.AbstractVar[float | None]
+    atol: eqx.AbstractVar[float]
+    max_steps: eqx.AbstractVar[int]
+    divergence: eqx.AbstractVar[float]
+
+    def __check_init__(self):
+        if int(self.max_steps) < 1:
+            raise ValueError(f"max_steps must be >= 1, got {self.max_steps}")
+        if self.rtol is not None and not self.rtol >= 0:
+            raise ValueError(
+                f"rtol must be >= 0 (or None for the dtype's default), got {self.rtol}"
+            )
+        if not self.atol >= 0:
+            raise ValueError(f"atol must be >= 0, got {self.atol}")
+        if not self.divergence > 1:
+            raise ValueError(f"divergence must be > 1 (a growth factor), got {self.divergence}")
+
+    def resolved(self, dtype) -> AbstractSolver:
+        """A copy with ``rtol`` set (``None`` becomes :func:`default_rtol` of ``dtype``)."""
+        if self.rtol is not None:
+            return self
+        return dataclasses.replace(self, rtol=default_rtol(dtype))
+
+    def adjoint(self) -> AbstractSolver:
+        """The solver for the adjoint (backward) fixed point ``g = J^T g + v``.
+
+        Same method and tolerances, ``atol = 0`` (the cotangent's units differ from ``x``'s).
+        """
+        return dataclasses.replace(self, atol=0.0)
+
+    @abc.abstractmethod
+    def run(self, fn, x0, args):
+        """Solve ``x = fn(x, args)`` for a 1-D ``x0`` (``rtol`` resolved); ``(x, Stats)``.
+
+        ``fn`` closes over no tracers (``fixed_point`` passes everything through ``args``).
+        """
+
+
+class Anderson(AbstractSolver):
+    """Anderson acceleration with implicit-differentiation gradients (the default solver).
+
+    Args:
+        rtol: relative tolerance: stop when ``||x - f(x)||_2 <= rtol ||x||_2 + atol``. ``None``
+            (default) is 1e-10 in float64 and 1e-5 in float32.
+        atol: absolute guard in units of ``x`` (2-norm), so that solutions ``x* ~ 0`` converge.
+        max_steps: maximum number of evaluations of ``f``.
+        history: number of past residuals combined, ``m >= 2``.
+        beta: mixing parameter (dimensionless); 1 is plain Anderson.
+        ridge: regularisation of the weight system, relative to the residuals' size.
+        divergence: growth factor of ``||x||`` over the scale of the start beyond which a solve
+            whose residual did not shrink is stopped as ``RESULTS.diverged``.
+    """
+
+    rtol: float | None = eqx.field(static=True, default=None)
+    atol: float = eqx.field(static=True, default=1e-12)
+    max_steps: int = eqx.field(static=True, default=500)
+    history: int = eqx.field(static=True, default=5)
+    beta: float = eqx.field(static=True, default=1.0)
+    ridge: float = eqx.field(static=True, default=1e-6)
+    divergence: float = eqx.field(static=True, default=1e6)
+
+    def __check_init__(self):
+        if int(self.history) < 2:
+            raise ValueError(
+                f"history must be >= 2 for Anderson acceleration, got {self.history}; use "
+                "Forward() for plain fixed-point iteration"
+            )
+
+    def run(self, fn, x0, args):
+        return solve_flat(fn, self.iteration(), int(self.max_steps), x0, args)
+
+    def iteration(self) -> AndersonIteration:
+        """The ``optimistix`` solver that performs the steps."""
+        return AndersonIteration(
+            rtol=float(self.rtol),
+            atol=float(self.atol),
+            history=int(self.history),
+            beta=float(self.beta),
+            ridge=float(self.ridge),
+            divergence=float(self.divergence),
+        )
+
+
+class Forward(AbstractSolver):
+    """Forward (Picard) iteration ``x <- x + beta (f(x) - x)``, relaxed by ``beta``.
+
+    Converges when ``f`` is a contraction near the solution; slower than :class:`Anderson`
+    but with no extrapolation. Arguments as for :class:`Anderson` (no history or ridge).
+    """
+
+    rtol: float | None = eqx.field(static=True, default=None)
+    atol: float = eqx.field(static=True, default=1e-12)
+    max_steps: int = eqx.field(static=True, default=500)
+    beta: float = eqx.field(static=True, default=1.0)
+    divergence: float = eqx.field(static=True, default=1e6)
+
+    def run(self, fn, x0, args):
+        return solve_flat(fn, self.iteration(), int(self.max_steps), x0, args)
+
+    def iteration(self) -> AndersonIteration:
+        """The ``optimistix`` solver that performs the steps (Anderson with history 1)."""
+        return AndersonIteration(
+            rtol=float(self.rtol),
+            atol=float(self.atol),
+            history=1,
+            beta=float(self.beta),
+            divergence=float(self.divergence),
+        )
+
+
+__all__ = ["AbstractSolver", "Anderson", "Forward", "default_rtol"]

@@ -96,11 +96,16 @@ def _indicator(model: IOModel, spec: StressorSpec, what: str) -> Float[Array, " 
         )
     neg = c < 0
     if neg.any():
+        why = (
+            "a sector with negative emissions would be grown without bound, past the economy's "
+            "productive limit"
+            if what == "GHG"
+            else "a negative employment makes its changes and percentages meaningless"
+        )
         raise ValueError(
             f"the {what} indicator {spec!r} is negative for sectors "
             f"{_describe(model.labels, neg)} (smallest {c.min():.4g}); the design needs "
-            f"nonnegative {what} per unit of output (a negative one would be grown without "
-            "bound, past the economy's productive limit): name nonnegative rows"
+            f"nonnegative {what} per unit of output ({why}): name nonnegative rows"
         )
     return jnp.asarray(c, model.S.dtype)
 

@@ -42,9 +42,16 @@ def marker(tmp_path):
     assert not path.exists(), "a pickle from the archive was executed"
 
 
+#: What pymrio reads before the tables (without it, pymrio fails before reaching the pickle).
+METADATA = json.dumps(
+    {"description": "crafted", "name": "crafted", "system": "pxp", "version": "1", "history": []}
+)
+
+
 def _pickle_zip(tmp_path, marker, sub=""):
     arc = tmp_path / "IOT_2011_pxp.zip"
     with zipfile.ZipFile(arc, "w") as zf:
+        zf.writestr(f"{sub}metadata.json", METADATA)
         zf.writestr(f"{sub}file_parameters.json", _params({"A": "A.pkl", "Y": "Y.txt"}))
         zf.writestr(f"{sub}A.pkl", pickle.dumps(_Payload(marker)))
         zf.writestr(f"{sub}Y.txt", "region\tsector\n")
@@ -68,6 +75,7 @@ def test_pickle_in_an_extension_folder_is_refused(tmp_path, marker):
     # pymrio also loads every sub-folder's parameter file (satellite accounts).
     root = tmp_path / "exio"
     (root / "satellite").mkdir(parents=True)
+    (root / "metadata.json").write_text(METADATA)
     (root / "file_parameters.json").write_text(_params({"Y": "Y.txt"}))
     (root / "Y.txt").write_text("x\n")
     (root / "satellite" / "file_parameters.json").write_text(_params({"F": "F.pickle"}))

@@ -554,11 +554,11 @@ def elbo_training(
     the parents into the encoder and decoder (``"film"`` or ``"input"``)."""
     kind = "full"
     key = jax.random.key(seed)
-    params = morpho.init_params(
+    scm = morpho.model(
         kind, key, data, latent=16, width=width, condition=condition, encoder_condition=condition
     )
-    dyn, static = eqx.partition(params, eqx.is_inexact_array)
-    loss_fn = morpho.loss_fn(kind, particles=4)
+    dyn, static = eqx.partition(scm, eqx.is_inexact_array)
+    loss_fn = morpho.loss_fn(particles=4)
     opt = morpho.optimizer(5e-3, 1e-4)
     state = opt.init(dyn)
     batch = jax.tree_util.tree_map(jnp.asarray, data)

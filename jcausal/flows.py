@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import abc
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Literal
 
 import distrax
@@ -42,9 +42,8 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
 
-from .scm.mechanisms import Invertible
+from .scm import Invertible, Parents, as_parents
 
-Parents = Mapping[str, Array]
 Constraint = Literal["exp", "sigmoid"] | None
 
 
@@ -326,6 +325,46 @@ class Layer(eqx.Module):
         """The layer's bijector for this context."""
 
 
+def _leaky_relu(x: Array) -> Array:
+    return jax.nn.leaky_relu(x, 0.1)
+
+
+def zero_head_mlp(
+    in_size: int,
+    out_size: int,
+    width: int,
+    depth: int,
+    *,
+    key: PRNGKeyArray,
+    activation=jax.nn.relu,
+    output_scale: float = 0.0,
+    dtype=None,
+) -> eqx.nn.MLP:
+    """An ``eqx.nn.MLP`` whose output layer starts scaled by ``output_scale`` with zero bias.
+
+    ``output_scale=0`` gives an MLP whose output is exactly zero at initialisation (yet whose
+    output weights get gradients), so a learned correction starts as "no change" — a
+    conditional flow as the unconditional one, a compensator as the unintervened model. A
+    small positive scale keeps the context's influence small but nonzero.
+
+    Args:
+        in_size, out_size: input and output sizes.
+        width, depth: hidden width and number of hidden layers (``depth=0``: linear).
+        key: initialisation key.
+        activation: hidden activation.
+        output_scale: factor on the output layer's initial weights.
+        dtype: parameter dtype (default: equinox's).
+    """
+    kw = {} if dtype is None else {"dtype": dtype}
+    net = eqx.nn.MLP(in_size, out_size, width, depth, activation=activation, key=key, **kw)
+    last = net.layers[-1]
+    return eqx.tree_at(
+        lambda m: (m.layers[-1].weight, m.layers[-1].bias),
+        net,
+        (last.weight * output_scale, jnp.zeros_like(last.bias)),
+    )
+
+
 class Conditioner(eqx.Module):
     """Parameters of shape ``shape + (p,)``: a learnable bias plus an optional context network.
 
@@ -349,19 +388,14 @@ class Conditioner(eqx.Module):
     ):
         self.bias = jnp.zeros((*shape, num_params))
         if context_size:
-            net = eqx.nn.MLP(
+            self.net = zero_head_mlp(
                 context_size,
                 int(np.prod(shape, dtype=int)) * num_params,
                 width,
                 depth,
-                activation=lambda x: jax.nn.leaky_relu(x, 0.1),
                 key=key,
-            )
-            last = net.layers[-1]
-            self.net = eqx.tree_at(
-                lambda m: (m.layers[-1].weight, m.layers[-1].bias),
-                net,
-                (last.weight * init_scale, jnp.zeros_like(last.bias)),
+                activation=_leaky_relu,
+                output_scale=init_scale,
             )
         else:
             self.net = None
@@ -480,6 +514,66 @@ class Sigmoid(Layer):
         return distrax.Sigmoid()
 
 
+class ParentContext(eqx.Module):
+    """Parents of one unit as a standardised context vector (Deep SCM's "hat" values).
+
+    The raveled parents are concatenated in ``parents`` order (categorical parents cast to
+    float), those named in ``log_parents`` log-transformed first (positive parents such as a
+    thickness), then standardised by the fixed ``loc`` / ``scale`` (gradients stopped). Without
+    this, networks mostly follow the parent with the largest magnitude (Deep SCM, appendix
+    A.2, footnote 5). The one implementation of parent standardisation: :class:`Flow` and the
+    image mechanisms' networks use it.
+
+    Args:
+        parents: parent names, in order.
+        log_parents: parents to log-transform first.
+        loc, scale: fixed standardisation of the context vector (``None``: none).
+        dtype: dtype of the context (e.g. ``jnp.float32`` for float32 networks, so a float64
+            context under ``jax_enable_x64`` does not promote every layer); default: the
+            default float dtype.
+    """
+
+    loc: Array | None
+    scale: Array | None
+    parents: tuple[str, ...] = eqx.field(static=True)
+    log_parents: tuple[str, ...] = eqx.field(static=True)
+    dtype: object = eqx.field(static=True)
+
+    def __init__(
+        self,
+        parents: Sequence[str] = (),
+        log_parents: Sequence[str] = (),
+        loc: ArrayLike | None = None,
+        scale: ArrayLike | None = None,
+        dtype=None,
+    ):
+        self.parents = as_parents(parents, "ParentContext")
+        unknown = set(log_parents) - set(self.parents)
+        if unknown:
+            raise ValueError(f"log_parents {sorted(unknown)} are not parents {self.parents}")
+        self.log_parents = tuple(log_parents)
+        self.dtype = None if dtype is None else jnp.dtype(dtype)
+        dt = self.dtype or float
+        self.loc = None if loc is None else jnp.asarray(loc, dt)
+        self.scale = None if scale is None else jnp.asarray(scale, dt)
+
+    def __call__(self, parents: Parents) -> Float[Array, " c"]:
+        """The context vector of one unit, shape ``(c,)`` (``(0,)`` without parents)."""
+        dt = self.dtype or jnp.result_type(float)
+        parts = []
+        for name in self.parents:
+            if name not in parents:
+                raise ValueError(f"context needs parent {name!r}; got {sorted(parents)}")
+            v = jnp.ravel(jnp.asarray(parents[name])).astype(dt)
+            parts.append(jnp.log(v) if name in self.log_parents else v)
+        c = jnp.concatenate(parts) if parts else jnp.zeros((0,), dt)
+        if self.loc is not None:
+            c = c - jax.lax.stop_gradient(self.loc)
+        if self.scale is not None:
+            c = c / jax.lax.stop_gradient(self.scale)
+        return c
+
+
 class Flow(eqx.Module):
     """A conditional flow: layers (outermost first) and how to build the context from parents.
 
@@ -512,28 +606,23 @@ class Flow(eqx.Module):
         self.layers = tuple(layers)
         if not self.layers:
             raise ValueError("Flow needs at least one layer")
-        self.parents = tuple(parents)
-        unknown = set(log_parents) - set(self.parents)
-        if unknown:
-            raise ValueError(f"log_parents {sorted(unknown)} are not parents {self.parents}")
-        self.log_parents = tuple(log_parents)
-        self.context_loc = None if context_loc is None else jnp.asarray(context_loc, float)
-        self.context_scale = None if context_scale is None else jnp.asarray(context_scale, float)
+        ctx = ParentContext(parents, log_parents, context_loc, context_scale)
+        self.parents = ctx.parents
+        self.log_parents = ctx.log_parents
+        self.context_loc = ctx.loc
+        self.context_scale = ctx.scale
 
     def context(self, parents: Parents) -> Float[Array, " c"]:
-        """The context vector of one unit, shape ``(c,)`` (``(0,)`` without parents)."""
-        parts = []
-        for name in self.parents:
-            if name not in parents:
-                raise ValueError(f"flow context needs parent {name!r}; got {sorted(parents)}")
-            v = jnp.ravel(jnp.asarray(parents[name])).astype(float)
-            parts.append(jnp.log(v) if name in self.log_parents else v)
-        c = jnp.concatenate(parts) if parts else jnp.zeros((0,))
-        if self.context_loc is not None:
-            c = c - jax.lax.stop_gradient(self.context_loc)
-        if self.context_scale is not None:
-            c = c / jax.lax.stop_gradient(self.context_scale)
-        return c
+        """The context vector of one unit, shape ``(c,)`` (``(0,)`` without parents): the
+        :class:`ParentContext` of this flow's fields."""
+        ctx = ParentContext(self.parents, self.log_parents)
+        ctx = eqx.tree_at(
+            lambda c: (c.loc, c.scale),
+            ctx,
+            (self.context_loc, self.context_scale),
+            is_leaf=lambda x: x is None,
+        )
+        return ctx(parents)
 
     def __call__(self, parents: Parents | None = None) -> distrax.Chain:
         """The bijector ``u -> x`` for one unit with these parents."""
@@ -698,6 +787,7 @@ __all__ = [
     "Layer",
     "LinearRationalSpline",
     "Normalise",
+    "ParentContext",
     "RationalQuadraticSpline",
     "Sigmoid",
     "Spline",
@@ -706,4 +796,5 @@ __all__ = [
     "flow_mechanism",
     "normalisation",
     "spline_mechanism",
+    "zero_head_mlp",
 ]

@@ -38,8 +38,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike, Float
 
-from .scm.interventions import Intervention, _broadcast
-from .scm.mechanisms import Mechanism
+from .scm import Intervention, Mechanism, as_index, broadcast_units, component_index
 
 # ----------------------------------------------------------------------------------------------
 # groups
@@ -439,18 +438,7 @@ class Lie(Intervention):
             )
         self.group = group
         self.u = _as_float(u)
-        if index is not None:
-            idx = np.asarray(index)
-            if idx.ndim == 0:
-                idx = idx[None]
-            if idx.ndim != 1 or not np.issubdtype(idx.dtype, np.integer):
-                raise ValueError(
-                    f"Lie index must be a 1-D sequence of integers, got {np.asarray(index)!r}"
-                )
-            if len(set(idx.tolist())) != idx.size:
-                raise ValueError(f"Lie index has repeated entries: {idx.tolist()}")
-            index = tuple(int(i) for i in idx)
-        self.index = index
+        self.index = as_index(index, "Lie")
 
     @property
     def per_unit(self) -> bool:
@@ -477,27 +465,13 @@ class Lie(Intervention):
         """The group element(s): shape ``element_shape``, or ``(n, *element_shape)``."""
         ps = self.group.param_shape
         if self.per_unit:
-            u = _broadcast(node, "Lie parameters", self.u, (n, *ps))
+            u = broadcast_units(node, "Lie parameters", self.u, (n, *ps))
             return jax.vmap(self.group.exp)(u), True
-        u = _broadcast(node, "Lie parameters", self.u, ps)
+        u = broadcast_units(node, "Lie parameters", self.u, ps)
         return self.group.exp(u), False
 
     def _indices(self, node: str, value_shape: tuple[int, ...]) -> tuple[int, ...] | None:
-        if self.index is None:
-            return None
-        if len(value_shape) < 1:
-            raise ValueError(f"node {node!r} is a scalar per unit: a Lie index needs a vector node")
-        d = value_shape[0]
-        bad = [i for i in self.index if not -d <= i < d]
-        if bad:
-            raise ValueError(
-                f"node {node!r}: Lie index {list(bad)} out of range for a node with {d} "
-                "components per unit"
-            )
-        idx = tuple(i % d for i in self.index)
-        if len(set(idx)) != len(idx):
-            raise ValueError(f"node {node!r}: Lie index names a component twice: {self.index}")
-        return idx
+        return component_index(node, "Lie", self.index, tuple(value_shape))
 
     def _act(self, node: str, g: Array, per_unit: bool, x: Array) -> Array:
         """Batched action on ``x`` of shape ``(n, ...)``, checking shapes while tracing."""

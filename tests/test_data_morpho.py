@@ -1,5 +1,7 @@
 """Morpho-MNIST morphometry, the eq. (7) generator and the embedded 28x28 digits."""
 
+import warnings
+
 import jax
 import numpy as np
 import pytest
@@ -163,6 +165,48 @@ def test_dataset_deterministic_and_cached(dataset, monkeypatch):
         np.testing.assert_array_equal(hit[k], d[k])
     other = morphomnist.sample_attributes(32, 4)
     assert not np.array_equal(other["thickness"], d["thickness"])
+
+
+@pytest.mark.parametrize("content", ["garbage", "truncated", "pickle"])
+def test_corrupt_cache_is_named_and_rebuilt(test_digits, tmp_path, content):
+    images, labels = test_digits[0][:20], test_digits[1][:20]
+    good = morphomnist.make_morphomnist(images, labels, n=6, seed=1, directory=tmp_path)
+    (path,) = tmp_path.glob("morphomnist-*.npz")
+    raw = path.read_bytes()
+    if content == "garbage":
+        path.write_bytes(b"not a zip file at all")
+    elif content == "truncated":
+        path.write_bytes(raw[: len(raw) // 2])
+    else:  # an object array needs unpickling: refused, never executed
+        np.savez(path, images=np.array([object()], dtype=object))
+    # Old code: BadZipFile / EOFError / ValueError from np.load, and no rebuild.
+    with pytest.warns(UserWarning, match=f"cache file {path}.*corrupt.*rebuilding"):
+        again = morphomnist.make_morphomnist(images, labels, n=6, seed=1, directory=tmp_path)
+    for k in good:
+        np.testing.assert_array_equal(again[k], good[k])
+    # The rebuilt file is whole: the next call reads it without a warning.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        morphomnist.make_morphomnist(images, labels, n=6, seed=1, directory=tmp_path)
+
+
+def test_true_densities_match_scipy():
+    """The densities of eq. (7) come from the SCM (one definition); check them against scipy's
+    closed forms, written out independently here."""
+    a = morphomnist.sample_attributes(200, seed=5)
+    t, i = a["thickness"], a["intensity"]
+    want_t = stats.gamma(a=10.0, scale=1 / 5.0, loc=0.5).logpdf(t)
+    s = (i - 64.0) / 191.0
+    e = (np.log(s) - np.log1p(-s) - 2.0 * t + 5.0) / 0.5
+    want_i = stats.norm.logpdf(e) - np.log(191.0 * s * (1 - s) * 0.5)
+    np.testing.assert_allclose(morphomnist.true_log_p_t(t), want_t, rtol=1e-10)
+    np.testing.assert_allclose(morphomnist.true_log_p_i_given_t(t, i), want_i, rtol=1e-10)
+    np.testing.assert_allclose(
+        morphomnist.thickness_entropy(), stats.gamma(10.0, scale=0.2).entropy(), rtol=1e-12
+    )
+    # The demo model is the same SCM under short names.
+    lp = jc.log_prob(jc.examples.morpho(), {"t": t, "i": i})
+    np.testing.assert_allclose(lp, want_t + want_i, rtol=1e-9)
 
 
 def test_cache_dir_env(monkeypatch, tmp_path):

@@ -95,9 +95,12 @@ def test_log_prob_linear_gaussian_matches_scipy(lin):
     # Under do(y := 2 y): density of y is N(2 a x, (2 s_y)^2).
     lp = jc.log_prob(jc.do(scm, {"y": jc.Scale(2.0)}), obs, per_node=True)
     np.testing.assert_allclose(lp["y"], stats.norm(2 * A * obs["x"], 2 * SY).logpdf(obs["y"]))
-    # Hard: truncated factorisation drops the intervened factor.
-    lp = jc.log_prob(jc.do(scm, {"y": jc.Hard(0.0)}), obs, per_node=True)
-    np.testing.assert_array_equal(lp["y"], 0.0)
+    # Hard: truncated factorisation drops the intervened factor for units observed at the
+    # intervened value; any other observed value is impossible under do(y := 0): -inf.
+    at_zero = {**obs, "y": jnp.asarray(obs["y"]).at[::2].set(0.0)}
+    lp = jc.log_prob(jc.do(scm, {"y": jc.Hard(0.0)}), at_zero, per_node=True)
+    np.testing.assert_array_equal(lp["y"][::2], 0.0)
+    assert np.all(np.isneginf(np.asarray(lp["y"][1::2])))
 
 
 def test_vector_node_with_matrix_mechanism():

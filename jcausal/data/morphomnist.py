@@ -15,40 +15,103 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import warnings
 from pathlib import Path
 
-import distrax
+import jax
 import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Float, Int, Shaped, UInt8
 
-from ..scm import SCM, Additive, Invertible
+# The constants and the SCM of eq. (7) are defined once, in jcausal.examples.morpho (re-exported).
+from ..examples import (  # noqa: F401
+    GAMMA_CONCENTRATION,
+    GAMMA_RATE,
+    INTENSITY_LOW,
+    INTENSITY_NOISE_SCALE,
+    INTENSITY_OFFSET,
+    INTENSITY_RANGE,
+    INTENSITY_SLOPE,
+    THICKNESS_SHIFT,
+)
+from ..examples import morpho as _morpho
+from ..scm import SCM
 from . import morphology
-
-GAMMA_CONCENTRATION = 10.0
-GAMMA_RATE = 5.0
-THICKNESS_SHIFT = 0.5
-INTENSITY_LOW = 64.0
-INTENSITY_RANGE = 191.0
-INTENSITY_SLOPE = 2.0
-INTENSITY_OFFSET = -5.0
-INTENSITY_NOISE_SCALE = 0.5
 
 _FORMAT_VERSION = 1  # bump when the generator changes, so stale caches are not reused
 
 
+def attribute_scm() -> SCM:
+    """The (thickness, intensity) part of eq. (7) as a jcausal `SCM`, with exact abduction.
+
+    ``thickness = 0.5 + u`` with ``u ~ Gamma(10, 5)`` (an `Additive` root) and ``intensity`` an
+    `Invertible` mechanism of its standard-normal noise given ``thickness``
+    (:func:`jcausal.examples.morpho` with these node names). Use it with ``jc.sample``,
+    ``jc.counterfactual`` (e.g. ``{"thickness": jc.Hard(3.0)}``) and ``jc.log_prob``; the
+    images follow with `counterfactual_image`.
+    """
+    return _morpho("thickness", "intensity")
+
+
+def _apply64(fn, *arrays: np.ndarray) -> np.ndarray:
+    """``fn`` of the SCM's mechanisms on float64 numpy arrays (broadcast), as float64."""
+    arrays = np.broadcast_arrays(*(np.asarray(a, dtype=np.float64) for a in arrays))
+    shape = arrays[0].shape
+    with jax.enable_x64(True):
+        out = jax.jit(fn)(*(jnp.asarray(a.reshape(-1)) for a in arrays))
+        return np.asarray(out, dtype=np.float64).reshape(shape)
+
+
 def thickness_mechanism(noise: Float[np.ndarray, "*n"]) -> Float[np.ndarray, "*n"]:
-    """``t = 0.5 + e_T`` (pixels)."""
-    return THICKNESS_SHIFT + np.asarray(noise, dtype=np.float64)
+    """``t = 0.5 + e_T`` (pixels): the thickness mechanism of :func:`attribute_scm`."""
+
+    def fn(e):
+        mech = attribute_scm().mechanisms["thickness"]
+        return jax.vmap(mech.forward)({}, e)
+
+    return _apply64(fn, noise)
 
 
 def intensity_mechanism(
     thickness: Float[np.ndarray, "*n"], noise: Float[np.ndarray, "*n"]
 ) -> Float[np.ndarray, "*n"]:
-    """``i = 191 * sigmoid(0.5 e_I + 2 t - 5) + 64`` (grey levels)."""
-    z = INTENSITY_NOISE_SCALE * np.asarray(noise) + INTENSITY_SLOPE * np.asarray(thickness)
-    z = z + INTENSITY_OFFSET
-    return INTENSITY_RANGE / (1.0 + np.exp(-z)) + INTENSITY_LOW
+    """``i = 191 * sigmoid(0.5 e_I + 2 t - 5) + 64`` (grey levels): the intensity mechanism of
+    :func:`attribute_scm`, on broadcast numpy arrays."""
+
+    def fn(t, e):
+        mech = attribute_scm().mechanisms["intensity"]
+        return jax.vmap(mech.forward)({"thickness": t}, e)
+
+    return _apply64(fn, thickness, noise)
+
+
+def true_log_p_t(t: Float[np.ndarray, "*n"]) -> Float[np.ndarray, "*n"]:
+    """``log p(t)`` of eq. (7) (``t - 0.5 ~ Gamma(10, rate 5)``), from :func:`attribute_scm`."""
+
+    def fn(t):
+        mech = attribute_scm().mechanisms["thickness"]
+        return jax.vmap(mech.log_prob)(t, {})
+
+    return _apply64(fn, t)
+
+
+def true_log_p_i_given_t(
+    t: Float[np.ndarray, "*n"], i: Float[np.ndarray, "*n"]
+) -> Float[np.ndarray, "*n"]:
+    """``log p(i | t)`` of eq. (7) (change of variables from ``e_I ~ N(0, 1)``), from
+    :func:`attribute_scm`; ``t`` and ``i`` broadcast."""
+
+    def fn(t, i):
+        mech = attribute_scm().mechanisms["intensity"]
+        return jax.vmap(mech.log_prob)(i, {"thickness": t})
+
+    return _apply64(fn, t, i)
+
+
+def thickness_entropy() -> float:
+    """Differential entropy of ``p(t)`` in nats (that of its Gamma noise: a shift keeps it)."""
+    with jax.enable_x64(True):
+        return float(attribute_scm().mechanisms["thickness"].noise.entropy())
 
 
 def sample_attributes(n: int, seed: int = 0) -> dict[str, Float[np.ndarray, " n"]]:
@@ -70,45 +133,6 @@ def sample_attributes(n: int, seed: int = 0) -> dict[str, Float[np.ndarray, " n"
         "noise_thickness": e_t,
         "noise_intensity": e_i,
     }
-
-
-def _intensity_bijector(params, parents) -> distrax.Bijector:
-    # Chain applies its last bijector first: affine in (e_I, t), then sigmoid, then to [64, 255].
-    return distrax.Chain(
-        [
-            distrax.ScalarAffine(shift=params["low"], scale=params["range"]),
-            distrax.Sigmoid(),
-            distrax.ScalarAffine(
-                shift=params["slope"] * parents["thickness"] + params["offset"],
-                scale=params["noise_scale"],
-            ),
-        ]
-    )
-
-
-def attribute_scm() -> SCM:
-    """The (thickness, intensity) part of eq. (7) as a jcausal `SCM`, with exact abduction.
-
-    ``thickness = 0.5 + u`` with ``u ~ Gamma(10, 5)`` (an `Additive` root) and ``intensity`` an
-    `Invertible` mechanism of its standard-normal noise given ``thickness``. Use it with
-    ``jc.sample``, ``jc.counterfactual`` (e.g. ``{"thickness": jc.Hard(3.0)}``) and
-    ``jc.log_prob``; the images follow with `counterfactual_image`.
-    """
-    params = {
-        "low": INTENSITY_LOW,
-        "range": INTENSITY_RANGE,
-        "slope": INTENSITY_SLOPE,
-        "offset": INTENSITY_OFFSET,
-        "noise_scale": INTENSITY_NOISE_SCALE,
-    }
-    return SCM(
-        thickness=Additive(
-            lambda shift, pa: shift,
-            THICKNESS_SHIFT,
-            distrax.Gamma(jnp.asarray(GAMMA_CONCENTRATION), jnp.asarray(GAMMA_RATE)),
-        ),
-        intensity=Invertible(_intensity_bijector, params, distrax.Normal(0.0, 1.0), ["thickness"]),
-    )
 
 
 def counterfactual_image(
@@ -173,6 +197,41 @@ def _cache_key(digits: np.ndarray, labels: np.ndarray, config: dict) -> str:
     return h.hexdigest()[:24]
 
 
+_CACHE_KEYS = (
+    "images",
+    "labels",
+    "digit_index",
+    "measured_thickness",
+    "measured_intensity",
+    "thickness",
+    "intensity",
+    "noise_thickness",
+    "noise_intensity",
+)
+
+
+def _read_cache(path: Path) -> dict[str, np.ndarray] | None:
+    """The arrays of a cache file, or ``None`` (after a warning naming it) when it is corrupt.
+
+    Read with ``allow_pickle=False``: a cache file never holds Python objects, so one that asks
+    to be unpickled is treated as corrupt rather than executed.
+    """
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            out = {k: f[k] for k in f.files}
+        missing = set(_CACHE_KEYS) - set(out)
+        if missing:
+            raise ValueError(f"missing arrays {sorted(missing)}")
+        return out
+    except Exception as e:  # zip, zlib, format and pickle errors alike: rebuild
+        warnings.warn(
+            f"Morpho-MNIST cache file {path} is unreadable or corrupt ({type(e).__name__}: "
+            f"{e}); rebuilding it",
+            stacklevel=3,
+        )
+        return None
+
+
 def make_morphomnist(
     digits: Shaped[np.ndarray, "M 28 28"],
     labels: Int[np.ndarray, " M"],
@@ -221,8 +280,9 @@ def make_morphomnist(
     }
     path = Path(directory or cache_dir()) / f"morphomnist-{_cache_key(digits, labels, config)}.npz"
     if cache and path.exists():
-        with np.load(path) as f:
-            return {k: f[k] for k in f.files}
+        cached = _read_cache(path)
+        if cached is not None:
+            return cached
 
     attrs = sample_attributes(n, seed)
     rng = np.random.default_rng([seed, 1])

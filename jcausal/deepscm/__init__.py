@@ -1,19 +1,13 @@
-"""Deep structural causal models (Pawlowski, Castro & Glocker, 2020): the conditional-VAE image
-mechanism and the three Morpho-MNIST models of Fig. 2."""
+"""Deep structural causal models (Pawlowski, Castro & Glocker, 2020): the three Morpho-MNIST
+models of Fig. 2 (:mod:`jcausal.deepscm.morpho`).
 
-from .image import VAEImage, dequantise, logit_preprocessing
-from .morpho import (
-    GRAPHS,
-    KINDS,
-    ParentContext,
-    attributes,
-    build,
-    init_params,
-    log_densities,
-    loss_fn,
-    optimizer,
-    reconstruct,
-)
+The conditional-VAE image mechanism is generic and lives in :mod:`jcausal.image`; it is
+re-exported here (``jcausal.deepscm.VAEImage``) for existing code.
+"""
+
+from ..flows import ParentContext
+from ..image import VAEImage, dequantise, logit_preprocessing
+from .morpho import GRAPHS, KINDS, attributes, loss_fn, model, optimizer
 
 __all__ = [
     "GRAPHS",
@@ -21,12 +15,9 @@ __all__ = [
     "ParentContext",
     "VAEImage",
     "attributes",
-    "build",
     "dequantise",
-    "init_params",
-    "log_densities",
     "logit_preprocessing",
     "loss_fn",
+    "model",
     "optimizer",
-    "reconstruct",
 ]

@@ -16,28 +16,31 @@ Mechanisms (appendix A.2):
 * ``x``: :class:`jcausal.deepscm.VAEImage` (conditional VAE, latent 16, fixed decoder
   log-variance -5, RealNVP logit preprocessing) with the parents standardised as context.
 
-Parameters are a plain dict of pytrees (the two flows, the encoder, the decoder and the fixed
-context normalisation) so they can be trained with :func:`jcausal.train.fit`;
-:func:`build` turns them into a :class:`jcausal.SCM` inside the loss.
+The model is an :class:`jcausal.SCM` (an equinox Module, a pytree) built once by :func:`model`
+and trained as it is: the loss of :func:`loss_fn` is ``-mean(jc.log_prob(scm, batch, key,
+bound=True))`` (exact flow densities for ``t`` and ``i``, the ELBO for ``x``), minimised by
+:func:`jcausal.train.fit` over the SCM's own leaves with two learning rates
+(:func:`optimizer`).
 """
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Mapping
-from typing import Any, Literal
+from typing import Literal
 
-import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import nnx
-from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
+from jaxtyping import ArrayLike, PRNGKeyArray
 
 from .. import flows
+from ..flows import ParentContext
+from ..image import VAEImage, dequantise
 from ..nn import MNISTDecoder, MNISTEncoder, Pure
-from ..scm import SCM
-from .image import VAEImage, dequantise
+from ..scm import SCM, log_prob
 
 Kind = Literal["independent", "conditional", "full"]
 KINDS: tuple[str, ...] = ("independent", "conditional", "full")
@@ -55,32 +58,7 @@ def _check_kind(kind: str) -> None:
         raise ValueError(f"model kind must be one of {KINDS}, got {kind!r}")
 
 
-class ParentContext(eqx.Module):
-    """Standardised parents of the image, ``((log t, i) - loc) / scale`` (the paper's "hats").
-
-    Thickness is positive, so it is standardised in log space like its flow; intensity is
-    standardised directly. Without this the networks would mostly follow the parent with the
-    largest magnitude (appendix A.2, footnote 5). ``loc`` and ``scale`` are fixed.
-    """
-
-    loc: Array
-    scale: Array
-    parents: tuple[str, ...] = eqx.field(static=True)
-
-    def __init__(self, loc: ArrayLike, scale: ArrayLike, parents=("t", "i")):
-        # float32 like the networks it feeds: a float64 context (under jax_enable_x64) would
-        # promote every layer after the concatenation to float64.
-        self.loc = jnp.asarray(loc, dtype=jnp.float32)
-        self.scale = jnp.asarray(scale, dtype=jnp.float32)
-        self.parents = tuple(parents)
-
-    def __call__(self, parents: Mapping[str, Array]) -> Float[Array, " k"]:
-        vals = [jnp.log(parents[p]) if p == "t" else parents[p] for p in self.parents]
-        c = jnp.stack([jnp.asarray(v, dtype=self.loc.dtype) for v in vals])
-        return (c - jax.lax.stop_gradient(self.loc)) / jax.lax.stop_gradient(self.scale)
-
-
-def init_params(
+def model(
     kind: Kind,
     key: PRNGKeyArray,
     data: Mapping[str, ArrayLike],
@@ -90,8 +68,10 @@ def init_params(
     num_bins: int = 8,
     condition: str = "input",
     encoder_condition: str = "input",
-) -> dict[str, Any]:
-    """Initial parameters of a Morpho-MNIST model.
+    log_var: float = -5.0,
+    kl_weight: float = 1.0,
+) -> SCM:
+    """A Morpho-MNIST SCM ``{t, i, x}`` of model ``kind``, ready to train.
 
     Args:
         kind: ``"independent"``, ``"conditional"`` or ``"full"``.
@@ -103,10 +83,12 @@ def init_params(
         num_bins: bins of the spline flows.
         condition: how the decoder sees the parents: ``"input"`` (the paper, eq. A.5) or
             ``"film"`` (also a modulation of every layer; see :class:`jcausal.nn.MNISTDecoder`).
+        encoder_condition: the same for the encoder.
+        log_var: fixed log-variance of the image's pixel noise.
+        kl_weight: weight of the ELBO's KL term (1: the ELBO; see :meth:`VAEImage.elbo`).
 
     Returns:
-        ``{"t": Flow, "i": Flow, "encoder": Pure, "decoder": Pure, "context": ParentContext |
-        None}``.
+        The :class:`jcausal.SCM`; its image node is a :class:`jcausal.image.VAEImage`.
     """
     _check_kind(kind)
     t = np.asarray(data["t"], dtype=float)
@@ -149,42 +131,22 @@ def init_params(
     )
     context = None
     if c:
+        # Thickness is positive, so it is standardised in log space like its flow; intensity
+        # directly. float32 like the networks it feeds.
         loc = [t_norm[0], np.mean(i)]
         scale = [t_norm[1], np.std(i)]
-        context = ParentContext(loc, scale, x_parents)
-    return {
-        "t": t_mech.params,
-        "i": i_mech.params,
-        "encoder": encoder,
-        "decoder": decoder,
-        "context": context,
-    }
-
-
-def build(kind: Kind, params: Mapping[str, Any], *, log_var: float = -5.0) -> SCM:
-    """The SCM ``{t, i, x}`` of model ``kind`` with these parameters (see :func:`init_params`).
-
-    Cheap (no computation): call it inside a loss so the parameters stay a plain pytree.
-    """
-    _check_kind(kind)
-    latent = _latent(params["decoder"])
+        logs = [p for p in x_parents if p == "t"]
+        context = ParentContext(x_parents, logs, loc, scale, dtype=jnp.float32)
     image = VAEImage(
-        params["encoder"],
-        params["decoder"],
-        params["context"],
-        GRAPHS[kind]["x"],
+        encoder,
+        decoder,
+        context,
+        x_parents,
         latent=latent,
         log_var=log_var,
+        kl_weight=kl_weight,
     )
-    return SCM(
-        t=flows.flow_mechanism(params["t"]),
-        i=flows.flow_mechanism(params["i"]),
-        x=image,
-    )
-
-
-def _latent(decoder: Pure) -> int:
-    return int(decoder.module.fc1.in_features - decoder.module.context)
+    return SCM(t=t_mech, i=i_mech, x=image)
 
 
 def attributes(scm: SCM) -> SCM:
@@ -192,56 +154,22 @@ def attributes(scm: SCM) -> SCM:
     return SCM(t=scm.mechanisms["t"], i=scm.mechanisms["i"])
 
 
-def log_densities(
-    kind: Kind,
-    params: Mapping[str, Any],
-    batch: Mapping[str, Array],
-    key: PRNGKeyArray,
-    *,
-    particles: int = 4,
-    dequantize: bool = True,
-    kl_weight: float = 1.0,
-) -> dict[str, Float[Array, " n"]]:
-    """Per-unit ``log p(t)``, ``log p(i | pa_i)`` and the ELBO on ``log p(x | pa_x)`` (nats).
+def loss_fn(particles: int = 4):
+    """``loss(scm, batch, key) -> (nll, aux)`` for :func:`jcausal.train.fit`.
 
-    Args:
-        kind, params: the model.
-        batch: ``{"t": (n,), "i": (n,), "x": (n, 28, 28)}``; ``x`` in grey levels (integers
-            for 8-bit data).
-        key: for the dequantisation noise and the ELBO's posterior samples.
-        particles: Monte Carlo samples of ``z`` per image in the ELBO.
-        dequantize: add ``U(0, 1)`` noise to ``x`` (training and evaluating the continuous
-            density of 8-bit data).
-        kl_weight: weight of the ELBO's KL term (1: the ELBO; see :meth:`VAEImage.elbo`).
-
-    Returns:
-        ``{"t": (n,), "i": (n,), "x": (n,)}``.
+    ``nll = -mean[log p(t) + log p(i | t) + ELBO(x | t, i)]`` over the batch (nats per unit):
+    the engine's ``jc.log_prob(..., bound=True)`` of the whole SCM, after uniform
+    dequantisation of the images, with ``particles`` ELBO samples. An SCM whose image has
+    ``kl_weight`` other than 1 trains a beta-VAE (the image term is then not a bound).
+    ``aux`` holds the per-node means ``log_p_t``, ``log_p_i`` and ``elbo_x``.
     """
-    scm = build(kind, params)
-    kd, kx = jax.random.split(key)
-    x = dequantise(kd, batch["x"]) if dequantize else jnp.asarray(batch["x"], float)
-    # The networks are float32; keep their input float32 under jax_enable_x64 too (speed).
-    x = x.astype(jnp.float32)
-    mt, mi, mx = (scm.mechanisms[k] for k in ("t", "i", "x"))
-    lt = jax.vmap(mt.log_prob)(batch["t"], {})
-    li = jax.vmap(mi.log_prob)(batch["i"], {p: batch[p] for p in mi.parents})
-    keys = jax.random.split(kx, x.shape[0])
-    pa = {p: batch[p] for p in mx.parents}
-    lx = jax.vmap(lambda xi, p, k: mx.elbo(xi, p, k, particles, kl_weight))(x, pa, keys)
-    return {"t": lt, "i": li, "x": lx}
 
-
-def loss_fn(kind: Kind, particles: int = 4, kl_weight: float = 1.0):
-    """``loss(params, batch, key) -> (nll, aux)`` for :func:`jcausal.train.fit`.
-
-    ``nll = -mean[log p(t) + log p(i | t) + ELBO(x | t, i)]`` over the batch (nats per unit),
-    with uniform dequantisation of the images and ``particles`` ELBO samples. ``kl_weight``
-    other than 1 trains a beta-VAE image mechanism (the image term is then not a bound).
-    """
-    _check_kind(kind)
-
-    def loss(params, batch, key):
-        terms = log_densities(kind, params, batch, key, particles=particles, kl_weight=kl_weight)
+    def loss(scm, batch, key):
+        kd, kl = jax.random.split(key)
+        batch = {k: batch[k] for k in ("t", "i", "x")}
+        # The networks are float32; keep their input float32 under jax_enable_x64 too.
+        batch["x"] = dequantise(kd, batch["x"]).astype(jnp.float32)
+        terms = log_prob(scm, batch, kl, per_node=True, bound=True, num_samples=particles)
         total = terms["t"] + terms["i"] + terms["x"]
         aux = {"log_p_t": jnp.mean(terms["t"]), "log_p_i": jnp.mean(terms["i"])}
         aux["elbo_x"] = jnp.mean(terms["x"])
@@ -250,38 +178,24 @@ def loss_fn(kind: Kind, particles: int = 4, kl_weight: float = 1.0):
     return loss
 
 
+def _label(path, _leaf) -> str:
+    # Leaves under scm.mechanisms["t"] / ["i"] are the flows; everything else is a network.
+    keys = [getattr(k, "key", getattr(k, "name", None)) for k in path]
+    for a, b in itertools.pairwise(keys):
+        if a == "mechanisms" and b in ("t", "i"):
+            return "flow"
+    return "net"
+
+
 def optimizer(flow_lr: float = 5e-3, net_lr: float = 1e-4) -> optax.GradientTransformation:
     """Adam with two learning rates: ``flow_lr`` for the ``t``/``i`` flows, ``net_lr`` for the
-    encoder/decoder (appendix A.2: 5e-3 and 1e-4)."""
+    encoder/decoder (appendix A.2: 5e-3 and 1e-4). Labels follow the SCM's own structure
+    (``scm.mechanisms[node]``), so it applies to the model passed to ``fit`` as it is."""
 
-    def labels(params):
-        return {
-            k: jax.tree_util.tree_map(lambda _, k=k: "flow" if k in ("t", "i") else "net", v)
-            for k, v in params.items()
-        }
+    def labels(tree):
+        return jax.tree_util.tree_map_with_path(_label, tree)
 
     return optax.multi_transform({"flow": optax.adam(flow_lr), "net": optax.adam(net_lr)}, labels)
-
-
-def reconstruct(
-    kind: Kind,
-    params: Mapping[str, Any],
-    batch: Mapping[str, Array],
-    key: PRNGKeyArray,
-    samples: int = 32,
-) -> Float[Array, "n 28 28"]:
-    """Reconstructions ``P^{-1}(E_q[g(z; pa)])`` by a Monte Carlo average over ``samples`` z."""
-    scm = build(kind, params)
-    mx = scm.mechanisms["x"]
-    x = jnp.asarray(batch["x"], jnp.float32)
-    pa = {p: batch[p] for p in mx.parents}
-
-    def one(xi, p, k):
-        zs = mx.posterior(xi, p).sample(seed=k, sample_shape=(samples,))
-        mu = jax.vmap(lambda z: mx.mean(z, p))(zs)
-        return mx.postprocess(jnp.mean(mu, 0))
-
-    return jax.vmap(one)(x, pa, jax.random.split(key, x.shape[0]))
 
 
 __all__ = [
@@ -289,10 +203,7 @@ __all__ = [
     "KINDS",
     "ParentContext",
     "attributes",
-    "build",
-    "init_params",
-    "log_densities",
     "loss_fn",
+    "model",
     "optimizer",
-    "reconstruct",
 ]

@@ -25,6 +25,7 @@ from jaxtyping import PRNGKeyArray
 from scipy import stats
 
 from .. import scm as jscm
+from ..data.morphomnist import true_log_p_i_given_t, true_log_p_t
 from ..deepscm import morpho
 
 #: Values of ``i`` (grey levels) and ``t`` (pixels) conditioned / intervened on, as in Fig. A.6.
@@ -45,15 +46,13 @@ def _mean(x: np.ndarray, p: np.ndarray) -> float:
     return float(np.trapezoid(x * p, x))
 
 
-def learned_curves(
-    key: PRNGKeyArray, params: Mapping[str, Any], n: int
-) -> dict[str, dict[str, np.ndarray]]:
+def learned_curves(key: PRNGKeyArray, model: jscm.SCM, n: int) -> dict[str, dict[str, np.ndarray]]:
     """Densities (on :data:`T_GRID` / :data:`I_GRID`) and samples of the learned full model.
 
     Returns ``{"t_given_i": {v: density}, "t_do_i": {v: samples}, "i_given_t": {v: density},
     "i_do_t": {v: samples}, "joint": (len(I_GRID), len(T_GRID)) density}`` with float keys.
     """
-    scm = morpho.attributes(morpho.build("full", params))
+    scm = morpho.attributes(model)
     mt, mi = scm.mechanisms["t"], scm.mechanisms["i"]
     log_pt = np.asarray(jax.jit(jax.vmap(lambda t: mt.log_prob(t, {})))(jnp.asarray(T_GRID)))
     log_pi = jax.jit(
@@ -80,8 +79,6 @@ def learned_curves(
 def true_curves() -> dict[str, dict[float, np.ndarray]]:
     """The same densities for the true SCM of eq. (7) (interventional ones in closed form:
     ``p(t | do(i)) = p(t)`` and ``p(i | do(t = v)) = p(i | t = v)``)."""
-    from .deepscm import true_log_p_i_given_t, true_log_p_t
-
     log_pt = true_log_p_t(T_GRID)
     out: dict[str, dict[float, np.ndarray]] = {k: {} for k in ("t_given_i", "t_do_i", "i_do_t")}
     for v in I_VALUES:
@@ -181,11 +178,11 @@ def plot_conditioning(learned: Mapping, path: Path) -> None:
 
 
 def conditioning_vs_intervening(
-    key: PRNGKeyArray, params: Mapping[str, Any], n: int, path: Path | None = None
+    key: PRNGKeyArray, model: jscm.SCM, n: int, path: Path | None = None
 ) -> dict[str, Any]:
-    """Fig. A.6 for a trained full model: metrics (see :func:`conditioning_metrics`) and, if
-    ``path`` is given, the figure."""
-    learned = learned_curves(key, params, n)
+    """Fig. A.6 for a trained full model (an SCM of :func:`jcausal.deepscm.morpho.model`):
+    metrics (see :func:`conditioning_metrics`) and, if ``path`` is given, the figure."""
+    learned = learned_curves(key, model, n)
     metrics = conditioning_metrics(learned, true_curves())
     if path is not None:
         plot_conditioning(learned, path)

@@ -1,5 +1,12 @@
-"""Structural causal models: mechanisms, interventions, sampling, abduction, counterfactuals."""
+"""Structural causal models: mechanisms, interventions, sampling, abduction, counterfactuals.
 
+The extension surface (what a mechanism or intervention written elsewhere needs) is public
+here: :data:`Parents`, :func:`as_arrays`, :func:`as_parents`, :func:`broadcast_units`,
+:func:`as_index` / :func:`component_index` (interventions on some components of a vector node)
+and the value-check hook :meth:`Mechanism.out_of_support` with :func:`check_support`.
+"""
+
+from ._jit import RecompileWarning
 from .equilibrium import (
     EquilibriumSCM,
     Solvability,
@@ -10,8 +17,28 @@ from .equilibrium import (
 )
 from .graph import CycleError
 from .inference import abduct, counterfactual, log_prob, sample
-from .interventions import Hard, Intervention, Scale, Shift, Soft
-from .mechanisms import Additive, Amortized, GumbelMax, Invertible, Mechanism, Root
+from .interventions import (
+    Hard,
+    Intervention,
+    Scale,
+    Shift,
+    Soft,
+    as_index,
+    broadcast_units,
+    component_index,
+)
+from .mechanisms import (
+    Additive,
+    Amortized,
+    GumbelMax,
+    Invertible,
+    Mechanism,
+    Parents,
+    Root,
+    as_arrays,
+    as_parents,
+    check_support,
+)
 from .model import SCM, do
 
 __all__ = [
@@ -25,6 +52,8 @@ __all__ = [
     "Intervention",
     "Invertible",
     "Mechanism",
+    "Parents",
+    "RecompileWarning",
     "Root",
     "Scale",
     "Shift",
@@ -32,6 +61,12 @@ __all__ = [
     "Solvability",
     "Solver",
     "abduct",
+    "as_arrays",
+    "as_index",
+    "as_parents",
+    "broadcast_units",
+    "check_support",
+    "component_index",
     "counterfactual",
     "do",
     "log_prob",

@@ -6,10 +6,17 @@ the same kind of arguments, so a smaller dispatcher does: flatten the arguments 
 array leaves to a cached ``jax.jit`` program, and key the cache on everything else (the tree
 structure, the non-array leaves such as the mechanisms' functions, and the static arguments).
 Semantics match ``filter_jit``: arrays are traced, everything else is static.
+
+Because functions are static, a model rebuilt with fresh ``lambda``s (or closures) on every call
+compiles again every time (seconds per call). The dispatcher notices when it compiles the same
+program for arguments that differ only in function objects with the same code, and warns once
+per program with the node and the function at fault (:class:`RecompileWarning`).
 """
 
 from __future__ import annotations
 
+import itertools
+import warnings
 import weakref
 from collections import OrderedDict
 from collections.abc import Callable
@@ -20,6 +27,25 @@ import jax
 import numpy as np
 
 _ARRAY = (jax.Array, np.ndarray, np.generic)
+
+
+class RecompileWarning(UserWarning):
+    """The same compiled program was rebuilt for fresh copies of the same functions."""
+
+
+#: Compilations of one program for functions with the same code before the warning.
+RECOMPILE_WARN_AFTER = 3
+
+
+def _code(x: Any) -> Any:
+    """What a static leaf means, ignoring the identity of functions (their code instead)."""
+    code = getattr(x, "__code__", None)
+    if code is not None:
+        return ("code", code)
+    func = getattr(x, "func", None)  # functools.partial
+    if func is not None and hasattr(x, "args"):
+        return ("partial", _code(func), len(x.args))
+    return x
 
 
 class lean_jit:
@@ -33,6 +59,10 @@ class lean_jit:
         self.fn = fn
         self.maxsize = maxsize
         self.cache: OrderedDict = OrderedDict()
+        # Per program "shape" with function identities replaced by their code: how many
+        # compilations, and the last static leaves (to name what changed).
+        self._codes: dict = {}
+        self._warned: set = set()
 
     def __call__(self, dynamic: tuple, *static: Any) -> Any:
         leaves, treedefs = [], []
@@ -47,6 +77,7 @@ class lean_jit:
         key = (treedef, mask, others, static)
         compiled = self.cache.get(key)
         if compiled is None:
+            self._watch(dynamic, treedef, mask, others, static)
             compiled = jax.jit(self._program(treedef, mask, others, static))
             self.cache[key] = compiled
             if len(self.cache) > self.maxsize:
@@ -54,6 +85,32 @@ class lean_jit:
         else:
             self.cache.move_to_end(key)
         return compiled(arrays)
+
+    def _watch(self, dynamic, treedef, mask, others, static) -> None:
+        """Count compilations per code signature; warn once when functions are rebuilt."""
+        try:
+            sig = (treedef, mask, tuple(_code(o) for o in others), static)
+            hash(sig)
+        except TypeError:
+            return
+        count, last = self._codes.get(sig, (0, None))
+        self._codes[sig] = (count + 1, others)
+        if len(self._codes) > 4 * self.maxsize:
+            self._codes.pop(next(iter(self._codes)))
+        if count + 1 < RECOMPILE_WARN_AFTER or sig in self._warned or last is None:
+            return
+        self._warned.add(sig)
+        changed = [j for j, (a, b) in enumerate(zip(last, others, strict=True)) if a is not b]
+        where = _describe(dynamic, mask, changed[:3])
+        warnings.warn(
+            f"jcausal recompiled jc.{_public_name(self.fn)} "
+            f"{count + 1} times for models that differ only in new function objects with the "
+            f"same code ({where}). Each new lambda or closure is a new static argument and "
+            "recompiles (seconds per call): define mechanism functions once (at module level, "
+            "or outside the loop) and reuse them; pass changing numbers as params arrays.",
+            RecompileWarning,
+            stacklevel=5,  # _watch, __call__, inference._run, the public verb, the user
+        )
 
     def _program(self, treedef, mask, others, static):
         fn = self.fn
@@ -68,6 +125,38 @@ class lean_jit:
             return fn(*parts, *static)
 
         return program
+
+
+def _public_name(fn: Callable) -> str:
+    return getattr(fn, "__name__", "an engine call").strip("_").removesuffix("_jit")
+
+
+def _describe(dynamic: tuple, mask: tuple, positions: list[int]) -> str:
+    """Readable names (``node 'y': fn <lambda> at file:line``) of static leaves by position."""
+    paths = []
+    for part in dynamic:
+        paths.extend(jax.tree_util.tree_flatten_with_path(part)[0])
+    statics = [(p, x) for (p, x), m in zip(paths, mask, strict=False) if not m]
+    out = []
+    for j in positions:
+        if j >= len(statics):
+            continue
+        path, leaf = statics[j]
+        names = [getattr(k, "key", getattr(k, "name", None)) for k in path]
+        node = None
+        for a, b in itertools.pairwise(names):
+            if a in ("mechanisms", "interventions") and isinstance(b, str):
+                node = b
+        code = getattr(leaf, "__code__", None) or getattr(
+            getattr(leaf, "func", None), "__code__", None
+        )
+        fn = (
+            f"{code.co_name} at {code.co_filename}:{code.co_firstlineno}"
+            if code is not None
+            else type(leaf).__name__
+        )
+        out.append(f"node {node!r}: {fn}" if node else f"{jax.tree_util.keystr(path)}: {fn}")
+    return "; ".join(out) or "function arguments"
 
 
 # Models are immutable equinox Modules that users pass again and again; flattening one (distrax

@@ -251,7 +251,7 @@ class EquilibriumSCM(SCM):
         # exactly as set and the solver has fewer unknowns.
         hard = {}
         for t in targets:
-            if isinstance(interventions.get(t), Hard):
+            if isinstance(interventions.get(t), Hard) and interventions[t].constant:
                 ref = self._initial_guess(t, noise, fixed, init)
                 shape = jax.ShapeDtypeStruct(ref.shape, ref.dtype)
                 hard[t] = interventions[t].apply(t, self.mechanisms[t], {}, None, shape)

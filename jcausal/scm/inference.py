@@ -9,17 +9,18 @@ checks run while tracing, so they cost nothing on later calls. Under a user's ow
 from __future__ import annotations
 
 import functools
+import operator
+import re
 from collections.abc import Mapping
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from . import graph
 from ._jit import lean_jit
-from .interventions import Hard, Intervention, check_interventions
-from .mechanisms import Given, is_stochastic
+from .interventions import Intervention, check_interventions
+from .mechanisms import Given, Shortcut, check_support, is_stochastic
 from .model import SCM
 
 Values = dict[str, Array]
@@ -91,7 +92,7 @@ def _check_observations(scm: SCM, obs: Mapping[str, Array]) -> int:
         dtype = jnp.result_type(x)
         want_float = jnp.issubdtype(spec.dtype, jnp.inexact)
         if want_float != bool(jnp.issubdtype(dtype, jnp.inexact)):
-            kind = "floating-point" if want_float else "integer"
+            kind = "floating-point numbers" if want_float else "integers"
             raise ValueError(
                 f"node {node!r}: observations have dtype {dtype}, expected {kind} "
                 f"(the model produces {spec.dtype})"
@@ -99,16 +100,39 @@ def _check_observations(scm: SCM, obs: Mapping[str, Array]) -> int:
     return n
 
 
-def _check_concrete(scm: SCM, obs: Mapping[str, Array], interventions) -> None:
-    """Value checks that need concrete numbers; skipped for traced inputs."""
+# Messages of the value checks that run inside compiled calls (``eqx.error_if``) all start with
+# "node '<name>': " (or "GumbelMax node " for NaN logits, where the mechanism does not know its
+# name); a top-level call (concrete inputs) reports them as a ValueError.
+_CHECK = re.compile(r"((?:node '[^'\n]*': |GumbelMax node )[^\n]*)")
+
+
+def _run(fn, dynamic: tuple, *static):
+    """Run a compiled entry point; value checks that fail at run time become ``ValueError``.
+
+    Under a user's ``jit``/``vmap`` nothing runs here (the call is traced) and a failing check
+    raises when the user's program runs (``equinox``'s runtime error, same message).
+    """
+    try:
+        return jax.block_until_ready(fn(dynamic, *static))
+    except RuntimeError as e:  # jax's JaxRuntimeError or equinox's EquinoxRuntimeError
+        m = _CHECK.search(str(e))
+        if m is None:
+            raise
+        raise ValueError(m.group(1).strip()) from None
+
+
+def _constant(iv) -> bool:
+    return iv is not None and iv.constant
+
+
+def _checked(scm: SCM, obs: Values) -> Values:
+    """Observations with every checked node's value-check hook applied (inside the jit)."""
+    if not scm._checked:
+        return obs
+    obs = dict(obs)
     for node in scm._checked:
-        mech = scm.mechanisms[node]
-        x = obs.get(node) if isinstance(obs, Mapping) else None
-        if x is not None and not isinstance(x, jax.core.Tracer):
-            type(mech).check_values(mech, node, np.asarray(x))
-        iv = (interventions or {}).get(node)
-        if iv is not None:
-            type(iv).check_values(iv, node, mech)
+        obs[node] = check_support(node, scm.mechanisms[node], jnp.asarray(obs[node]))
+    return obs
 
 
 @functools.lru_cache(maxsize=256)
@@ -136,6 +160,7 @@ def _require_unintervened(scm: SCM, what: str) -> None:
 
 
 def _cast_obs(scm: SCM, obs: Mapping[str, Array]) -> Values:
+    obs = _checked(scm, obs)
     out = {}
     for node in scm.order:
         x = jnp.asarray(obs[node])
@@ -192,10 +217,21 @@ def sample(
     """
     if not isinstance(scm, SCM):
         raise TypeError(f"sample expects an SCM, got {type(scm).__name__}")
-    n = int(n)
+    n = _count(n, "n")
+    return _run(_sample_jit, (_as_key(key), scm), n, bool(return_noise))
+
+
+def _count(n, what: str) -> int:
+    """A positive integer (int or numpy integer); ``2.7``, ``2.0`` and ``True`` are refused."""
+    if isinstance(n, bool):
+        n = None
+    try:
+        n = operator.index(n)
+    except TypeError:
+        raise ValueError(f"{what} must be a positive integer, got {n!r}") from None
     if n < 1:
-        raise ValueError(f"n must be a positive number of units, got {n}")
-    return _sample_jit((_as_key(key), scm), n, bool(return_noise))
+        raise ValueError(f"{what} must be a positive integer, got {n}")
+    return n
 
 
 # ----------------------------------------------------------------------------------------------
@@ -203,12 +239,24 @@ def sample(
 
 
 @lean_jit
-def _abduct_jit(scm, obs, key, nodes):
+def _abduct_jit(scm, obs, key, nodes, num_samples):
     _check_observations(scm, obs)
-    return _abduct_nodes(scm, _cast_obs(scm, obs), key, nodes)
+    obs = _cast_obs(scm, obs)
+    if num_samples is None:
+        return _abduct_nodes(scm, obs, key, nodes)
+    if key is None:
+        out = _abduct_nodes(scm, obs, None, nodes)
+        return jax.tree_util.tree_map(lambda v: jnp.broadcast_to(v, (num_samples, *v.shape)), out)
+    return jax.vmap(lambda k: _abduct_nodes(scm, obs, k, nodes))(jax.random.split(key, num_samples))
 
 
-def abduct(scm: SCM, observations: Mapping[str, Array], key: PRNGKeyArray | None = None) -> Values:
+def abduct(
+    scm: SCM,
+    observations: Mapping[str, Array],
+    key: PRNGKeyArray | None = None,
+    *,
+    num_samples: int | None = None,
+) -> Values:
     """Infer each unit's exogenous noise from full observations (step 1 of a counterfactual).
 
     Exact for root, additive-noise and invertible mechanisms; one posterior sample for
@@ -218,13 +266,29 @@ def abduct(scm: SCM, observations: Mapping[str, Array], key: PRNGKeyArray | None
         scm: the unintervened model.
         observations: ``{node: array (n, *node_shape)}`` for every node.
         key: a ``jax.random`` key; required when some mechanism samples its posterior.
+        num_samples: number of posterior draws, as in :func:`counterfactual`; ``None`` returns
+            one draw. Draw ``s`` uses the same key as draw ``s`` of ``counterfactual``.
 
     Returns:
-        ``{node: noise array (n, *noise_shape)}``.
+        ``{node: noise array (n, *noise_shape)}``, or ``(num_samples, n, *noise_shape)`` per
+        node when ``num_samples`` is given.
     """
     _require_unintervened(scm, "abduct")
-    _check_concrete(scm, observations, None)
-    return _abduct_jit((scm, _as_obs(observations), _as_key(key)), scm.order)
+    if num_samples is not None:
+        num_samples = _count(num_samples, "num_samples")
+    key = _as_key(key)
+    if key is None:
+        for node in scm.order:
+            _need_key(scm, node, "abducts its noise by sampling a posterior")
+    return _run(_abduct_jit, (scm, _as_obs(observations), key), scm.order, num_samples)
+
+
+def _need_key(scm: SCM, node: str, why: str) -> None:
+    mech = scm.mechanisms[node]
+    if is_stochastic(mech):
+        raise ValueError(
+            f"node {node!r} ({type(mech).__name__}) {why}; pass key=jax.random.key(seed)"
+        )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -238,7 +302,7 @@ def _counterfactual_jit(scm, obs, interventions, key, targets, num_samples):
     # An intervened node whose parents keep their observed values and whose abduction is exact
     # would be abducted and pushed forward again only to get back its observation: use the
     # observation directly (exact, and two evaluations of its mechanism cheaper).
-    given = {}
+    given, swap = {}, {}
     for t in targets:
         iv, mech = interventions.get(t), scm.mechanisms[t]
         if (
@@ -248,15 +312,28 @@ def _counterfactual_jit(scm, obs, interventions, key, targets, num_samples):
             and not any(p in targets for p in mech.parents)
         ):
             given[t] = Given(mech.parents)
-    model = scm.with_mechanisms(given) if given else scm
-    # Hard-intervened nodes ignore their own noise, so it is never abducted.
+        elif iv is None and scm.acyclic and mech.has_shortcut:
+            # The mechanism computes its counterfactual in one step (e.g. a VAE's
+            # constant-variance shortcut): hand it the observation and the old parents.
+            swap[t] = Shortcut(mech)
+    model = scm.with_mechanisms({**given, **swap}) if given or swap else scm
+    # Nodes set to constants (whole-node Hard) ignore their own noise, so it is never abducted.
     need = tuple(
-        t for t in targets if not isinstance(interventions.get(t), Hard) and t not in given
+        t
+        for t in targets
+        if not _constant(interventions.get(t)) and t not in given and t not in swap
     )
 
     def one(k):
         noise = _abduct_nodes(scm, obs, k, need)
         noise.update({t: obs[t] for t in given})
+        for t in swap:
+            mech = scm.mechanisms[t]
+            n = obs[t].shape[0]
+            keys = None if k is None else jax.random.split(_node_key(k, scm, t), n)
+            noise[t] = {"value": obs[t], "parents": {p: obs[p] for p in mech.parents}}
+            if keys is not None:
+                noise[t]["key"] = keys
         # Observed values serve as the parents of targets and as the initial guess of an
         # equilibrium solve (the counterfactual equilibrium is usually near the factual one).
         return model.predict(noise, obs, targets, interventions, init=obs)
@@ -306,24 +383,21 @@ def counterfactual(
     """
     _require_unintervened(scm, "counterfactual")
     interventions = check_interventions(interventions, scm.mechanisms)
-    _check_concrete(scm, observations, interventions)
     if num_samples is not None:
-        num_samples = int(num_samples)
-        if num_samples < 1:
-            raise ValueError(f"num_samples must be positive, got {num_samples}")
+        num_samples = _count(num_samples, "num_samples")
     targets = _targets(scm._parents, tuple(sorted(interventions)))
     key = _as_key(key)
     if key is None:
         for node in targets:
-            if is_stochastic(scm.mechanisms[node]) and not isinstance(
-                interventions.get(node), Hard
-            ):
+            if is_stochastic(scm.mechanisms[node]) and not _constant(interventions.get(node)):
                 raise ValueError(
                     f"node {node!r} ({type(scm.mechanisms[node]).__name__}) lies downstream of "
                     "the intervention and abducts its noise by sampling a posterior; pass "
                     "key=jax.random.key(seed)"
                 )
-    cf = _counterfactual_jit((scm, _as_obs(observations), interventions, key), targets, num_samples)
+    cf = _run(
+        _counterfactual_jit, (scm, _as_obs(observations), interventions, key), targets, num_samples
+    )
     out = {}
     for node in scm.order:
         if node in cf:
@@ -340,7 +414,7 @@ def counterfactual(
 
 
 @lean_jit
-def _log_prob_jit(scm, obs, per_node):
+def _log_prob_jit(scm, obs, key, per_node, bound, num_samples):
     _check_observations(scm, obs)
     obs = _cast_obs(scm, obs)
     terms = {}
@@ -348,36 +422,82 @@ def _log_prob_jit(scm, obs, per_node):
         mech = scm.mechanisms[node]
         pa = {p: obs[p] for p in mech.parents}
         iv = scm.interventions.get(node)
-        if iv is None:
+        if iv is not None:
+            terms[node] = iv.log_prob(node, mech, obs[node], pa)
+        elif mech.exact_likelihood:
             terms[node] = jax.vmap(mech.log_prob)(obs[node], pa)
         else:
-            terms[node] = iv.log_prob(node, mech, obs[node], pa)
+            keys = jax.random.split(_node_key(key, scm, node), obs[node].shape[0])
+            terms[node] = jax.vmap(lambda v, p, k, m=mech: m.log_prob_bound(v, p, k, num_samples))(
+                obs[node], pa, keys
+            )
     if per_node:
         return terms
     return sum(terms.values())
 
 
 def log_prob(
-    scm: SCM, observations: Mapping[str, Array], *, per_node: bool = False
+    scm: SCM,
+    observations: Mapping[str, Array],
+    key: PRNGKeyArray | None = None,
+    *,
+    per_node: bool = False,
+    bound: bool = False,
+    num_samples: int = 1,
 ) -> Float[Array, " n"] | Values:
-    """Log-likelihood of each unit, ``sum_k log p(x_k | pa_k)``.
+    """Log-likelihood of each unit, ``sum_k log p(x_k | pa_k)`` (or a lower bound on it).
 
-    Every mechanism must have a tractable density (root, additive, invertible, Gumbel-max). On an
-    intervened model, hard-intervened nodes contribute no factor (truncated factorisation) and
-    shifted or scaled nodes are handled by a change of variables.
+    Exact mechanisms (root, additive, invertible, Gumbel-max) give their exact density. A
+    mechanism whose likelihood is only bounded (a VAE image: ``exact_likelihood = False``)
+    needs ``bound=True`` and a ``key``: it then gives its bound (an ELBO with ``num_samples``
+    draws, :meth:`Mechanism.log_prob_bound`), and the total is a lower bound on the
+    log-likelihood. Training any SCM is then ``-mean(log_prob(scm, batch, key, bound=True))``.
+
+    On an intervened model, hard-intervened nodes contribute no factor for units observed at
+    the intervened value and ``-inf`` for units observed at another value (truncated
+    factorisation); shifted or scaled nodes are handled by a change of variables.
 
     Args:
         scm: the model.
         observations: ``{node: array (n, *node_shape)}`` for every node.
+        key: a ``jax.random`` key for bounded nodes' Monte Carlo draws.
         per_node: return ``{node: (n,)}`` terms instead of their sum.
+        bound: allow bounded nodes (their terms are lower bounds).
+        num_samples: Monte Carlo draws per unit of each bounded node's estimate.
 
     Returns:
         Array of shape ``(n,)`` in nats (mixed densities/probabilities for discrete nodes).
+
+    Raises:
+        ValueError: naming a bounded node when ``bound`` is False or ``key`` is missing, and
+            for observations that do not fit the model (see :func:`counterfactual`).
     """
     if not scm.acyclic:
         raise ValueError(
             f"log_prob is defined for acyclic SCMs; {type(scm).__name__} values are equilibria "
             "whose density also needs det(I - dF/dx)"
         )
-    _check_concrete(scm, observations, None)
-    return _log_prob_jit((scm, _as_obs(observations)), bool(per_node))
+    key = _as_key(key)
+    num_samples = _count(num_samples, "num_samples")
+    for node in scm.order:
+        mech = scm.mechanisms[node]
+        if mech.exact_likelihood or node in scm.interventions:
+            continue
+        if not bound:
+            raise ValueError(
+                f"node {node!r} ({type(mech).__name__}) has no exact likelihood, only a lower "
+                "bound; pass bound=True (and a key) to get the bound for it, exact terms for "
+                "the other nodes"
+            )
+        if key is None:
+            raise ValueError(
+                f"node {node!r} ({type(mech).__name__}) estimates its bound by sampling; pass "
+                "key=jax.random.key(seed)"
+            )
+    return _run(
+        _log_prob_jit,
+        (scm, _as_obs(observations), key),
+        bool(per_node),
+        bool(bound),
+        num_samples,
+    )

@@ -7,12 +7,19 @@ intervention's parameters can be differentiated (``jax.grad`` with respect to a 
 Values broadcast against the batch with numpy rules: for a node of shape ``(d,)`` observed for
 ``n`` units, a ``Hard`` value of shape ``()`` or ``(d,)`` applies to every unit and one of shape
 ``(n, d)`` (or ``(n, 1)``) gives each unit its own value.
+
+``Hard``, ``Shift`` and ``Scale`` (and :class:`jcausal.lie.Lie`) take an ``index``: integer
+positions along the first axis of each unit's value (a vector node), so that only those
+components are intervened on and the others keep the mechanism's own value, bit for bit. The
+value then has the shape of the selected components, e.g. ``(len(index),)`` or
+``(n, len(index))``. :func:`as_index`, :func:`component_index` and :func:`broadcast_units` are
+the helpers an intervention class written outside this package uses for the same behaviour.
 """
 
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import ClassVar
 
 import equinox as eqx
@@ -23,8 +30,21 @@ from jaxtyping import Array, ArrayLike, PyTree
 
 from .mechanisms import Mechanism, Parents, as_arrays
 
+Index = tuple[int, ...] | None
 
-def _broadcast(node: str, what: str, x: Array, shape: tuple[int, ...]) -> Array:
+
+def broadcast_units(node: str, what: str, x: Array, shape: tuple[int, ...]) -> Array:
+    """Broadcast an intervention's number(s) ``x`` to a node's batched shape (units first).
+
+    Args:
+        node: the node's name (for the message).
+        what: what ``x`` is, e.g. ``"Shift delta"`` (for the message).
+        x: one value for all units, or one per unit with a leading axis of size ``n``.
+        shape: the batched shape ``(n, *unit_shape)``.
+
+    Raises:
+        ValueError: naming the node when ``x`` does not broadcast to ``shape``.
+    """
     try:
         out = jnp.broadcast_shapes(jnp.shape(x), shape)
     except ValueError:
@@ -36,6 +56,53 @@ def _broadcast(node: str, what: str, x: Array, shape: tuple[int, ...]) -> Array:
             "axis of size n, or one value for all units"
         )
     return jnp.broadcast_to(x, shape)
+
+
+def as_index(index: Sequence[int] | ArrayLike | None, owner: str) -> Index:
+    """Validate an intervention's ``index`` at construction: distinct integers, or ``None``.
+
+    Returns:
+        A tuple of Python ints (static: part of the compiled program), or ``None``.
+    """
+    if index is None:
+        return None
+    idx = np.asarray(index)
+    if idx.ndim == 0:
+        idx = idx[None]
+    if idx.ndim != 1 or not (np.issubdtype(idx.dtype, np.integer) or idx.size == 0):
+        raise ValueError(
+            f"{owner} index must be a 1-D sequence of integers, got {np.asarray(index)!r}"
+        )
+    if idx.size == 0:
+        raise ValueError(f"{owner} index is empty; give at least one component or index=None")
+    if len(set(idx.tolist())) != idx.size:
+        raise ValueError(f"{owner} index has repeated entries: {idx.tolist()}")
+    return tuple(int(i) for i in idx)
+
+
+def component_index(
+    node: str, owner: str, index: Index, unit_shape: tuple[int, ...]
+) -> tuple[int, ...] | None:
+    """``index`` checked against one unit's value shape, negative entries made positive.
+
+    Raises:
+        ValueError: naming the node, for a scalar node or an index out of range.
+    """
+    if index is None:
+        return None
+    if len(unit_shape) < 1:
+        raise ValueError(f"node {node!r} is a scalar per unit: a {owner} index needs a vector node")
+    d = unit_shape[0]
+    bad = [i for i in index if not -d <= i < d]
+    if bad:
+        raise ValueError(
+            f"node {node!r}: {owner} index {list(bad)} out of range for a node with {d} "
+            "components per unit"
+        )
+    idx = tuple(i % d for i in index)
+    if len(set(idx)) != len(idx):
+        raise ValueError(f"node {node!r}: {owner} index names a component twice: {index}")
+    return idx
 
 
 def _event_sum(x: Array, n_batch: int = 1) -> Array:
@@ -52,6 +119,12 @@ class Intervention(eqx.Module):
     """
 
     uses_base_only: ClassVar[bool] = False
+
+    @property
+    def constant(self) -> bool:
+        """Whether the intervened value ignores the node's parents and noise (a whole-node
+        ``Hard``): the engine then neither abducts nor samples the node's noise."""
+        return False
 
     @abc.abstractmethod
     def apply(
@@ -82,54 +155,124 @@ class Intervention(eqx.Module):
     def validate(self, node: str, mech: Mechanism) -> None:
         """Static checks when the intervention is attached with ``do``."""
 
-    def check_values(self, node: str, mech: Mechanism) -> None:
-        """Checks on concrete values (outside jit)."""
-
 
 def _base(mech: Mechanism, parents: Parents, noise: Array) -> Array:
     return jax.vmap(mech.forward)(parents, noise)
 
 
-class Hard(Intervention):
+class _Partial(Intervention):
+    """An intervention that may act on some components only (``index``)."""
+
+    index: Index = eqx.field(static=True, kw_only=True, default=None)
+
+    def _sel(self, node: str, unit_shape: tuple[int, ...]) -> np.ndarray | None:
+        idx = component_index(node, type(self).__name__, self.index, tuple(unit_shape))
+        return None if idx is None else np.asarray(idx)
+
+    def _acted_shape(self, node: str, shape: tuple[int, ...]) -> tuple[int, ...]:
+        """The batched shape of the components acted on."""
+        sel = self._sel(node, shape[1:])
+        return tuple(shape) if sel is None else (shape[0], len(sel), *shape[2:])
+
+
+class Hard(_Partial):
     """Atomic intervention ``do(x := value)``: cuts the node from its parents and its noise.
+
+    With ``index``, only the components ``x[index]`` are set; the others keep the mechanism's
+    value (so the node keeps its parents and noise). For a categorical node the value must be
+    a category: ``do`` refuses one out of range, and a traced value is checked when run.
+
+    ``log_prob`` under ``Hard(c)`` is the truncated factorisation: the node contributes no
+    factor for units observed at ``c``, and ``-inf`` for units observed at any other value (an
+    event of probability zero under the intervention).
 
     Args:
         value: a constant of the node's shape (or broadcastable to it), or one value per unit
-            with a leading axis of size ``n``.
+            with a leading axis of size ``n``; with ``index``, of the selected components' shape.
+        index: optional component positions along the first axis of each unit's value.
     """
 
     value: Array
 
-    def __init__(self, value: ArrayLike):
+    def __init__(self, value: ArrayLike, *, index: Sequence[int] | None = None):
         self.value = jnp.asarray(value)
+        self.index = as_index(index, "Hard")
+
+    @property
+    def constant(self) -> bool:  # type: ignore[override]
+        return self.index is None
+
+    def validate(self, node, mech):
+        k = mech.categories
+        if k is None or isinstance(self.value, jax.core.Tracer):
+            return  # other checks run with the compiled call (see _set)
+        # A cheap host check of the (small, concrete) value: do() refuses a non-category.
+        v = np.asarray(self.value)
+        if v.size == 0:
+            return
+        code = 0
+        if not np.all(np.isfinite(v)) or not np.all(v == np.round(v)):
+            code = 3
+        elif v.min() < 0:
+            code = 1
+        elif v.max() >= k:
+            code = 2
+        if code:
+            msg = mech.support_messages[code - 1]
+            raise ValueError(f"node {node!r}: Hard({v.tolist()!r}) is not a value of it: {msg}")
+
+    def _set(self, node, mech, shape_shape, dtype):
+        val = broadcast_units(
+            node, "Hard value", self.value, self._acted_shape(node, shape_shape)
+        ).astype(dtype)
+        if mech.checks_values and isinstance(self.value, jax.core.Tracer):
+            # A value only known when run (under the user's jit/vmap): check it there.
+            flat = val.reshape(-1)
+            code = jnp.max(jax.vmap(type(mech).out_of_support, in_axes=(None, 0))(mech, flat))
+            code = code.astype(jnp.int32)
+            msgs = [f"node {node!r}: Hard value out of support: {m}" for m in mech.support_messages]
+            val = eqx.branched_error_if(val, code > 0, jnp.clip(code - 1, 0, len(msgs) - 1), msgs)
+        return val
 
     def apply(self, node, mech, parents, noise, shape):
-        return _broadcast(node, "Hard value", self.value, shape.shape).astype(shape.dtype)
+        if self.index is None:
+            return self._set(node, mech, shape.shape, shape.dtype)
+        base = _base(mech, parents, noise)
+        sel = self._sel(node, base.shape[1:])
+        return base.at[:, sel].set(self._set(node, mech, base.shape, base.dtype))
 
     def log_prob(self, node, mech, value, parents):
-        # Truncated factorisation: a hard-intervened node contributes no factor.
-        n = jax.tree_util.tree_leaves(value)[0].shape[0]
-        return jnp.zeros((n,), dtype=jnp.result_type(float))
+        value = jnp.asarray(value)
+        if self.index is not None:
+            # The other components would need their density given the set ones, which a
+            # mechanism does not expose.
+            raise ValueError(
+                f"node {node!r}: log_prob under Hard(..., index=...) is not available (the "
+                "density of the components left alone is not known in closed form); "
+                "intervene on the whole node, or use Shift/Scale with index"
+            )
+        target = self._set(node, mech, value.shape, value.dtype)
+        # Truncated factorisation: no factor for units observed at the intervened value; the
+        # others are impossible under the intervention (probability 0).
+        hit = jnp.all(jnp.reshape(value == target, (value.shape[0], -1)), axis=1)
+        return jnp.where(hit, 0.0, -jnp.inf).astype(jnp.result_type(float))
 
-    def check_values(self, node, mech):
-        if mech.discrete and not isinstance(self.value, jax.core.Tracer):
-            v = np.asarray(self.value)
-            mech.check_values(node, v.astype(np.int64) if np.issubdtype(v.dtype, np.bool_) else v)
 
-
-class Shift(Intervention):
-    """Additive intervention ``x := f(parents, u) + delta``.
+class Shift(_Partial):
+    """Additive intervention ``x := f(parents, u) + delta`` (on ``x[index]`` only, if given).
 
     Args:
         delta: shift in the node's units; a constant or one value per unit.
+        index: optional component positions along the first axis of each unit's value.
     """
 
     uses_base_only: ClassVar[bool] = True
 
     delta: Array
 
-    def __init__(self, delta: ArrayLike):
+    def __init__(self, delta: ArrayLike, *, index: Sequence[int] | None = None):
         self.delta = jnp.asarray(delta)
+        self.index = as_index(index, "Shift")
 
     def validate(self, node, mech):
         if mech.discrete:
@@ -137,29 +280,36 @@ class Shift(Intervention):
                 f"node {node!r} is categorical: Shift is not defined for it; use Hard or Soft"
             )
 
+    def _delta(self, node, shape):
+        d = broadcast_units(node, "Shift delta", self.delta, self._acted_shape(node, shape))
+        sel = self._sel(node, shape[1:])
+        return d if sel is None else jnp.zeros(shape, d.dtype).at[:, sel].set(d)
+
     def apply(self, node, mech, parents, noise, shape):
         base = _base(mech, parents, noise)
-        return base + _broadcast(node, "Shift delta", self.delta, base.shape)
+        return (base + self._delta(node, base.shape)).astype(base.dtype)
 
     def log_prob(self, node, mech, value, parents):
-        delta = _broadcast(node, "Shift delta", self.delta, value.shape)
-        return jax.vmap(mech.log_prob)(value - delta, parents)
+        value = jnp.asarray(value)
+        return jax.vmap(mech.log_prob)(value - self._delta(node, value.shape), parents)
 
 
-class Scale(Intervention):
-    """Multiplicative intervention ``x := alpha * f(parents, u)``.
+class Scale(_Partial):
+    """Multiplicative intervention ``x := alpha * f(parents, u)`` (on ``x[index]`` only).
 
     Args:
         alpha: factor (dimensionless); a constant or one value per unit. Must be nonzero for
             ``log_prob``.
+        index: optional component positions along the first axis of each unit's value.
     """
 
     uses_base_only: ClassVar[bool] = True
 
     alpha: Array
 
-    def __init__(self, alpha: ArrayLike):
+    def __init__(self, alpha: ArrayLike, *, index: Sequence[int] | None = None):
         self.alpha = jnp.asarray(alpha)
+        self.index = as_index(index, "Scale")
 
     def validate(self, node, mech):
         if mech.discrete:
@@ -167,12 +317,18 @@ class Scale(Intervention):
                 f"node {node!r} is categorical: Scale is not defined for it; use Hard or Soft"
             )
 
+    def _alpha(self, node, shape):
+        a = broadcast_units(node, "Scale alpha", self.alpha, self._acted_shape(node, shape))
+        sel = self._sel(node, shape[1:])
+        return a if sel is None else jnp.ones(shape, a.dtype).at[:, sel].set(a)
+
     def apply(self, node, mech, parents, noise, shape):
         base = _base(mech, parents, noise)
-        return _broadcast(node, "Scale alpha", self.alpha, base.shape) * base
+        return (self._alpha(node, base.shape) * base).astype(base.dtype)
 
     def log_prob(self, node, mech, value, parents):
-        alpha = _broadcast(node, "Scale alpha", self.alpha, value.shape)
+        value = jnp.asarray(value)
+        alpha = self._alpha(node, value.shape)
         lp = jax.vmap(mech.log_prob)(value / alpha, parents)
         return lp - _event_sum(jnp.log(jnp.abs(alpha)))
 

@@ -25,7 +25,46 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, Int, PRNGKeyArray, PyTree
 
+#: One unit's parent values, ``{name: value}``: what every mechanism method receives.
 Parents = Mapping[str, Array]
+
+
+def as_parents(parents: Any, owner: str = "mechanism") -> tuple[str, ...]:
+    """Parent names as a tuple, refusing a bare string.
+
+    ``tuple("xy")`` would silently become the two parents ``("x", "y")``; a string is refused
+    instead, with the two spellings that mean what the user may have wanted.
+
+    Args:
+        parents: a sequence of node names.
+        owner: what is being built (for the message), e.g. ``"Additive"``.
+
+    Returns:
+        The names, in order.
+
+    Raises:
+        TypeError: for a string or a non-iterable, or a name that is not a string.
+    """
+    if isinstance(parents, str):
+        raise TypeError(
+            f"{owner}: parents must be a sequence of node names, got the string {parents!r}; "
+            f"write parents=({parents!r},) for one parent named {parents!r}"
+            + (
+                f" or parents={list(parents)!r} for one parent per letter"
+                if len(parents) > 1
+                else ""
+            )
+        )
+    try:
+        out = tuple(parents)
+    except TypeError:
+        raise TypeError(
+            f"{owner}: parents must be a sequence of node names, got {type(parents).__name__}"
+        ) from None
+    for p in out:
+        if not isinstance(p, str):
+            raise TypeError(f"{owner}: parent names must be strings, got {p!r}")
+    return out
 
 
 def as_arrays(tree: PyTree) -> PyTree:
@@ -44,9 +83,77 @@ def as_arrays(tree: PyTree) -> PyTree:
     return jax.tree_util.tree_map(conv, tree)
 
 
+def _outside_categories(value: Array, k: int) -> Array:
+    """Code 0 (a category), 1 (negative), 2 (``>= k``) or 3 (not an integer, or NaN)."""
+    value = jnp.asarray(value)
+    if jnp.issubdtype(value.dtype, jnp.inexact):
+        frac = jnp.any((value != jnp.round(value)) | ~jnp.isfinite(value))
+    else:
+        frac = jnp.zeros((), bool)
+    code = jnp.where(jnp.any(value < 0), 1, 0)
+    code = jnp.where(jnp.any(value >= k), 2, code)
+    return jnp.where(frac, 3, code).astype(jnp.int32)
+
+
+def _category_messages(k: int, what: str) -> tuple[str, ...]:
+    head = f"category out of range [0, {k}) ({what}):"
+    return (
+        f"{head} a negative value",
+        f"{head} a value >= {k}",
+        f"{head} a value that is not an integer (or NaN)",
+    )
+
+
+def check_support(node: str, mech: Mechanism, values: Array) -> Array:
+    """``values`` (batched, units first), checked by the mechanism's value-check hook.
+
+    Applies :meth:`Mechanism.out_of_support` to every unit inside the compiled call
+    (``eqx.error_if``), so the check holds under ``jit``, ``vmap`` and ``grad`` and costs no
+    host copy. Raises (at run time) with a message naming ``node``.
+    """
+    if not mech.checks_values:
+        return values
+    codes = jax.vmap(type(mech).out_of_support, in_axes=(None, 0))(mech, values)
+    code = jnp.max(codes.astype(jnp.int32)) if codes.size else jnp.zeros((), jnp.int32)
+    messages = [f"node {node!r}: {m}" for m in mech.support_messages]
+    return eqx.branched_error_if(
+        values, code > 0, jnp.clip(code - 1, 0, len(messages) - 1), messages
+    )
+
+
 def _total(x: Array) -> Array:
     """Sum a per-element log-density over everything that is left (event and batch dims)."""
     return jnp.sum(x)
+
+
+class NoiseBox(eqx.Module):
+    """A distrax distribution held as plain leaves plus a static tree structure.
+
+    distrax distributions are pytrees whose structure depends on the *types* of their leaves,
+    so equinox's filtering (``eqx.partition``, as ``jcausal.train.fit`` does to train an SCM)
+    cannot map them to booleans and back. Held in this box, a mechanism's noise is an
+    ordinary pytree of arrays: trainable, vmappable and filterable like any other field.
+    """
+
+    leaves: tuple
+    treedef: Any = eqx.field(static=True)
+
+    def __init__(self, dist: distrax.Distribution):
+        leaves, self.treedef = jax.tree_util.tree_flatten(dist)
+        self.leaves = tuple(leaves)
+
+    @property
+    def value(self) -> distrax.Distribution:
+        """The distribution."""
+        return jax.tree_util.tree_unflatten(self.treedef, list(self.leaves))
+
+
+class _BoxedNoise:
+    """Mixin: ``noise`` read from the ``_noise`` box."""
+
+    @property
+    def noise(self) -> distrax.Distribution:
+        return self._noise.value
 
 
 class Mechanism(eqx.Module):
@@ -67,8 +174,11 @@ class Mechanism(eqx.Module):
     discrete: ClassVar[bool] = False
     # forward(parents, abduct(x, parents)) == x exactly, in exact arithmetic.
     exact_abduction: ClassVar[bool] = False
-    # check_values has something to check (run on concrete observations before each call).
+    # out_of_support has something to check (the engine then checks observations under jit).
     checks_values: ClassVar[bool] = False
+    # log_prob is exact; False for mechanisms whose likelihood is only bounded (VAEs), whose
+    # log_prob_bound the engine uses with bound=True.
+    exact_likelihood: ClassVar[bool] = True
 
     def sample_noise(self, key: PRNGKeyArray, n: int) -> Array:
         """Draw exogenous noise for ``n`` units: shape ``(n, *noise_shape)``."""
@@ -92,17 +202,62 @@ class Mechanism(eqx.Module):
         """``log p(value | parents)`` for one unit (a scalar)."""
         raise ValueError(
             f"{type(self).__name__} has no tractable likelihood; log_prob needs every mechanism "
-            "to be invertible (Root, Additive, Invertible or GumbelMax)"
+            "to be invertible (Root, Additive, Invertible or GumbelMax), or bound=True for "
+            "mechanisms that give a lower bound (log_prob_bound)"
         )
 
-    def check_values(self, node: str, value: np.ndarray) -> None:
-        """Check concrete observed values (outside jit) and raise ``ValueError`` naming ``node``.
+    def log_prob_bound(
+        self, value: Array, parents: Parents, key: PRNGKeyArray | None, num_samples: int = 1
+    ) -> Array:
+        """A lower bound on ``log p(value | parents)`` for one unit (a scalar).
 
-        The default accepts anything; discrete mechanisms check category ranges.
+        Exact mechanisms return their exact ``log_prob`` (the tightest bound; ``key`` and
+        ``num_samples`` unused). Mechanisms with an intractable likelihood (a VAE) override it
+        with a Monte Carlo bound (an ELBO) that uses ``key`` and ``num_samples`` draws.
         """
+        return self.log_prob(value, parents)
+
+    @property
+    def categories(self) -> int | None:
+        """Number of categories of a categorical node (values ``0..K-1``), else ``None``.
+
+        ``do`` uses it to refuse ``Hard`` values that are not categories before any work.
+        """
+        return None
+
+    #: counterfactual_value is a one-step shortcut the engine uses (see its docstring).
+    has_shortcut: ClassVar[bool] = False
+
+    def counterfactual_value(
+        self, value: Array, parents: Parents, new_parents: Parents, key: PRNGKeyArray | None
+    ) -> Array:
+        """One unit's counterfactual value when its parents change from ``parents`` to
+        ``new_parents``: ``forward(new_parents, abduct(value, parents, key))`` (eq. 6).
+
+        A mechanism may override this with an algebraically equal shortcut (set
+        ``has_shortcut = True``); ``counterfactual`` then calls it for the node instead of
+        abducting its noise and predicting. An override must agree with the default for the
+        same ``key`` (the contract test checks it).
+        """
+        return self.forward(new_parents, self.abduct(value, parents, key))
+
+    def out_of_support(self, value: Array) -> Array:
+        """The value-check hook: nonzero when one unit's observed value is impossible.
+
+        Returns a bool, or an int code ``k >= 1`` naming message ``k - 1`` of
+        :attr:`support_messages`. Runs inside the engine's compiled call (under ``jit`` and
+        ``vmap`` too) through :func:`check_support`, which raises with that message. The
+        default accepts everything; set ``checks_values = True`` when overriding.
+        """
+        return jnp.zeros((), bool)
+
+    @property
+    def support_messages(self) -> tuple[str, ...]:
+        """What is wrong with an observation, per code of :meth:`out_of_support`."""
+        return ("observation out of the mechanism's support",)
 
 
-class Root(Mechanism):
+class Root(_BoxedNoise, Mechanism):
     """A root node whose value is its exogenous noise: ``x := u``, ``u ~ noise``.
 
     Args:
@@ -112,7 +267,7 @@ class Root(Mechanism):
 
     exact_abduction: ClassVar[bool] = True
 
-    noise: distrax.Distribution
+    _noise: NoiseBox
     parents: tuple[str, ...] = eqx.field(static=True)
 
     def __init__(self, noise: distrax.Distribution):
@@ -120,7 +275,7 @@ class Root(Mechanism):
             raise TypeError(
                 f"Root needs a distrax distribution for its noise, got {type(noise).__name__}"
             )
-        self.noise = noise
+        self._noise = NoiseBox(noise)
         self.parents = ()
 
     def forward(self, parents: Parents, noise: Array) -> Array:
@@ -136,19 +291,27 @@ class Root(Mechanism):
     def checks_values(self) -> bool:  # type: ignore[override]
         return isinstance(self.noise, distrax.Categorical)
 
-    def check_values(self, node: str, value: np.ndarray) -> None:
+    def out_of_support(self, value: Array) -> Array:
         # Discrete roots (Categorical): an out-of-support value has probability 0 and would
-        # silently give -inf log-likelihood; name it instead.
-        if isinstance(self.noise, distrax.Categorical) and value.size:
-            k = self.noise.num_categories
-            if value.min() < 0 or value.max() >= k:
-                raise ValueError(
-                    f"node {node!r}: observed category out of range [0, {k}): "
-                    f"min {value.min()}, max {value.max()}"
-                )
+        # silently give -inf log-likelihood (or index out of bounds); name it instead.
+        if isinstance(self.noise, distrax.Categorical):
+            return _outside_categories(value, self.noise.num_categories)
+        return jnp.zeros((), bool)
+
+    @property
+    def categories(self) -> int | None:
+        if isinstance(self.noise, distrax.Categorical):
+            return int(self.noise.num_categories)
+        return None
+
+    @property
+    def support_messages(self) -> tuple[str, ...]:
+        if isinstance(self.noise, distrax.Categorical):
+            return _category_messages(self.noise.num_categories, "Categorical root")
+        return super().support_messages
 
 
-class Additive(Mechanism):
+class Additive(_BoxedNoise, Mechanism):
     """Additive-noise mechanism ``x := fn(params, parents) + u``.
 
     Abduction is exact: ``u = x - fn(params, parents)``.
@@ -164,14 +327,14 @@ class Additive(Mechanism):
 
     fn: Callable[[PyTree, Parents], Array]
     params: PyTree
-    noise: distrax.Distribution
+    _noise: NoiseBox
     parents: tuple[str, ...] = eqx.field(static=True, default=())
 
     def __init__(self, fn, params, noise, parents=()):
         self.fn = fn
         self.params = as_arrays(params)
-        self.noise = noise
-        self.parents = tuple(parents)
+        self._noise = NoiseBox(noise)
+        self.parents = as_parents(parents, "Additive")
 
     def forward(self, parents: Parents, noise: Array) -> Array:
         return self.fn(self.params, parents) + noise
@@ -183,7 +346,7 @@ class Additive(Mechanism):
         return _total(self.noise.log_prob(value - self.fn(self.params, parents)))
 
 
-class Invertible(Mechanism):
+class Invertible(_BoxedNoise, Mechanism):
     """Invertible conditional mechanism ``x := b_pa(u)`` with a distrax bijector ``b_pa``.
 
     The bijector's parameters are computed from the parents, e.g. a conditional affine or spline
@@ -201,14 +364,14 @@ class Invertible(Mechanism):
 
     bijector: Callable[[PyTree, Parents], distrax.Bijector]
     params: PyTree
-    noise: distrax.Distribution
+    _noise: NoiseBox
     parents: tuple[str, ...] = eqx.field(static=True, default=())
 
     def __init__(self, bijector, params, noise, parents=()):
         self.bijector = bijector
         self.params = as_arrays(params)
-        self.noise = noise
-        self.parents = tuple(parents)
+        self._noise = NoiseBox(noise)
+        self.parents = as_parents(parents, "Invertible")
 
     def forward(self, parents: Parents, noise: Array) -> Array:
         return self.bijector(self.params, parents).forward(noise)
@@ -221,6 +384,26 @@ class Invertible(Mechanism):
         return _total(self.noise.log_prob(u)) + _total(ildj)
 
 
+def _gumbel_posterior(lam: Array, value: Array, g: Array) -> Array:
+    """Posterior noise of one categorical given its observed category (eq. C.3), from draws
+    ``g ~ Gumbel(0, 1)`` of shape ``(K,)``."""
+    k = lam.shape[-1]
+    onehot = jax.nn.one_hot(value, k, dtype=bool)
+    # Perturbed maximum: Gumbel located at logsumexp(lam), whatever category won.
+    top = g[value] + jax.nn.logsumexp(lam)
+    # The others are Gumbel(lam_l) truncated to lie below `top` (eq. C.3, second line).
+    below = -jnp.logaddexp(-g - lam, -top)
+    # Guard the strict inequality against float rounding: when g_l + lam_l is far above `top`
+    # the truncated value rounds to `top` itself, and re-adding lam_l in `forward` may round
+    # up past it; a margin of a few ulps keeps argmax on the observed category and moves the
+    # posterior by less than the arithmetic's own error.
+    scale = jnp.maximum(jnp.max(jnp.abs(lam)), jnp.abs(top)) + 1.0
+    margin = 16 * jnp.finfo(lam.dtype).eps * scale
+    below = jnp.minimum(below, top - margin)
+    perturbed = jnp.where(onehot, top, below)
+    return perturbed - lam
+
+
 class GumbelMax(Mechanism):
     """Discrete mechanism ``y := argmax_l (logits(params, parents)_l + g_l)``, ``g ~ Gumbel(0, 1)``.
 
@@ -230,84 +413,90 @@ class GumbelMax(Mechanism):
     logit is a Gumbel truncated below that maximum. Counterfactuals reuse ``g`` with new logits
     (eq. C.4), which gives the stable, permutation-invariant counterfactuals of Oberst & Sontag.
 
+    The vector form (``shape=(d,)``, or any shape) is ``shape`` independent categoricals given
+    the parents: logits of shape ``(*shape, K)``, values of shape ``shape``, one Gumbel vector
+    per component (e.g. the codes of a vector-quantised state).
+
+    A NaN logit (e.g. from a NaN parent) raises when the node is computed, under ``jit`` too:
+    ``argmax`` would otherwise silently return category 0, and an integer cannot carry NaN.
+
     Args:
-        logits: ``logits(params, parents) -> (num_categories,)`` for one unit.
+        logits: ``logits(params, parents) -> (*shape, num_categories)`` for one unit.
         params: pytree of parameters passed to ``logits``.
         num_categories: number of categories ``K``; values are int32 in ``[0, K)``.
         parents: names of the parents.
+        shape: shape of one unit's value (``()``: one categorical).
     """
 
-    logits: Callable[[PyTree, Parents], Float[Array, " K"]]
+    logits: Callable[[PyTree, Parents], Float[Array, "*shape K"]]
     params: PyTree
     num_categories: int = eqx.field(static=True)
     parents: tuple[str, ...] = eqx.field(static=True, default=())
+    shape: tuple[int, ...] = eqx.field(static=True, default=())
     stochastic_abduction: ClassVar[bool] = True
     discrete: ClassVar[bool] = True
     checks_values: ClassVar[bool] = True
 
-    def __init__(self, logits, params, num_categories, parents=()):
+    def __init__(self, logits, params, num_categories, parents=(), *, shape=()):
         if int(num_categories) < 2:
             raise ValueError(f"GumbelMax needs num_categories >= 2, got {num_categories}")
         self.logits = logits
         self.params = as_arrays(params)
         self.num_categories = int(num_categories)
-        self.parents = tuple(parents)
+        self.parents = as_parents(parents, "GumbelMax")
+        self.shape = tuple(int(d) for d in shape)
 
     @property
     def noise(self) -> distrax.Distribution:
-        return distrax.Gumbel(loc=jnp.zeros(self.num_categories), scale=1.0)
+        return distrax.Gumbel(loc=jnp.zeros((*self.shape, self.num_categories)), scale=1.0)
 
     def _logits(self, parents: Parents) -> Array:
         lam = jnp.asarray(self.logits(self.params, parents))
-        if lam.shape != (self.num_categories,):
+        want = (*self.shape, self.num_categories)
+        if lam.shape != want:
             raise ValueError(
-                f"GumbelMax logits must have shape ({self.num_categories},) for one unit, "
-                f"got {lam.shape}"
+                f"GumbelMax logits must have shape {want} for one unit, got {lam.shape}"
             )
         return lam
 
-    def forward(self, parents: Parents, noise: Array) -> Int[Array, ""]:
-        return jnp.argmax(self._logits(parents) + noise).astype(jnp.int32)
+    def forward(self, parents: Parents, noise: Array) -> Int[Array, "*shape"]:
+        lam = self._logits(parents)
+        lam = eqx.error_if(
+            lam,
+            jnp.any(jnp.isnan(lam)),
+            f"GumbelMax node with parents {self.parents}: the logits are NaN (is a parent "
+            "NaN?); a categorical value cannot carry NaN, so no category is returned",
+        )
+        return jnp.argmax(lam + noise, axis=-1).astype(jnp.int32)
 
     def abduct(self, value: Array, parents: Parents, key: PRNGKeyArray | None) -> Array:
         lam = self._logits(parents)
         g = jax.random.gumbel(key, lam.shape, dtype=lam.dtype)
-        onehot = jax.nn.one_hot(value, self.num_categories, dtype=bool)
-        # Perturbed maximum: Gumbel located at logsumexp(lam), whatever category won.
-        top = g[value] + jax.nn.logsumexp(lam)
-        # The others are Gumbel(lam_l) truncated to lie below `top` (eq. C.3, second line).
-        below = -jnp.logaddexp(-g - lam, -top)
-        # Guard the strict inequality against float rounding: when g_l + lam_l is far above `top`
-        # the truncated value rounds to `top` itself, and re-adding lam_l in `forward` may round
-        # up past it; a margin of a few ulps keeps argmax on the observed category and moves the
-        # posterior by less than the arithmetic's own error.
-        scale = jnp.maximum(jnp.max(jnp.abs(lam)), jnp.abs(top)) + 1.0
-        margin = 16 * jnp.finfo(lam.dtype).eps * scale
-        below = jnp.minimum(below, top - margin)
-        perturbed = jnp.where(onehot, top, below)
-        return perturbed - lam
+        post = jnp.vectorize(_gumbel_posterior, signature="(k),(),(k)->(k)")
+        return post(lam, jnp.asarray(value, jnp.int32), g)
 
     def log_prob(self, value: Array, parents: Parents) -> Array:
-        return jax.nn.log_softmax(self._logits(parents))[value]
+        lp = jax.nn.log_softmax(self._logits(parents), axis=-1)
+        idx = jnp.asarray(value, jnp.int32)[..., None]
+        return jnp.sum(jnp.take_along_axis(lp, idx, axis=-1))
 
-    def probs(self, parents: Parents) -> Float[Array, " K"]:
+    def probs(self, parents: Parents) -> Float[Array, "*shape K"]:
         """``P(y = . | parents)`` for one unit."""
-        return jax.nn.softmax(self._logits(parents))
+        return jax.nn.softmax(self._logits(parents), axis=-1)
 
-    def check_values(self, node: str, value: np.ndarray) -> None:
-        if not np.issubdtype(value.dtype, np.integer):
-            raise ValueError(
-                f"node {node!r} is categorical (GumbelMax): observations must be integers in "
-                f"[0, {self.num_categories}), got dtype {value.dtype}"
-            )
-        if value.size and (value.min() < 0 or value.max() >= self.num_categories):
-            raise ValueError(
-                f"node {node!r}: observed category out of range [0, {self.num_categories}): "
-                f"min {value.min()}, max {value.max()}"
-            )
+    def out_of_support(self, value: Array) -> Array:
+        return _outside_categories(value, self.num_categories)
+
+    @property
+    def categories(self) -> int:
+        return self.num_categories
+
+    @property
+    def support_messages(self) -> tuple[str, ...]:
+        return _category_messages(self.num_categories, "GumbelMax")
 
 
-class Amortized(Mechanism):
+class Amortized(_BoxedNoise, Mechanism):
     """Non-invertible mechanism with amortized abduction: ``x := fn(params, parents, u)``.
 
     Abduction uses an encoder that returns ``q(u | x, parents)``, either a distrax distribution
@@ -328,7 +517,7 @@ class Amortized(Mechanism):
     fn: Callable[[PyTree, Parents, Array], Array]
     encoder: Callable[[PyTree, Array, Parents], Any]
     params: PyTree
-    noise: distrax.Distribution
+    _noise: NoiseBox
     parents: tuple[str, ...] = eqx.field(static=True, default=())
     deterministic: bool = eqx.field(static=True, default=False)
 
@@ -336,8 +525,8 @@ class Amortized(Mechanism):
         self.fn = fn
         self.encoder = encoder
         self.params = as_arrays(params)
-        self.noise = noise
-        self.parents = tuple(parents)
+        self._noise = NoiseBox(noise)
+        self.parents = as_parents(parents, "Amortized")
         self.deterministic = bool(deterministic)
 
     @property
@@ -369,7 +558,7 @@ class Given(Mechanism):
     parents: tuple[str, ...] = eqx.field(static=True)
 
     def __init__(self, parents):
-        self.parents = tuple(parents)
+        self.parents = as_parents(parents, "Given")
 
     @property
     def noise(self) -> distrax.Distribution:
@@ -378,6 +567,32 @@ class Given(Mechanism):
 
     def forward(self, parents: Parents, noise: Array) -> Array:
         return noise
+
+
+class Shortcut(Mechanism):
+    """Internal: a node whose counterfactual its mechanism computes in one step.
+
+    Its "noise" is ``{"value", "parents"[, "key"]}`` (the unit's observation, observed parents
+    and posterior key), and ``forward`` calls :meth:`Mechanism.counterfactual_value`.
+    """
+
+    mech: Mechanism
+
+    def __init__(self, mech: Mechanism):
+        self.mech = mech
+
+    @property
+    def parents(self) -> tuple[str, ...]:  # type: ignore[override]
+        return self.mech.parents
+
+    @property
+    def noise(self) -> distrax.Distribution:
+        return distrax.Deterministic(0.0)  # never sampled: the observation is handed in
+
+    def forward(self, parents: Parents, noise: Any) -> Array:
+        return self.mech.counterfactual_value(
+            noise["value"], noise["parents"], parents, noise.get("key")
+        )
 
 
 def is_stochastic(mech: Mechanism) -> bool:
@@ -391,7 +606,10 @@ __all__ = [
     "GumbelMax",
     "Invertible",
     "Mechanism",
+    "Parents",
     "Root",
     "as_arrays",
+    "as_parents",
+    "check_support",
     "is_stochastic",
 ]

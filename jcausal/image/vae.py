@@ -1,4 +1,4 @@
-"""Amortised, explicit image mechanism of Deep SCM (section 2.2, eqs. 2-5): a conditional VAE.
+"""A conditional-VAE image mechanism (Deep SCM, section 2.2, eqs. 2-5), generic over networks.
 
 The image's exogenous noise splits into a high-level latent ``z`` (16-d, standard normal) and a
 low-level per-pixel ``u`` (standard normal). The assignment is
@@ -11,6 +11,12 @@ intensities in ``[0, 256)`` to the real line. Abduction follows eq. 5: sample ``
 encoder's ``q(z | x, pa)`` (eq. A.6) and invert the low-level part exactly,
 ``u = (P(x) - mu(z, pa)) / sigma``, so the prediction step reproduces the observed image
 bit for bit when the parents are unchanged, and a counterfactual keeps its pixel-level detail.
+
+In the engine: the noise is ``{"z", "u"}`` (both described by :attr:`VAEImage.noise`);
+abduction is amortized and stochastic (needs a key); the likelihood is only bounded, so
+``jc.log_prob(scm, obs, key, bound=True)`` gives the ELBO for this node
+(:meth:`VAEImage.log_prob_bound`) and exact terms for the others; ``jc.counterfactual`` uses
+the constant-variance shortcut (:meth:`VAEImage.counterfactual_value`), equal to eq. (6).
 """
 
 from __future__ import annotations
@@ -22,10 +28,9 @@ import distrax
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jaxtyping import Array, Float, PRNGKeyArray
 
-from ..scm.mechanisms import Mechanism, Parents, as_arrays
+from ..scm import Mechanism, Parents, as_parents
 
 #: RealNVP's boundary offset: intensities are squeezed into [alpha, 1 - alpha] before the logit.
 ALPHA = 0.05
@@ -55,7 +60,9 @@ class VAEImage(Mechanism):
         levels: number of intensity levels (256 for 8-bit images).
 
     ``encoder``, ``decoder`` and ``context`` are pytrees (e.g. :class:`jcausal.nn.Pure`
-    wrappers of flax networks), so their parameters are trained like any other leaves.
+    wrappers of flax networks), so their parameters are trained like any other leaves;
+    ``log_var`` is fixed (gradients are stopped). ``kl_weight`` other than 1 makes
+    :meth:`log_prob_bound` a beta-VAE objective rather than a bound (for training only).
     """
 
     encoder: Any
@@ -66,8 +73,11 @@ class VAEImage(Mechanism):
     latent: int = eqx.field(static=True)
     image_shape: tuple[int, ...] = eqx.field(static=True)
     levels: float = eqx.field(static=True)
+    kl_weight: float = eqx.field(static=True)
     stochastic_abduction: ClassVar[bool] = True
     checks_values: ClassVar[bool] = True
+    exact_likelihood: ClassVar[bool] = False
+    has_shortcut: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -80,24 +90,39 @@ class VAEImage(Mechanism):
         image_shape=(28, 28),
         log_var: float = -5.0,
         levels: float = 256.0,
+        kl_weight: float = 1.0,
     ):
         self.encoder = encoder
         self.decoder = decoder
         self.context = context
-        self.log_var = as_arrays(float(log_var))
-        self.parents = tuple(parents)
+        # A concrete dtype (not weak): fit would otherwise recompile once the update makes it
+        # strong.
+        self.log_var = jnp.asarray(float(log_var), jnp.result_type(float))
+        self.parents = as_parents(parents, "VAEImage")
         self.latent = int(latent)
         self.image_shape = tuple(image_shape)
         self.levels = float(levels)
+        self.kl_weight = float(kl_weight)
 
     # -- noise -----------------------------------------------------------------------------
 
     @property
     def noise(self) -> distrax.Distribution:
-        # The latent's prior; the pixel noise is standard normal too (see sample_noise).
-        return distrax.MultivariateNormalDiag(jnp.zeros(self.latent))
+        """The whole exogenous noise of one image: ``{"z": (latent,), "u": image_shape}``,
+        independent standard normals (the latent's prior and the pixel noise)."""
+        dtype = jnp.result_type(self.log_var)
+        shape = self.image_shape
+        return distrax.Joint(
+            {
+                "z": distrax.MultivariateNormalDiag(jnp.zeros(self.latent, dtype)),
+                "u": distrax.Independent(
+                    distrax.Normal(jnp.zeros(shape, dtype), jnp.ones(shape, dtype)), len(shape)
+                ),
+            }
+        )
 
     def sample_noise(self, key: PRNGKeyArray, n: int) -> dict[str, Array]:
+        # The same draws as noise.sample, without building the distributions (cheaper).
         kz, ku = jax.random.split(key)
         dtype = jnp.result_type(self.log_var)
         return {
@@ -120,7 +145,8 @@ class VAEImage(Mechanism):
 
     @property
     def sigma(self) -> Array:
-        return jnp.exp(0.5 * self.log_var)
+        """Standard deviation of the pixel noise in preprocessed space (fixed, not trained)."""
+        return jnp.exp(0.5 * jax.lax.stop_gradient(self.log_var))
 
     def mean(self, z: Float[Array, " latent"], parents: Parents) -> Array:
         """Decoder output ``mu(z, pa)`` in preprocessed space."""
@@ -159,6 +185,14 @@ class VAEImage(Mechanism):
         y = self.preprocess(x)
         return self.postprocess(y + self.mean(z, new_parents) - self.mean(z, parents))
 
+    def counterfactual_value(
+        self, value: Array, parents: Parents, new_parents: Parents, key: PRNGKeyArray | None
+    ) -> Array:
+        """Eq. (6) for one image in one step: ``z ~ q(z | x, pa)`` drawn with ``key`` (the
+        same draw as :meth:`abduct`), then :meth:`shortcut`. ``jc.counterfactual`` uses it."""
+        z = self.posterior(value, parents).sample(seed=key)
+        return self.shortcut(value, parents, new_parents, z)
+
     def counterfactual_images(
         self,
         x: Float[Array, "*image"],
@@ -167,18 +201,29 @@ class VAEImage(Mechanism):
         key: PRNGKeyArray,
         num_samples: int = 32,
     ) -> Float[Array, " samples *image"]:
-        """Monte Carlo counterfactuals of one image (eq. 6 via :meth:`shortcut`): ``num_samples``
-        draws of ``z ~ q(z | x, pa)``, each pushed through the shortcut. Average over the first
-        axis for the paper's point estimate."""
+        """Monte Carlo counterfactuals of one image: ``num_samples`` draws of
+        :meth:`counterfactual_value` (keys split from ``key``). Average over the first axis for
+        the paper's point estimate. ``jc.counterfactual(..., num_samples=S)`` does the same for
+        a batch of units through the engine."""
+        keys = jax.random.split(key, num_samples)
+        return jax.vmap(lambda k: self.counterfactual_value(x, parents, new_parents, k))(keys)
+
+    def reconstruct(
+        self, x: Float[Array, "*image"], parents: Parents, key: PRNGKeyArray, num_samples: int = 32
+    ) -> Float[Array, "*image"]:
+        """``P^{-1}(E_q[mu(z, pa)])`` for one image, a Monte Carlo average over ``num_samples``
+        draws of ``z ~ q(z | x, pa)`` (the reconstructions of Table 1's MAE)."""
         zs = self.posterior(x, parents).sample(seed=key, sample_shape=(num_samples,))
-        return jax.vmap(lambda z: self.shortcut(x, parents, new_parents, z))(zs)
+        mu = jax.vmap(lambda z: self.mean(z, parents))(zs)
+        return self.postprocess(jnp.mean(mu, 0))
 
     def log_likelihood(self, x: Array, z: Array, parents: Parents) -> Float[Array, ""]:
         """``log p(x | z, pa)`` (eq. 4): Gaussian in preprocessed space plus log-Jacobian of P."""
         y, log_det = logit_preprocessing(self.levels).inverse_and_log_det(x)
         resid = (y - self.mean(z, parents)) / self.sigma
         d = resid.size
-        gauss = -0.5 * jnp.sum(resid**2) - d * (0.5 * jnp.log(2 * jnp.pi) + 0.5 * self.log_var)
+        log_var = jax.lax.stop_gradient(self.log_var)
+        gauss = -0.5 * jnp.sum(resid**2) - d * (0.5 * jnp.log(2 * jnp.pi) + 0.5 * log_var)
         return gauss + jnp.sum(log_det)
 
     def elbo(
@@ -187,30 +232,48 @@ class VAEImage(Mechanism):
         parents: Parents,
         key: PRNGKeyArray,
         particles: int = 4,
-        kl_weight: float = 1.0,
+        kl_weight: float | None = None,
     ) -> Float[Array, ""]:
         """Evidence lower bound on ``log p(x | pa)`` (eq. 3) with ``particles`` samples of ``z``.
 
         The KL term is in closed form (two diagonal Gaussians); the expectation is a Monte
         Carlo average with reparametrised samples, so the bound is differentiable.
-        ``kl_weight`` scales the KL term (a beta-VAE objective); only ``1`` gives a bound.
+        ``kl_weight`` scales the KL term (a beta-VAE objective; default: the mechanism's
+        ``kl_weight``); only ``1`` gives a bound.
         """
+        kl_weight = self.kl_weight if kl_weight is None else kl_weight
         q = self.posterior(x, parents)
         zs = q.sample(seed=key, sample_shape=(particles,))
         rec = jnp.mean(jax.vmap(lambda z: self.log_likelihood(x, z, parents))(zs))
         kl = q.kl_divergence(distrax.MultivariateNormalDiag(jnp.zeros_like(q.loc)))
         return rec - kl_weight * kl
 
-    def check_values(self, node: str, value: np.ndarray) -> None:
+    def log_prob_bound(
+        self, value: Array, parents: Parents, key: PRNGKeyArray | None, num_samples: int = 1
+    ) -> Float[Array, ""]:
+        """The ELBO (:meth:`elbo`) with ``num_samples`` particles: what ``jc.log_prob(...,
+        bound=True)`` gives for this node. ``value`` in grey levels (dequantised for 8-bit
+        data)."""
+        # The networks are float32; keep their input float32 under jax_enable_x64 too.
+        value = jnp.asarray(value, jnp.float32)
+        return self.elbo(value, parents, key, num_samples)
+
+    def out_of_support(self, value: Array) -> Array:
         # P is defined on the open interval that [alpha, 1 - alpha] stretches to.
+        lo, hi = self._open_range()
+        return jnp.any((value <= lo) | (value >= hi) | jnp.isnan(value))
+
+    @property
+    def support_messages(self) -> tuple[str, ...]:
+        lo, hi = self._open_range()
+        return (
+            f"image intensities must lie in ({lo:.1f}, {hi:.1f}) for the logit preprocessing "
+            f"(8-bit data: [0, {self.levels:g})); got a value outside (or NaN)",
+        )
+
+    def _open_range(self) -> tuple[float, float]:
         scale = self.levels / (1.0 - 2.0 * ALPHA)
-        lo, hi = -ALPHA * scale, (1.0 - ALPHA) * scale
-        if value.size and (value.min() <= lo or value.max() >= hi):
-            raise ValueError(
-                f"node {node!r}: image intensities must lie in ({lo:.1f}, {hi:.1f}) for the "
-                f"logit preprocessing (8-bit data: [0, {self.levels:g})), got min "
-                f"{value.min()}, max {value.max()}"
-            )
+        return -ALPHA * scale, (1.0 - ALPHA) * scale
 
 
 def dequantise(key: PRNGKeyArray, x: Array) -> Array:

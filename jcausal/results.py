@@ -6,7 +6,9 @@ experiment``): the files go into a hidden temporary folder next to the target, w
 renamed into place only when the run succeeds. So
 
 * a folder that already holds files is refused unless ``overwrite=True`` (then the old folder
-  is moved aside, the new one renamed in, the old one deleted);
+  is moved aside, the new one renamed in, the old one deleted); since that deletes the old
+  files, ``overwrite`` applies only to folders written here (they hold a ``.jcausal-output``
+  file), never to the working folder or its parents;
 * a failing or interrupted run (an exception, Ctrl-C) leaves the target as it was and removes
   its temporary folder; a killed run (``kill -9``) leaves a hidden ``.NAME.partial-PID`` folder,
   which the next run into the same target removes;
@@ -104,6 +106,8 @@ def write_csv(path: Path, rows: Sequence[dict[str, Any]]) -> Path:
 # staged output folders
 
 _PARTIAL = ".partial-"
+#: Written into every staged folder: ``overwrite`` replaces only folders that hold it.
+MARKER = ".jcausal-output"
 
 
 def _is_state(name: str, state: Sequence[str]) -> bool:
@@ -141,16 +145,31 @@ def check_output(out: str | Path, *, overwrite: bool = False, state: Sequence[st
         ValueError: ``out`` is a file, holds results and ``overwrite`` is false, or cannot be
             written (the message says what to do).
     """
-    target = Path(out)
+    given = Path(out)
+    target = given.absolute()  # "." and "x/.." get a real name and parent
+    target = Path(os.path.normpath(target))
+    if target == Path.cwd() or target in Path.cwd().parents or target.parent == target:
+        raise ValueError(
+            f"--out {str(given)!r} is the working folder or one of its parents; results replace "
+            "the folder as a whole, so choose a sub-folder (e.g. results/run1)"
+        )
     if target.exists() and not target.is_dir():
-        raise ValueError(f"--out {str(target)!r} is a file, not a folder; choose a folder")
+        raise ValueError(f"--out {str(given)!r} is a file, not a folder; choose a folder")
     if target.is_dir():
         results = sorted(p.name for p in target.iterdir() if not _is_state(p.name, state))
+        visible = [r for r in results if r != MARKER]
+        shown = ", ".join(visible[:4]) + (", ..." if len(visible) > 4 else "")
         if results and not overwrite:
-            shown = ", ".join(results[:4]) + (", ..." if len(results) > 4 else "")
             raise ValueError(
-                f"--out {str(target)!r} already holds results ({shown}); pass --overwrite to "
+                f"--out {str(given)!r} already holds results ({shown}); pass --overwrite to "
                 "replace them, or choose another folder"
+            )
+        if results and not (target / MARKER).is_file():
+            # --overwrite deletes the folder's files: only a folder this package wrote.
+            raise ValueError(
+                f"--out {str(given)!r} holds files that jcausal did not write ({shown}), and "
+                "--overwrite replaces the folder as a whole; choose another folder, or empty "
+                "this one first"
             )
     parent = target.parent
     probe = parent
@@ -200,6 +219,9 @@ def staged_output(
         msg = f"--out {str(target)!r} cannot be written ({err}); choose another folder"
         raise ValueError(msg) from None
     try:
+        (stage / MARKER).write_text(
+            "written by jcausal; --overwrite may replace this folder as a whole\n"
+        )
         yield stage
         _commit(stage, target, overwrite=overwrite, state=state)
     except BaseException:

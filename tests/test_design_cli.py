@@ -14,6 +14,7 @@ from jcausal import cli, design
 from jcausal.economy import design as ed
 from jcausal.economy import io as eio
 from jcausal.economy.leontief import IOModel
+from jcausal.results import MARKER
 
 FAST = ["--smoke", "--lambdas", "0,1,10", "--quiet"]
 
@@ -127,15 +128,21 @@ def test_a_gap_in_a_pymrio_table_is_not_read_as_zero():
 # §5: a diverged optimisation fails; §4: outputs never half-written or silently replaced
 
 
+def _previous_run(out, **files):
+    out.mkdir()
+    (out / MARKER).write_text("")
+    for name, text in files.items():
+        (out / name).write_text(text)
+
+
 def test_diverged_design_fails_and_leaves_out_as_it_was(tmp_path, capsys):
     out = tmp_path / "out"
-    out.mkdir()
-    (out / "front.csv").write_text("the first run's front\n")
+    _previous_run(out, **{"front.csv": "the first run's front\n"})
     rc = design.main([*FAST, "--lr", "1e6", "--out", str(out), "--overwrite"])
     assert rc == design.EXIT_DIVERGED
     err = capsys.readouterr().err
     assert "did not reach the optimum" in err and "lower the step size" in err
-    assert [p.name for p in out.iterdir()] == ["front.csv"]
+    assert sorted(p.name for p in out.iterdir()) == [MARKER, "front.csv"]
     assert (out / "front.csv").read_text() == "the first run's front\n"
     assert _no_partials(tmp_path)
 
@@ -165,11 +172,11 @@ def test_second_run_is_refused_and_overwrite_replaces(tmp_path, capsys, no_compu
 
 def test_overwrite_replaces_the_whole_folder(tmp_path):
     out = tmp_path / "out"
-    out.mkdir()
-    (out / "stale.txt").write_text("from an older run")
+    _previous_run(out, **{"stale.txt": "from an older run"})
     assert design.main([*FAST, "--out", str(out), "--overwrite"]) == 0
     names = sorted(p.name for p in out.iterdir())
-    assert names == ["front.csv", "front.json", "metrics.json", "sectors.csv", "trade_off.png"]
+    expected = ["front.csv", "front.json", "metrics.json", "sectors.csv", "trade_off.png"]
+    assert names == [MARKER, *expected]
     front = json.loads((out / "front.json").read_text())
     assert [p["lambda"] for p in front["regions"]["reg1"]["points"]] == [0.0, 1.0, 10.0]
     assert _no_partials(tmp_path)

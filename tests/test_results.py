@@ -5,11 +5,20 @@ import json
 import numpy as np
 import pytest
 
-from jcausal.results import staged_output, to_jsonable, write_metrics
+from jcausal.results import MARKER, staged_output, to_jsonable, write_metrics
 
 
 def _names(path):
-    return sorted(p.name for p in path.iterdir())
+    """The visible entries (the marker of a jcausal folder is hidden)."""
+    return sorted(p.name for p in path.iterdir() if p.name != MARKER)
+
+
+def _previous_run(out, **files):
+    """A folder as an earlier run left it."""
+    out.mkdir(parents=True)
+    (out / MARKER).write_text("")
+    for name, text in files.items():
+        (out / name).write_text(text)
 
 
 def test_results_appear_only_when_the_block_succeeds(tmp_path):
@@ -17,14 +26,13 @@ def test_results_appear_only_when_the_block_succeeds(tmp_path):
     with staged_output(out) as stage:
         (stage / "x.txt").write_text("new")
         assert not out.exists()  # nothing visible while the run computes
-    assert _names(out) == ["x.txt"]
+    assert _names(out) == ["x.txt"] and (out / MARKER).is_file()
     assert _names(out.parent) == ["out"]
 
 
 def test_non_empty_folder_is_refused_unless_overwrite(tmp_path):
     out = tmp_path / "out"
-    out.mkdir()
-    (out / "old.txt").write_text("old")
+    _previous_run(out, **{"old.txt": "old"})
     with pytest.raises(ValueError, match=r"already holds results \(old\.txt\).*--overwrite"):
         with staged_output(out):
             raise AssertionError("the block must not run")
@@ -43,14 +51,28 @@ def test_non_empty_folder_is_refused_unless_overwrite(tmp_path):
 @pytest.mark.parametrize("exc", [RuntimeError, KeyboardInterrupt])
 def test_a_failing_run_leaves_the_folder_as_it_was(tmp_path, exc):
     out = tmp_path / "out"
-    out.mkdir()
-    (out / "old.txt").write_text("old")
+    _previous_run(out, **{"old.txt": "old"})
     with pytest.raises(exc):
         with staged_output(out, overwrite=True) as stage:
             (stage / "half.txt").write_text("half")
             raise exc()
     assert _names(out) == ["old.txt"] and (out / "old.txt").read_text() == "old"
     assert _names(tmp_path) == ["out"]  # no temporary folder left
+
+
+def test_overwrite_never_deletes_a_folder_jcausal_did_not_write(tmp_path, monkeypatch):
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "thesis.tex").write_text("years of work")
+    with pytest.raises(ValueError, match=r"jcausal did not write \(thesis\.tex\)"):
+        with staged_output(home, overwrite=True):
+            raise AssertionError("the block must not run")
+    monkeypatch.chdir(home)
+    for cwd_or_parent in (".", "..", home):
+        with pytest.raises(ValueError, match="working folder or one of its parents"):
+            with staged_output(cwd_or_parent, overwrite=True):
+                raise AssertionError("the block must not run")
+    assert (home / "thesis.tex").read_text() == "years of work"
 
 
 def test_unwritable_targets_are_found_on_entry(tmp_path):

@@ -1,9 +1,12 @@
 """Sampling, abduction, counterfactuals and likelihoods for acyclic SCMs.
 
-Each public function validates its input in plain Python (names, and values when they are
-concrete), then runs one compiled call (``eqx.filter_jit``) over the whole batch. Shape and dtype
-checks run while tracing, so they cost nothing on later calls. Under a user's own ``jit``,
-``vmap`` or ``grad`` everything traces through unchanged.
+Each public function validates its arguments in plain Python (names, counts, keys), then runs
+one compiled call (:class:`._jit.lean_jit`) over the whole batch. Shape and dtype checks run
+while tracing, so they cost nothing on later calls. Value checks (categories in range, image
+intensities in the preprocessing's domain: each mechanism's ``out_of_support`` hook) run inside
+the compiled call with ``eqx.error_if``, so they hold under a user's own ``jit``, ``vmap`` and
+``grad`` too and never copy observations to the host; a top-level call reports them as
+``ValueError`` naming the node.
 """
 
 from __future__ import annotations

@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import tempfile
 import types
 import warnings
@@ -125,13 +126,19 @@ def from_numpy(x: np.ndarray, like: Any) -> Any:
     return jnp.asarray(x, dtype=jnp.asarray(like).dtype)
 
 
+def _structure(text: str) -> str:
+    # A treedef's text names static functions with their memory address (flax nnx modules:
+    # "<function promote_dtype at 0x7f...>"), which differs in every process: drop it.
+    return re.sub(r" at 0x[0-9a-fA-F]+", "", text)
+
+
 def optimizer_fingerprint(optimizer: Any, opt_state: Any) -> dict[str, Any]:
     """What identifies an optimiser: its state's tree structure and shapes, its settings."""
     import jax
 
     leaves, treedef = jax.tree_util.tree_flatten(opt_state)
     return {
-        "structure": str(treedef),
+        "structure": _structure(str(treedef)),
         "shapes": [[list(np.shape(x)), str(getattr(x, "dtype", type(x).__name__))] for x in leaves],
         "settings": _scalars(tuple(optimizer)),
     }
@@ -139,7 +146,8 @@ def optimizer_fingerprint(optimizer: Any, opt_state: Any) -> dict[str, Any]:
 
 def describe_optimizer_change(saved: Mapping[str, Any], now: Mapping[str, Any]) -> str | None:
     """None if the fingerprints agree, else a sentence saying what differs."""
-    if saved.get("structure") != now["structure"] or saved.get("shapes") != now["shapes"]:
+    same = _structure(str(saved.get("structure"))) == _structure(now["structure"])
+    if not same or saved.get("shapes") != now["shapes"]:
         return (
             "its optimiser state has a different structure (another optax transformation or "
             f"chain): checkpoint {saved.get('structure')}, now {now['structure']}"

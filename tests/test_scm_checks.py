@@ -216,3 +216,42 @@ def test_value_checks_keep_grad_and_jit():
     obs = jc.sample(KEY, scm, 5)
     g = eqx.filter_grad(lambda m: jnp.sum(jc.log_prob(m, obs)))(scm)
     assert np.all(np.isfinite(np.asarray(g.mechanisms["z"].params)))
+
+
+def test_retrace_watch_for_filter_jit_functions():
+    """The same warning for functions jitted with eqx.filter_jit (e.g. an equilibrium solve)."""
+    from jcausal.scm._jit import warn_on_retrace
+
+    @eqx.filter_jit
+    @warn_on_retrace
+    def total(scm, x):
+        return jax.vmap(scm.mechanisms["y"].forward)({"x": x}, x)
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for _ in range(4):
+            total(_fresh_model(), jnp.ones(3))
+        stable = jc.SCM(
+            x=jc.Root(distrax.Normal(0.0, 1.0)),
+            y=jc.Additive(_scale, 2.0, distrax.Normal(0.0, 1.0), ["x"]),
+        )
+        for _ in range(4):
+            total(stable, jnp.ones(3))
+    msgs = [str(w.message) for w in caught if issubclass(w.category, RecompileWarning)]
+    assert len(msgs) == 1 and "jc.total" in msgs[0] and "node 'y'" in msgs[0], msgs
+
+
+def test_solve_warns_when_fresh_lambdas_recompile_it():
+    def make():
+        return jc.EquilibriumSCM(
+            x=jc.Additive(lambda p, pa: 0.5 * pa["y"], None, distrax.Normal(0.0, 1.0), ["y"]),
+            y=jc.Additive(lambda p, pa: 0.3 * pa["x"], None, distrax.Normal(0.0, 1.0), ["x"]),
+        )
+
+    noise = {"x": jnp.ones(3), "y": jnp.ones(3)}
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for _ in range(4):
+            jc.solve(make(), noise)
+    msgs = [str(w.message) for w in caught if issubclass(w.category, RecompileWarning)]
+    assert len(msgs) == 1 and "jc.solve" in msgs[0] and "node 'x'" in msgs[0], msgs

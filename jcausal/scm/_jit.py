@@ -15,6 +15,7 @@ per program with the node and the function at fault (:class:`RecompileWarning`).
 
 from __future__ import annotations
 
+import functools
 import itertools
 import warnings
 import weakref
@@ -48,6 +49,70 @@ def _code(x: Any) -> Any:
     return x
 
 
+class _RetraceWatch:
+    """Counts compilations of one program per code signature (its static leaves with function
+    identities replaced by their code) and warns once per signature when functions with the
+    same code keep arriving as new objects."""
+
+    def __init__(self, name: str, maxsize: int = 1024):
+        self.name = name
+        self.maxsize = maxsize
+        self._codes: dict = {}
+        self._warned: set = set()
+
+    def seen(self, dynamic, treedef, mask, others, static, stacklevel: int) -> None:
+        try:
+            sig = (treedef, mask, tuple(_code(o) for o in others), static)
+            hash(sig)
+        except TypeError:
+            return
+        count, last = self._codes.get(sig, (0, None))
+        self._codes[sig] = (count + 1, others)
+        if len(self._codes) > self.maxsize:
+            self._codes.pop(next(iter(self._codes)))
+        if count + 1 < RECOMPILE_WARN_AFTER or sig in self._warned or last is None:
+            return
+        self._warned.add(sig)
+        changed = [j for j, (a, b) in enumerate(zip(last, others, strict=True)) if a is not b]
+        where = _describe(dynamic, mask, changed[:3])
+        warnings.warn(
+            f"jcausal recompiled {self.name} {count + 1} times for models that differ only in "
+            f"new function objects with the same code ({where}). Each new lambda or closure is "
+            "a new static argument and recompiles (seconds per call): define mechanism "
+            "functions once (at module level, or outside the loop) and reuse them; pass "
+            "changing numbers as params arrays.",
+            RecompileWarning,
+            stacklevel=stacklevel,
+        )
+
+
+def warn_on_retrace(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Decorate a function compiled with ``eqx.filter_jit`` (put it *inside* the jit) so that
+    retracing it for fresh function objects with the same code warns, like the engine's verbs.
+
+    Tracing happens exactly when the jit's cache misses, so counting traces per code
+    signature of the static (non-array) arguments finds recompilations caused by new lambdas.
+
+    Example:
+        >>> @eqx.filter_jit
+        ... @warn_on_retrace
+        ... def _solve(scm, key): ...
+    """
+    watch = _RetraceWatch(f"jc.{_public_name(fn)}")
+
+    @functools.wraps(fn)
+    def wrapped(*args, **kwargs):
+        dynamic = (args, kwargs)
+        leaves, treedef = jax.tree_util.tree_flatten(dynamic)
+        mask = tuple(isinstance(x, _ARRAY) for x in leaves)
+        others = tuple(x for x, m in zip(leaves, mask, strict=True) if not m)
+        # Under filter_jit: the user's frame is above wrapped, the jit's internals, the verb.
+        watch.seen(dynamic, treedef, mask, others, (), stacklevel=3)
+        return fn(*args, **kwargs)
+
+    return wrapped
+
+
 class lean_jit:
     """``lean_jit(fn)(dynamic_args: tuple, *static)``: ``fn(*dynamic_args, *static)`` compiled.
 
@@ -59,10 +124,7 @@ class lean_jit:
         self.fn = fn
         self.maxsize = maxsize
         self.cache: OrderedDict = OrderedDict()
-        # Per program "shape" with function identities replaced by their code: how many
-        # compilations, and the last static leaves (to name what changed).
-        self._codes: dict = {}
-        self._warned: set = set()
+        self._retraces = _RetraceWatch(f"jc.{_public_name(fn)}", 4 * maxsize)
 
     def __call__(self, dynamic: tuple, *static: Any) -> Any:
         leaves, treedefs = [], []
@@ -87,30 +149,7 @@ class lean_jit:
         return compiled(arrays)
 
     def _watch(self, dynamic, treedef, mask, others, static) -> None:
-        """Count compilations per code signature; warn once when functions are rebuilt."""
-        try:
-            sig = (treedef, mask, tuple(_code(o) for o in others), static)
-            hash(sig)
-        except TypeError:
-            return
-        count, last = self._codes.get(sig, (0, None))
-        self._codes[sig] = (count + 1, others)
-        if len(self._codes) > 4 * self.maxsize:
-            self._codes.pop(next(iter(self._codes)))
-        if count + 1 < RECOMPILE_WARN_AFTER or sig in self._warned or last is None:
-            return
-        self._warned.add(sig)
-        changed = [j for j, (a, b) in enumerate(zip(last, others, strict=True)) if a is not b]
-        where = _describe(dynamic, mask, changed[:3])
-        warnings.warn(
-            f"jcausal recompiled jc.{_public_name(self.fn)} "
-            f"{count + 1} times for models that differ only in new function objects with the "
-            f"same code ({where}). Each new lambda or closure is a new static argument and "
-            "recompiles (seconds per call): define mechanism functions once (at module level, "
-            "or outside the loop) and reuse them; pass changing numbers as params arrays.",
-            RecompileWarning,
-            stacklevel=5,  # _watch, __call__, inference._run, the public verb, the user
-        )
+        self._retraces.seen(dynamic, treedef, mask, others, static, stacklevel=6)
 
     def _program(self, treedef, mask, others, static):
         fn = self.fn

@@ -36,6 +36,7 @@ from ..solvers import (
     fixed_point,
 )
 from ..solvers.results import is_traced, reraise_solver_errors
+from ._jit import warn_on_retrace
 from .interventions import Hard, Intervention
 from .mechanisms import Additive, Mechanism
 from .model import SCM, Values, node_value
@@ -359,6 +360,7 @@ def solve(
 
 
 @eqx.filter_jit
+@warn_on_retrace  # fresh lambdas in the model recompile every call: say so
 def _solve_jit(scm, noise, init, throw):
     return scm.solve_targets(noise, {}, scm.order, scm.interventions, init, throw)
 

@@ -27,6 +27,8 @@ import equinox as eqx
 import jax
 import numpy as np
 
+from ..solvers.results import reraise_solver_errors
+
 _ARRAY = (jax.Array, np.ndarray, np.generic)
 
 
@@ -146,7 +148,9 @@ class lean_jit:
                 self.cache.popitem(last=False)
         else:
             self.cache.move_to_end(key)
-        return compiled(arrays)
+        # A failed equilibrium solve inside (eqx.error_if) reads as the solver's message.
+        with reraise_solver_errors():
+            return compiled(arrays)
 
     def _watch(self, dynamic, treedef, mask, others, static) -> None:
         self._retraces.seen(dynamic, treedef, mask, others, static, stacklevel=6)

@@ -127,6 +127,11 @@ def describe(
             f"{after}(max_steps) the relative residual ||x - f(x)|| / ||x|| is {rel_txt}, "
             "above the tolerance."
         )
+        if growth is not None and growth > 100:
+            what += (
+                f" ||x|| grew to {growth:.3g} times the scale of the start: the iteration is "
+                "probably diverging slowly (e.g. I - A singular)."
+            )
     elif code == int(RESULTS.diverged._value):
         size = f"{growth:.3g} times" if growth is not None else "a huge multiple of"
         what = (
@@ -183,24 +188,34 @@ def message_index(result: RESULTS, rel: Float[Array, "*b"]) -> Int[Array, "*b"]:
 _EQX_TEXT = re.compile(r"EquinoxRuntimeError: (.*?)(?:\n\n\n?-{10,}|\Z)", re.S)
 
 
-def solver_message(error: BaseException) -> str | None:
-    """The message of an ``eqx.error_if`` raised inside a compiled call, or ``None``.
+#: How every message of ours starts (``eqx.error_if`` texts from a solve).
+SOLVER_PREFIXES = ("fixed_point", "the equilibrium has negative values")
 
-    equinox puts the message after a stack dump ("Above is the stack outside of JIT ...")
-    under ``eqx.filter_jit``, and after an XLA ``CpuCallback INTERNAL`` preamble under
-    ``jax.jit``; this finds it in either.
+
+def solver_message(error: BaseException) -> str | None:
+    """The solver's message inside an error raised from a compiled call, or ``None``.
+
+    equinox puts an ``eqx.error_if`` message after a stack dump ("Above is the stack outside of
+    JIT ...") under ``eqx.filter_jit``, and inside an XLA ``CpuCallback INTERNAL`` error under
+    ``jax.jit``; this finds it in either. Only messages of the solvers (starting with one of
+    ``SOLVER_PREFIXES``) are returned.
     """
     if not isinstance(error, RuntimeError | ValueError):
         return None
-    found = _EQX_TEXT.findall(str(error))
-    return found[-1].strip() if found else None
+    for found in reversed(_EQX_TEXT.findall(str(error))):
+        msg = found.strip()
+        if msg.startswith(SOLVER_PREFIXES):
+            return msg
+    return None
 
 
 class reraise_solver_errors:
     """Context manager: an ``eqx.error_if`` from a compiled solve becomes a FixedPointError.
 
     equinox puts the message after a stack dump (or, under ``jax.jit``, inside an XLA
-    ``CpuCallback INTERNAL`` error); here it becomes the first line of the error.
+    ``CpuCallback INTERNAL`` error); here it becomes the first line of the error. Used around
+    the compiled calls of ``jc.solve`` and of the engine's entry points (``sample``,
+    ``counterfactual``), so an equilibrium that fails inside them reads as the solver's sentence.
     """
 
     def __enter__(self):
@@ -222,6 +237,7 @@ def is_traced(tree) -> bool:
 
 __all__ = [
     "RESULTS",
+    "SOLVER_PREFIXES",
     "FixedPointError",
     "FixedPointReport",
     "compiled_messages",

@@ -164,7 +164,11 @@ class AndersonIteration(optx.AbstractFixedPointSolver):
             y_last=y,
             r_norm=r_norm,
             y_norm=y_norm,
-            scale0=jnp.where(first, jnp.maximum(y_norm, self.norm(fy)), state.scale0),
+            # ||f(x0)|| is needed once: a cond on the step counter (shared by a batch, so it
+            # stays a branch under vmap) skips the extra pass over f(y) afterwards.
+            scale0=jax.lax.cond(
+                first, lambda: jnp.maximum(y_norm, self.norm(fy)), lambda: state.scale0
+            ),
             r_first=jnp.where(first, r_norm, state.r_first),
         )
         return new_y, new_state, aux

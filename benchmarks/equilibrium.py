@@ -1,6 +1,8 @@
 """Benchmark `jcausal.solvers.fixed_point` on Leontief-type equilibria `x = A x + y`.
 
-Compares, per size n and dtype, the two Anderson backends (and forward iteration) against
+Compares, per size n and dtype, `jcausal.Anderson` (rows "optimistix"), jaxopt's Anderson as a
+peer (rows "jaxopt", `benchmarks/jaxopt_peer.py`, if jaxopt is installed) and forward iteration
+against
 `numpy.linalg.solve(I - A, y)` and against the full Leontief inverse `inv(I - A)` (what
 pymrio's `calc_all` computes), for a single solve and for solve + implicit gradient, and a
 batch of 64 multiplicative interventions solved with `jax.vmap` vs a Python loop vs 64 LU
@@ -15,6 +17,7 @@ import argparse
 import json
 import os
 import platform
+import sys
 import time
 
 import jax
@@ -25,7 +28,13 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import scipy.linalg  # noqa: E402
 
-from jcausal.solvers import Anderson, Forward, JaxoptAnderson, fixed_point  # noqa: E402
+from jcausal.solvers import Anderson, Forward, fixed_point  # noqa: E402
+
+try:  # jaxopt's Anderson, the peer measured against ours (benchmarks/jaxopt_peer.py)
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from jaxopt_peer import JaxoptAnderson
+except ImportError:  # jaxopt not installed: its rows are skipped
+    JaxoptAnderson = None
 
 BATCH = 64
 
@@ -385,7 +394,8 @@ def main(argv=None):
     if blas:
         print("BLAS:", [(b["internal_api"], b["num_threads"], b.get("architecture")) for b in blas])
 
-    backends = [("optimistix", "anderson"), ("jaxopt", "anderson"), ("optimistix", "forward")]
+    peers = ["optimistix"] + (["jaxopt"] if JaxoptAnderson is not None else [])
+    backends = [(b, "anderson") for b in peers] + [("optimistix", "forward")]
     rows = []
     for n in args.sizes:
         for dt in args.dtypes:
@@ -396,7 +406,7 @@ def main(argv=None):
     batches = []
     for n in args.batch_sizes:
         for dt in args.dtypes:
-            for backend in ("optimistix", "jaxopt"):
+            for backend in peers:
                 batches.append(run_batch(n, np.dtype(dt), backend, args.repeats))
     targets = check_targets(rows, batches)
     with open(args.out, "w") as f:

@@ -44,7 +44,6 @@ from .solvers import (
     FixedPointError,
     FixedPointReport,
     Forward,
-    JaxoptAnderson,
     fixed_point,
 )
 from .train import History, fit
@@ -66,7 +65,6 @@ __all__ = [
     "History",
     "Intervention",
     "Invertible",
-    "JaxoptAnderson",
     "Lie",
     "LieGroup",
     "Mechanism",

@@ -229,7 +229,6 @@ def singular_economy(n=6, seed=10):
     "solver,result",
     [
         (jc.Anderson(), jc.RESULTS.diverged),
-        (jc.JaxoptAnderson(), jc.RESULTS.diverged),
         (jc.Forward(), jc.RESULTS.max_steps_reached),
     ],
 )

@@ -10,13 +10,12 @@ a report with a result code::
 Modules: ``anderson`` (the solver objects), ``iteration`` (the Anderson step as an optimistix
 solver and the stopping rule), ``batched`` (the single and the batched ``vmap`` loop),
 ``implicit`` (``fixed_point``: implicit gradients, reports, errors), ``results`` (result codes
-and messages), ``jaxopt_backend`` (jaxopt's Anderson behind the same interface, to compare).
+and messages). jaxopt's Anderson, measured against ours, is a peer in ``benchmarks/`` only.
 """
 
 from .anderson import AbstractSolver, Anderson, Forward, default_rtol
 from .implicit import fixed_point, relative_residual
 from .iteration import AndersonIteration
-from .jaxopt_backend import JaxoptAnderson
 from .results import RESULTS, FixedPointError, FixedPointReport, solver_message
 
 #: The type of every solver object (``Anderson``, ``Forward``, ...); kept under its old name.
@@ -30,7 +29,6 @@ __all__ = [
     "FixedPointError",
     "FixedPointReport",
     "Forward",
-    "JaxoptAnderson",
     "Solver",
     "default_rtol",
     "fixed_point",

@@ -2,9 +2,10 @@
 
 A peer for ``benchmarks/equilibrium.py`` only (like numpy's LU): it was the library's second
 backend until a side-by-side measurement showed it winning nowhere (interleaved A/B in one
-process, best of 40: at n = 200 and 1000, float32 and float64, solve and solve + gradient it was
-0.95-1.46x the time of ``jcausal.Anderson``, with 7-8 map evaluations where ours needs 6-7; a
-64-member ``vmap`` batch took 1.6-1.9x as long). Same stopping rule, report and implicit
+process, best of 40: at n = 200 and 1000, float32 and float64, solve and solve + gradient it took
+1.03-1.46x the time of ``jcausal.Anderson``, with 7-8 map evaluations where ours needs 6-7; a
+64-member ``vmap`` batch at n = 1000 took 1.6-1.9x as long; on the block-regional system both
+need 11). Same stopping rule, report and implicit
 gradients as the library's solvers, so the comparison is like for like.
 """
 

@@ -11,8 +11,10 @@ import jax
 
 
 def load_average() -> float | None:
-    """One-minute load average (None where the platform has none): other work on the machine
-    slows every timing, so each result records it."""
+    """One-minute load average, or None where the platform has none.
+
+    Other work on the machine slows every timing, so each result records it.
+    """
     try:
         return os.getloadavg()[0]
     except (AttributeError, OSError):

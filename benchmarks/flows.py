@@ -128,8 +128,10 @@ def _perturb(tree, key, std=PERTURB):
 
 
 def _perturb_flow(flow: flows.Flow, key) -> flows.Flow:
-    """Random parameters for the trainable layers of ``flow`` (not Normalise, not the context
-    normalisation), so the splines are far from the identity."""
+    """Random parameters for the trainable layers of ``flow``.
+
+    Not Normalise, not the context normalisation, so the splines are far from the identity.
+    """
     keys = jax.random.split(key, len(flow.layers))
     layers = tuple(
         eqx.tree_at(lambda m: m.params, layer, _perturb(layer.params, k))
@@ -278,8 +280,10 @@ class FlowjaxCase:
 
     @staticmethod
     def _copy_affine(maf, ref: flows.Flow):
-        """Weights of jcausal's linear context map ``theta = bias + W c + b`` into the masked
-        linear layer (its inputs are ``[x, c]``; the ``x`` column is masked out)."""
+        """Weights of jcausal's linear context map ``theta = bias + W c + b`` in the masked layer.
+
+        The masked linear layer's inputs are ``[x, c]``; the ``x`` column is masked out.
+        """
         cond = ref.layers[-1].params
         lin = cond.net.layers[0]
         layer = maf.masked_autoregressive_mlp.layers[0]
@@ -418,10 +422,12 @@ class ZukoCase:
 
 
 def normaliser(case, mechanism: str, t_norm, contexts: np.ndarray) -> list[float]:
-    """``∫ p(x | t) dx`` for each context ``t`` (one value for thickness), by the trapezoid rule
-    in the unconstrained variable ``v`` (``log t``, or the logit of the intensity rescaled to
-    (0, 1)) with the constraint's Jacobian. ``v`` is recomputed in float64 from the float32
-    points actually evaluated, so float32 rounding of ``x`` does not bias the integral."""
+    """``∫ p(x | t) dx`` for each context ``t`` (one value for thickness), by the trapezoid rule.
+
+    The rule runs in the unconstrained variable ``v`` (``log t``, or the logit of the intensity
+    rescaled to (0, 1)) with the constraint's Jacobian. ``v`` is recomputed in float64 from the
+    float32 points actually evaluated, so float32 rounding of ``x`` does not bias the integral.
+    """
     if mechanism.startswith("thickness"):
         grid = t_norm[0] + t_norm[1] * np.linspace(-14.0, 14.0, 200_001)  # +-14 sd of log t
         x = np.unique(np.exp(grid).astype(np.float32))
@@ -442,8 +448,10 @@ def normaliser(case, mechanism: str, t_norm, contexts: np.ndarray) -> list[float
 
 
 def check(cases: dict, mechanism: str, t_norm, seed: int) -> dict[str, Any]:
-    """Agreement of the peers' log-probs with jcausal's (where parameters are matched) and the
-    normalisation of every density."""
+    """Agreement of the peers' log-probs with jcausal's, and the normalisation of every density.
+
+    Log-probs are compared where parameters are matched.
+    """
     t, i = attribute_data(10_000, seed + 7)
     x = t if mechanism.startswith("thickness") else i
     ctx = np.asarray([1.2, 2.5, 4.5], np.float32)
@@ -535,8 +543,11 @@ def _flow_line(row: dict) -> str:
 
 
 def elbo_batch(source: str, batch: int, seed: int) -> dict[str, np.ndarray]:
-    """``{"t", "i", "x"}`` of ``batch`` units: Morpho-MNIST from the experiment's embedded
-    digits, or random uint8 images with attributes of eq. (7)."""
+    """``{"t", "i", "x"}`` of ``batch`` units.
+
+    Morpho-MNIST from the experiment's embedded digits, or random uint8 images with attributes of
+    eq. (7).
+    """
     if source == "morpho":
         from jcausal.experiments.deepscm import load_data
 
@@ -550,8 +561,11 @@ def elbo_batch(source: str, batch: int, seed: int) -> dict[str, np.ndarray]:
 def elbo_training(
     width: int, data: dict, steps: int, repeats: int, seed: int, condition: str = "film"
 ) -> dict[str, Any]:
-    """Steps per second of the jitted train step of the full model at this width and wiring of
-    the parents into the encoder and decoder (``"film"`` or ``"input"``)."""
+    """Steps per second of the jitted train step of the full model.
+
+    At this width and wiring of the parents into the encoder and decoder (``"film"`` or
+    ``"input"``).
+    """
     kind = "full"
     key = jax.random.key(seed)
     scm = morpho.model(

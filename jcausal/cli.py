@@ -148,6 +148,7 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``jcausal`` command line (``experiment`` and ``design`` parse their own)."""
     parser = argparse.ArgumentParser(
         prog="jcausal",
         description="jcausal: causal machine learning in JAX (structural causal models, "
@@ -221,6 +222,14 @@ def _experiment(argv: Sequence[str]) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``jcausal`` command.
+
+    Args:
+        argv: the arguments after the program name (default ``sys.argv[1:]``).
+
+    Returns:
+        The process exit code.
+    """
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "experiment":
         return _experiment(argv[1:])

@@ -114,8 +114,10 @@ def morpho(thickness: str = "t", intensity: str = "i") -> SCM:
     exact, and ``jc.log_prob`` gives the true densities.
 
     Args:
-        thickness, intensity: the node names (``jcausal.data.attribute_scm`` uses
-            ``"thickness"`` and ``"intensity"``).
+        thickness: name of the thickness node (``jcausal.data.attribute_scm`` uses
+            ``"thickness"``).
+        intensity: name of the intensity node (``jcausal.data.attribute_scm`` uses
+            ``"intensity"``).
     """
     params = {
         "low": INTENSITY_LOW,

@@ -348,8 +348,10 @@ def zero_head_mlp(
     small positive scale keeps the context's influence small but nonzero.
 
     Args:
-        in_size, out_size: input and output sizes.
-        width, depth: hidden width and number of hidden layers (``depth=0``: linear).
+        in_size: input size.
+        out_size: output size.
+        width: hidden width.
+        depth: number of hidden layers (``depth=0``: linear).
         key: initialisation key.
         activation: hidden activation.
         output_scale: factor on the output layer's initial weights.
@@ -613,8 +615,10 @@ class Flow(eqx.Module):
         self.context_scale = ctx.scale
 
     def context(self, parents: Parents) -> Float[Array, " c"]:
-        """The context vector of one unit, shape ``(c,)`` (``(0,)`` without parents): the
-        :class:`ParentContext` of this flow's fields."""
+        """The context vector of one unit, shape ``(c,)`` (``(0,)`` without parents).
+
+        The :class:`ParentContext` of this flow's fields.
+        """
         ctx = ParentContext(self.parents, self.log_parents)
         ctx = eqx.tree_at(
             lambda c: (c.loc, c.scale),
@@ -731,13 +735,17 @@ def spline_mechanism(
         parents: parent names; with parents the spline (and affine) parameters come from a
             context network of the parents.
         shape: node shape.
-        num_bins, bound, order: see :class:`Spline`.
+        num_bins: number of spline bins (see :class:`Spline`).
+        bound: the spline acts on ``[-bound, bound]``, identity outside (see :class:`Spline`).
+        order: ``"quadratic"`` (rational-quadratic) or ``"linear"`` (see :class:`Spline`).
         context_size: total size of the parents' values (default: one number per parent).
-        width, depth: context network.
+        width: hidden width of the context network.
+        depth: hidden layers of the context network.
         affine: add a learnable (conditional) affine layer before the spline.
         constraint: ``None``, ``"exp"`` (positive node) or ``"sigmoid"`` (bounded node).
         normalise: ``(loc, scale)`` of the fixed normalisation (see :func:`normalisation`).
-        log_parents, context_normalise: how parents become the context (see :class:`Flow`).
+        log_parents: parents that enter the context as their logarithm (see :class:`Flow`).
+        context_normalise: ``(loc, scale)`` of the context (see :class:`Flow`).
         noise: exogenous noise (default standard normal of ``shape``).
     """
     parents = tuple(parents)

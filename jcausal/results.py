@@ -1,5 +1,6 @@
-"""Writing results: JSON conversion, metrics and CSV files, and output folders that are never
-half-written or silently replaced.
+"""Writing results: JSON conversion, metrics and CSV files, and safe output folders.
+
+Output folders are never half-written or silently replaced.
 
 :func:`staged_output` is how every command writes its folder (``jcausal design``, ``jcausal
 experiment``): the files go into a hidden temporary folder next to the target, which is

@@ -191,8 +191,10 @@ def test_corrupt_cache_is_named_and_rebuilt(test_digits, tmp_path, content):
 
 
 def test_true_densities_match_scipy():
-    """The densities of eq. (7) come from the SCM (one definition); check them against scipy's
-    closed forms, written out independently here."""
+    """The densities of eq. (7) come from the SCM (one definition).
+
+    Checked against scipy's closed forms, written out independently here.
+    """
     a = morphomnist.sample_attributes(200, seed=5)
     t, i = a["thickness"], a["intensity"]
     want_t = stats.gamma(a=10.0, scale=1 / 5.0, loc=0.5).logpdf(t)

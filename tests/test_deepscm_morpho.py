@@ -85,8 +85,10 @@ def test_abduction_then_prediction_reproduces_observations(kind, models, attrs):
 
 
 def _finite_difference_log_density(mech, values, parents, h=1e-6):
-    """log N(u(v)) + log du/dv with u = the mechanism's inverse and du/dv by central
-    differences (independent of the flows' log-det code)."""
+    """Log N(u(v)) + log du/dv with u = the mechanism's inverse and du/dv by central differences.
+
+    Independent of the flows' log-det code.
+    """
     inv = jax.jit(jax.vmap(lambda v, pa: mech.abduct(v, pa, None)))
     u = np.asarray(inv(values, parents))
     du = (np.asarray(inv(values + h, parents)) - np.asarray(inv(values - h, parents))) / (2 * h)
@@ -156,8 +158,11 @@ def test_smoke_experiment_meets_loose_targets(tmp_path):
 
 
 def test_the_model_is_trained_as_an_scm_with_two_learning_rates(models, attrs):
-    """The trainable object is the SCM itself; the flows get the flow learning rate, the
-    networks the net learning rate (labels follow ``scm.mechanisms[node]``)."""
+    """The trainable object is the SCM itself, with one learning rate per kind of part.
+
+    The flows get the flow learning rate, the networks the net learning rate (labels follow
+    ``scm.mechanisms[node]``).
+    """
     import equinox as eqx
     import optax
 

@@ -272,8 +272,10 @@ def _rqs_params(dtype, scale=1.2, seed=0):
 
 
 def _rqs_quantities(cls, params, x, y, boundary):
-    """Per point: forward at ``x`` and inverse at ``y`` (value, log-det) and the Jacobians of
-    both outputs w.r.t. the spline parameters and the input."""
+    """Per point: forward at ``x`` and inverse at ``y`` (value, log-det) and their Jacobians.
+
+    Jacobians of both outputs w.r.t. the spline parameters and the input.
+    """
     out = {}
     for way, method, pts in (
         ("forward", "forward_and_log_det", x),
@@ -300,10 +302,12 @@ def _rqs_quantities(cls, params, x, y, boundary):
 
 @eqx.filter_jit
 def _rqs_compare(params, points, boundary, direction, eps):
-    """Ours and distrax's quantities at ``points`` followed by the interior knots (inputs of
-    the inverse: distrax's forward of ``points``, then the knots' ``y``), the knot slopes,
-    and a central difference of our forward on the knots along ``direction`` in the params.
-    One compiled call keeps the test short."""
+    """Ours and distrax's quantities at ``points`` followed by the interior knots.
+
+    The inputs of the inverse are distrax's forward of ``points``, then the knots' ``y``; also the
+    knot slopes, and a central difference of our forward on the knots along ``direction`` in the
+    params. One compiled call keeps the test short.
+    """
     spline = flows.RationalQuadraticSpline(params, RQS_LO, RQS_HI, boundary_slopes=boundary)
     ref = distrax.RationalQuadraticSpline(params, RQS_LO, RQS_HI, boundary_slopes=boundary)
     knots_x = spline.x_pos[1:-1]
@@ -380,8 +384,10 @@ def test_rq_spline_matches_distrax_with_gradients(dtype, boundary):
 
 @eqx.filter_jit
 def _rqs_roundtrip(params, x, h):
-    """Forward, inverse of the result, both log-dets, the autodiff derivative and a central
-    difference of step ``h``."""
+    """Forward, inverse of the result, both log-dets, autodiff and central-difference derivatives.
+
+    The central difference has step ``h``.
+    """
     spline = flows.RationalQuadraticSpline(params, RQS_LO, RQS_HI, boundary_slopes="identity")
     y, logdet = spline.forward_and_log_det(x)
     x_back, inv_logdet = spline.inverse_and_log_det(y)

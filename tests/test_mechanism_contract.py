@@ -315,8 +315,10 @@ def test_likelihood_exact_or_bound(entry):
 
 
 def _scalar_objective(entry: Entry):
-    """A differentiable function of the SCM through the engine (log-likelihood or a
-    counterfactual)."""
+    """A differentiable function of the SCM through the engine.
+
+    A log-likelihood or a counterfactual.
+    """
     obs = _obs(entry)
     if entry.likelihood == "none":
         return lambda scm: jnp.sum(

@@ -1,5 +1,7 @@
-"""Input checks that hold everywhere (issue 10 section 5), interventions on part of a vector node,
-and the recompilation warning."""
+"""Input checks that hold everywhere (issue 10 section 5), and more.
+
+Also interventions on part of a vector node, and the recompilation warning.
+"""
 
 import warnings
 

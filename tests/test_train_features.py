@@ -1,5 +1,7 @@
-"""fit's options: integer checks, compiled chunks without per-step host reads, the step seen by
-the loss, full-batch runs (data=None), EMA of the parameters, frozen leaves, keep_best on NaN.
+"""Tests of fit's options.
+
+Integer checks, compiled chunks without per-step host reads, the step seen by the loss,
+full-batch runs (data=None), EMA of the parameters, frozen leaves, keep_best on NaN.
 """
 
 import json

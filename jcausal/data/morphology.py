@@ -107,8 +107,9 @@ def _window(code: int) -> np.ndarray:
 
 
 def _thinning_table() -> np.ndarray:
-    """Table of the medial-axis thinning, indexed by neighbourhood code (512 entries): 1 where
-    the centre is foreground and deleting it changes the number of 8-connected
+    """Table of the medial-axis thinning, indexed by neighbourhood code (512 entries).
+
+    An entry is 1 where the centre is foreground and deleting it changes the number of 8-connected
     components of the window, or the window has fewer than three foreground pixels (an end
     point). skimage's ``medial_axis`` uses the same rule but rebuilds the table (1,024
     labelings) on every call, which was 90% of the cost of generating a Morpho-MNIST image.
@@ -128,9 +129,11 @@ _TABLE: np.ndarray | None = None
 
 
 def _medial_axis(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Medial axis and distance-to-background of a binary mask; identical to
-    ``skimage.morphology.medial_axis(mask, return_distance=True, rng=0)`` (tested), about 10x
-    faster on 112x112 digit masks because the thinning table is built once per process."""
+    """Medial axis and distance-to-background of a binary mask.
+
+    Identical to ``skimage.morphology.medial_axis(mask, return_distance=True, rng=0)`` (tested),
+    about 10x faster on 112x112 digit masks because the thinning table is built once per process.
+    """
     global _TABLE
     if _skeletonize_loop is None:
         return medial_axis(mask, return_distance=True, rng=0)

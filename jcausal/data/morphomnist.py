@@ -75,8 +75,10 @@ def thickness_mechanism(noise: Float[np.ndarray, "*n"]) -> Float[np.ndarray, "*n
 def intensity_mechanism(
     thickness: Float[np.ndarray, "*n"], noise: Float[np.ndarray, "*n"]
 ) -> Float[np.ndarray, "*n"]:
-    """``i = 191 * sigmoid(0.5 e_I + 2 t - 5) + 64`` (grey levels): the intensity mechanism of
-    :func:`attribute_scm`, on broadcast numpy arrays."""
+    """``i = 191 * sigmoid(0.5 e_I + 2 t - 5) + 64`` (grey levels), on broadcast numpy arrays.
+
+    The intensity mechanism of :func:`attribute_scm`.
+    """
 
     def fn(t, e):
         mech = attribute_scm().mechanisms["intensity"]
@@ -98,8 +100,10 @@ def true_log_p_t(t: Float[np.ndarray, "*n"]) -> Float[np.ndarray, "*n"]:
 def true_log_p_i_given_t(
     t: Float[np.ndarray, "*n"], i: Float[np.ndarray, "*n"]
 ) -> Float[np.ndarray, "*n"]:
-    """``log p(i | t)`` of eq. (7) (change of variables from ``e_I ~ N(0, 1)``), from
-    :func:`attribute_scm`; ``t`` and ``i`` broadcast."""
+    """``log p(i | t)`` of eq. (7), from :func:`attribute_scm`; ``t`` and ``i`` broadcast.
+
+    A change of variables from ``e_I ~ N(0, 1)``.
+    """
 
     def fn(t, i):
         mech = attribute_scm().mechanisms["intensity"]
@@ -151,7 +155,9 @@ def counterfactual_image(
         digit_noise: ``(H, W)`` base digit ``e_X``, grey levels in ``[0, 255]``.
         t_new: thickness in pixels (> 0).
         i_new: intensity in grey levels, ``(0, 255]``.
-        scale, refine: see `morphology.set_thickness`.
+        scale: upscaling factor of the morphological edit (see `morphology.set_thickness`).
+        refine: measure-and-correct steps after the first edit (see
+            `morphology.set_thickness`).
 
     Returns:
         ``(H, W)`` uint8 image.
@@ -253,7 +259,9 @@ def make_morphomnist(
         labels: ``(M,)`` class labels.
         n: number of units (default ``M``).
         seed: seed of the digit choice and the attribute draws.
-        scale, refine: see `morphology.set_thickness`.
+        scale: upscaling factor of the morphological edit (see `morphology.set_thickness`).
+        refine: measure-and-correct steps after the first edit (see
+            `morphology.set_thickness`).
         cache: read/write ``morphomnist-<hash>.npz`` keyed by the digits and the configuration.
         directory: cache directory (default `cache_dir`).
 

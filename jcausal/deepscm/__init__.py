@@ -1,5 +1,6 @@
-"""Deep structural causal models (Pawlowski, Castro & Glocker, 2020): the three Morpho-MNIST
-models of Fig. 2 (:mod:`jcausal.deepscm.morpho`).
+"""Deep structural causal models (Pawlowski, Castro & Glocker, 2020).
+
+The three Morpho-MNIST models of Fig. 2 are in :mod:`jcausal.deepscm.morpho`.
 
 The conditional-VAE image mechanism is generic and lives in :mod:`jcausal.image`; it is
 re-exported here (``jcausal.deepscm.VAEImage``) for existing code.

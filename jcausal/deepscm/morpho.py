@@ -188,9 +188,12 @@ def _label(path, _leaf) -> str:
 
 
 def optimizer(flow_lr: float = 5e-3, net_lr: float = 1e-4) -> optax.GradientTransformation:
-    """Adam with two learning rates: ``flow_lr`` for the ``t``/``i`` flows, ``net_lr`` for the
-    encoder/decoder (appendix A.2: 5e-3 and 1e-4). Labels follow the SCM's own structure
-    (``scm.mechanisms[node]``), so it applies to the model passed to ``fit`` as it is."""
+    """Adam with two learning rates: ``flow_lr`` for the ``t``/``i`` flows, ``net_lr`` for the rest.
+
+    ``net_lr`` applies to the encoder/decoder (appendix A.2: 5e-3 and 1e-4). Labels follow the
+    SCM's own structure (``scm.mechanisms[node]``), so it applies to the model passed to ``fit``
+    as it is.
+    """
 
     def labels(tree):
         return jax.tree_util.tree_map_with_path(_label, tree)

@@ -20,8 +20,10 @@ OVERWRITE_HELP = (
 
 
 def experiment_parser(name: str, description: str) -> argparse.ArgumentParser:
-    """The common command line of an experiment: ``--smoke``, ``--out``, ``--overwrite``,
-    ``--seed``."""
+    """The common command line of an experiment.
+
+    Options ``--smoke``, ``--out``, ``--overwrite`` and ``--seed``.
+    """
     p = argparse.ArgumentParser(prog=f"jcausal experiment {name}", description=description)
     p.add_argument("--smoke", action="store_true", help="small, fast configuration (used in CI)")
     p.add_argument("--out", default=None, help=f"output folder (default results/{name})")

@@ -180,8 +180,10 @@ def _chunks(batch: dict, size: int):
 
 @eqx.filter_jit
 def _densities(scm, batch, key, particles):
-    """Per-unit ``log p(t)``, ``log p(i | pa)`` and the ELBO of ``x`` through the engine, on
-    uniformly dequantised images."""
+    """Per-unit ``log p(t)``, ``log p(i | pa)`` and the ELBO of ``x`` through the engine.
+
+    Images are uniformly dequantised first.
+    """
     kd, kl = jax.random.split(key)
     batch = dict(batch)
     batch["x"] = dequantise(kd, batch["x"]).astype(jnp.float32)
@@ -251,8 +253,10 @@ def _intervention_samples(key, scm, t_name: str, i_name: str, n: int) -> dict[st
 
 
 def interventions(key, models: dict, n: int) -> tuple[dict, dict]:
-    """Samples of ``(t, i)`` observational and under the two shifts of ``t``; mean intensity
-    under each, learned versus true."""
+    """Samples of ``(t, i)`` observational and under the two shifts of ``t``.
+
+    Also the mean intensity under each, learned versus true.
+    """
     samples = {"true": _intervention_samples(key, attribute_scm(), "thickness", "intensity", n)}
     for kind, scm in models.items():
         samples[kind] = _intervention_samples(key, morpho.attributes(scm), "t", "i", n)
@@ -291,11 +295,13 @@ def counterfactuals(scm, test, key, units: int, num_samples: int) -> dict:
 
 
 def shortcut_agreement(scm, test, key, units: int) -> float:
-    """Largest difference (grey levels) between eq. (6) written out (abduct ``z`` and ``u``
-    with the image mechanism, then predict) and the one-step constant-variance shortcut
-    ``P(x') = P(x) + mu(z, pa') - mu(z, pa)`` that ``jc.counterfactual`` uses
-    (:meth:`jcausal.image.VAEImage.counterfactual_value`), for the same posterior keys, over
-    the grid interventions of the first ``units`` test units."""
+    """Largest gap (grey levels) between eq. (6) written out and the one-step shortcut.
+
+    Eq. (6) written out abducts ``z`` and ``u`` with the image mechanism, then predicts; the
+    constant-variance shortcut ``P(x') = P(x) + mu(z, pa') - mu(z, pa)`` is what
+    ``jc.counterfactual`` uses (:meth:`jcausal.image.VAEImage.counterfactual_value`). Both use the
+    same posterior keys, over the grid interventions of the first ``units`` test units.
+    """
     mech = scm.mechanisms["x"]
     obs = {
         "t": jnp.asarray(test["t"][:units]),
@@ -354,8 +360,10 @@ def counterfactual_fidelity(cfs: dict) -> dict[str, float]:
 
 
 def plot_interventions(samples: dict, path: Path) -> None:
-    """Fig. 3: KDE contours of p(t, i) observational (red, shaded) and under do(t := t + 1)
-    (blue) and do(t := t - 0.5) (green, dashed), per model."""
+    """Fig. 3: KDE contours of p(t, i) per model.
+
+    Observational (red, shaded), under do(t := t + 1) (blue) and do(t := t - 0.5) (green, dashed).
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -397,12 +405,15 @@ def plot_interventions(samples: dict, path: Path) -> None:
 
 
 def plot_samples(key, models: dict, test: dict, units: int, path: Path) -> dict[str, float]:
-    """Figs. A.2-A.4: per model, ``units`` samples ``(t, i, x)`` drawn from the learned SCM (top
-    row), and test images of eq. (7) (middle row) over their reconstructions (bottom row).
-    Titles give the sampled or observed ``(t, i)`` over the ``(t, i)`` measured on the image
-    shown. Returns, per model whose image depends on the attributes, the mean absolute
-    difference between sampled attributes and those measured on the sampled
-    images (how well samples obey their own attributes)."""
+    """Figs. A.2-A.4: samples from each learned SCM, and test images over their reconstructions.
+
+    Per model, ``units`` samples ``(t, i, x)`` drawn from the learned SCM (top row), and test
+    images of eq. (7) (middle row) over their reconstructions (bottom row). Titles give the sampled
+    or observed ``(t, i)`` over the ``(t, i)`` measured on the image shown. Returns, per model
+    whose image depends on the attributes, the mean absolute difference between sampled
+    attributes and those measured on the sampled images (how well samples obey their own
+    attributes).
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -454,9 +465,11 @@ def plot_samples(key, models: dict, test: dict, units: int, path: Path) -> dict[
 
 
 def plot_counterfactuals(test: dict, cfs: dict, units: int, path: Path) -> dict[str, float]:
-    """Fig. 4: per unit, the original and its model counterfactuals (top) over the true
-    counterfactuals of eq. (7) (bottom); titles give the measured (t, i). Returns the MAE (grey
-    levels) between model and true counterfactual images."""
+    """Fig. 4: per unit, the original and its model counterfactuals over the true ones.
+
+    Model counterfactuals on top, true counterfactuals of eq. (7) at the bottom; titles give the
+    measured (t, i). Returns the MAE (grey levels) between model and true counterfactual images.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -501,9 +514,11 @@ def plot_counterfactuals(test: dict, cfs: dict, units: int, path: Path) -> dict[
 
 
 def train(kind: str, cfg: Config, data: dict, val: dict, key, out: Path, progress: bool = True):
-    """Train one model with :func:`jcausal.train.fit`, keeping the parameters with the best
-    validation loss; checkpoints and JSON-lines metrics go to ``out/checkpoints/<kind>`` and
-    ``out/train_<kind>.jsonl``."""
+    """Train one model with :func:`jcausal.train.fit`, keeping the best validation loss.
+
+    Checkpoints and JSON-lines metrics go to ``out/checkpoints/<kind>`` and
+    ``out/train_<kind>.jsonl``.
+    """
     kp, kf = jax.random.split(key)
     scm = morpho.model(
         kind,

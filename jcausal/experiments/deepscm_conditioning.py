@@ -77,8 +77,11 @@ def learned_curves(key: PRNGKeyArray, model: jscm.SCM, n: int) -> dict[str, dict
 
 
 def true_curves() -> dict[str, dict[float, np.ndarray]]:
-    """The same densities for the true SCM of eq. (7) (interventional ones in closed form:
-    ``p(t | do(i)) = p(t)`` and ``p(i | do(t = v)) = p(i | t = v)``)."""
+    """The same densities for the true SCM of eq. (7).
+
+    Interventional ones are in closed form: ``p(t | do(i)) = p(t)`` and
+    ``p(i | do(t = v)) = p(i | t = v)``.
+    """
     log_pt = true_log_p_t(T_GRID)
     out: dict[str, dict[float, np.ndarray]] = {k: {} for k in ("t_given_i", "t_do_i", "i_do_t")}
     for v in I_VALUES:
@@ -90,8 +93,10 @@ def true_curves() -> dict[str, dict[float, np.ndarray]]:
 
 
 def conditioning_metrics(learned: Mapping, truth: Mapping) -> dict[str, Any]:
-    """Means of every curve, learned against true, and the gap between conditioning and
-    intervening. Means of sampled curves are sample means."""
+    """Means of every curve, learned against true, and the gap between conditioning and intervening.
+
+    Means of sampled curves are sample means.
+    """
     m: dict[str, Any] = {}
     for v in I_VALUES:
         m[f"i={v:g}"] = {
@@ -120,8 +125,10 @@ def _violin(
     ax, at: float, grid: np.ndarray, dens: np.ndarray, half: float, side: int, vertical: bool,
     **style,
 ) -> None:  # fmt: skip
-    """One half of a violin: ``dens`` (on ``grid``) scaled to ``half`` at its peak, drawn on
-    ``side`` (+1 / -1) of the line ``at``."""
+    """One half of a violin on ``side`` (+1 / -1) of the line ``at``.
+
+    ``dens`` (on ``grid``) is scaled to ``half`` at its peak.
+    """
     w = side * half * dens / max(float(np.max(dens)), 1e-300)
     if vertical:  # violin along y (the grid), centred at x = at
         ax.fill_betweenx(grid, at, at + w, **style)
@@ -135,8 +142,10 @@ def _kde(samples: np.ndarray, grid: np.ndarray) -> np.ndarray:
 
 
 def plot_conditioning(learned: Mapping, path: Path) -> None:
-    """Fig. A.6: the learned joint ``p(t, i)`` as contours; split violins at each value
-    (conditioning on one side, intervening on the other)."""
+    """Fig. A.6: the learned joint ``p(t, i)`` as contours, and split violins at each value.
+
+    Conditioning is on one side of each violin, intervening on the other.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -180,8 +189,11 @@ def plot_conditioning(learned: Mapping, path: Path) -> None:
 def conditioning_vs_intervening(
     key: PRNGKeyArray, model: jscm.SCM, n: int, path: Path | None = None
 ) -> dict[str, Any]:
-    """Fig. A.6 for a trained full model (an SCM of :func:`jcausal.deepscm.morpho.model`):
-    metrics (see :func:`conditioning_metrics`) and, if ``path`` is given, the figure."""
+    """Fig. A.6 for a trained full model (an SCM of :func:`jcausal.deepscm.morpho.model`).
+
+    Returns the metrics (see :func:`conditioning_metrics`) and, if ``path`` is given, writes the
+    figure.
+    """
     learned = learned_curves(key, model, n)
     metrics = conditioning_metrics(learned, true_curves())
     if path is not None:

@@ -124,9 +124,18 @@ def relative_errors(
     """Relative errors ``||x - A x - y|| / ||x||`` (float64, numpy) and evaluations used.
 
     Args:
-        As: ``(b, n, n)`` technical coefficients; ys: ``(b, n)`` final demands. Systems of
-            different sizes can share one compiled solve by zero-padding to a common ``n``:
-            padded sectors stay exactly zero and change neither the iterates nor the norms.
+        As: ``(b, n, n)`` technical coefficients. Systems of different sizes can share one
+            compiled solve by zero-padding to a common ``n``: padded sectors stay exactly zero
+            and change neither the iterates nor the norms.
+        ys: ``(b, n)`` final demands.
+        method: ``"anderson"`` or ``"forward"`` (damped fixed-point iteration).
+        beta: damping of the update (1 = undamped).
+        budget: number of evaluations of ``x -> A x + y`` (no tolerance stop, no divergence
+            stop).
+        history: Anderson's memory (ignored by ``"forward"``).
+
+    Returns:
+        ``(b,)`` relative errors and ``(b,)`` evaluations used.
     """
     As = np.asarray(As, np.float64)
     ys = np.asarray(ys, np.float64)

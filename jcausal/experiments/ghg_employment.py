@@ -58,6 +58,7 @@ def run(
         progress: show a progress bar.
         console: a ``rich.console.Console`` for the tables.
         quiet: print nothing.
+        **opts: fields of the smoke / full config to override (see ``config``).
 
     A float64 configuration (the default) needs ``jax.config.update("jax_enable_x64", True)``
     first; the command line does it.

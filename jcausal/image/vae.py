@@ -108,8 +108,10 @@ class VAEImage(Mechanism):
 
     @property
     def noise(self) -> distrax.Distribution:
-        """The whole exogenous noise of one image: ``{"z": (latent,), "u": image_shape}``,
-        independent standard normals (the latent's prior and the pixel noise)."""
+        """The whole exogenous noise of one image: ``{"z": (latent,), "u": image_shape}``.
+
+        Independent standard normals (the latent's prior and the pixel noise).
+        """
         dtype = jnp.result_type(self.log_var)
         shape = self.image_shape
         return distrax.Joint(
@@ -188,8 +190,11 @@ class VAEImage(Mechanism):
     def counterfactual_value(
         self, value: Array, parents: Parents, new_parents: Parents, key: PRNGKeyArray | None
     ) -> Array:
-        """Eq. (6) for one image in one step: ``z ~ q(z | x, pa)`` drawn with ``key`` (the
-        same draw as :meth:`abduct`), then :meth:`shortcut`. ``jc.counterfactual`` uses it."""
+        """Eq. (6) for one image in one step; ``jc.counterfactual`` uses it.
+
+        Draws ``z ~ q(z | x, pa)`` with ``key`` (the same draw as :meth:`abduct`), then applies
+        :meth:`shortcut`.
+        """
         z = self.posterior(value, parents).sample(seed=key)
         return self.shortcut(value, parents, new_parents, z)
 
@@ -201,18 +206,22 @@ class VAEImage(Mechanism):
         key: PRNGKeyArray,
         num_samples: int = 32,
     ) -> Float[Array, " samples *image"]:
-        """Monte Carlo counterfactuals of one image: ``num_samples`` draws of
-        :meth:`counterfactual_value` (keys split from ``key``). Average over the first axis for
-        the paper's point estimate. ``jc.counterfactual(..., num_samples=S)`` does the same for
-        a batch of units through the engine."""
+        """Monte Carlo counterfactuals of one image.
+
+        ``num_samples`` draws of :meth:`counterfactual_value` (keys split from ``key``). Average
+        over the first axis for the paper's point estimate. ``jc.counterfactual(...,
+        num_samples=S)`` does the same for a batch of units through the engine.
+        """
         keys = jax.random.split(key, num_samples)
         return jax.vmap(lambda k: self.counterfactual_value(x, parents, new_parents, k))(keys)
 
     def reconstruct(
         self, x: Float[Array, "*image"], parents: Parents, key: PRNGKeyArray, num_samples: int = 32
     ) -> Float[Array, "*image"]:
-        """``P^{-1}(E_q[mu(z, pa)])`` for one image, a Monte Carlo average over ``num_samples``
-        draws of ``z ~ q(z | x, pa)`` (the reconstructions of Table 1's MAE)."""
+        """``P^{-1}(E_q[mu(z, pa)])`` for one image (the reconstructions of Table 1's MAE).
+
+        A Monte Carlo average over ``num_samples`` draws of ``z ~ q(z | x, pa)``.
+        """
         zs = self.posterior(x, parents).sample(seed=key, sample_shape=(num_samples,))
         mu = jax.vmap(lambda z: self.mean(z, parents))(zs)
         return self.postprocess(jnp.mean(mu, 0))
@@ -251,9 +260,11 @@ class VAEImage(Mechanism):
     def log_prob_bound(
         self, value: Array, parents: Parents, key: PRNGKeyArray | None, num_samples: int = 1
     ) -> Float[Array, ""]:
-        """The ELBO (:meth:`elbo`) with ``num_samples`` particles: what ``jc.log_prob(...,
-        bound=True)`` gives for this node. ``value`` in grey levels (dequantised for 8-bit
-        data)."""
+        """The ELBO (:meth:`elbo`) with ``num_samples`` particles.
+
+        What ``jc.log_prob(..., bound=True)`` gives for this node. ``value`` in grey levels
+        (dequantised for 8-bit data).
+        """
         # The networks are float32; keep their input float32 under jax_enable_x64 too.
         value = jnp.asarray(value, jnp.float32)
         return self.elbo(value, parents, key, num_samples)

@@ -52,9 +52,11 @@ def _code(x: Any) -> Any:
 
 
 class _RetraceWatch:
-    """Counts compilations of one program per code signature (its static leaves with function
-    identities replaced by their code) and warns once per signature when functions with the
-    same code keep arriving as new objects."""
+    """Counts compilations of one program per code signature and warns on repeats.
+
+    The signature is the program's static leaves with function identities replaced by their code;
+    it warns once per signature when functions with the same code keep arriving as new objects.
+    """
 
     def __init__(self, name: str, maxsize: int = 1024):
         self.name = name
@@ -89,8 +91,9 @@ class _RetraceWatch:
 
 
 def warn_on_retrace(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Decorate a function compiled with ``eqx.filter_jit`` (put it *inside* the jit) so that
-    retracing it for fresh function objects with the same code warns, like the engine's verbs.
+    """Make retracing an ``eqx.filter_jit`` function for same-code function objects warn.
+
+    Put the decorator *inside* the jit; it warns like the engine's verbs.
 
     Tracing happens exactly when the jit's cache misses, so counting traces per code
     signature of the static (non-array) arguments finds recompilations caused by new lambdas.

@@ -122,8 +122,10 @@ class Intervention(eqx.Module):
 
     @property
     def constant(self) -> bool:
-        """Whether the intervened value ignores the node's parents and noise (a whole-node
-        ``Hard``): the engine then neither abducts nor samples the node's noise."""
+        """Whether the value ignores the node's parents and noise (a whole-node ``Hard``).
+
+        The engine then neither abducts nor samples the node's noise.
+        """
         return False
 
     @abc.abstractmethod

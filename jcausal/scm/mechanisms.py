@@ -231,8 +231,9 @@ class Mechanism(eqx.Module):
     def counterfactual_value(
         self, value: Array, parents: Parents, new_parents: Parents, key: PRNGKeyArray | None
     ) -> Array:
-        """One unit's counterfactual value when its parents change from ``parents`` to
-        ``new_parents``: ``forward(new_parents, abduct(value, parents, key))`` (eq. 6).
+        """One unit's counterfactual value when its parents change to ``new_parents``.
+
+        The default is ``forward(new_parents, abduct(value, parents, key))`` (eq. 6).
 
         A mechanism may override this with an algebraically equal shortcut (set
         ``has_shortcut = True``); ``counterfactual`` then calls it for the node instead of
@@ -385,8 +386,10 @@ class Invertible(_BoxedNoise, Mechanism):
 
 
 def _gumbel_posterior(lam: Array, value: Array, g: Array) -> Array:
-    """Posterior noise of one categorical given its observed category (eq. C.3), from draws
-    ``g ~ Gumbel(0, 1)`` of shape ``(K,)``."""
+    """Posterior noise of one categorical given its observed category (eq. C.3).
+
+    From draws ``g ~ Gumbel(0, 1)`` of shape ``(K,)``.
+    """
     k = lam.shape[-1]
     onehot = jax.nn.one_hot(value, k, dtype=bool)
     # Perturbed maximum: Gumbel located at logsumexp(lam), whatever category won.

@@ -30,6 +30,11 @@ def integer(name: str, value: Any, low: int) -> int:
 
 
 def num_units(data: PyTree) -> int:
+    """The common leading (unit) axis length of the arrays in ``data``.
+
+    Raises:
+        ValueError: ``data`` has no arrays, or its leading axes differ.
+    """
     leaves = jax.tree_util.tree_leaves(data)
     if not leaves:
         raise ValueError(
@@ -46,6 +51,11 @@ def num_units(data: PyTree) -> int:
 
 
 def key_data(key: PRNGKeyArray) -> np.ndarray:
+    """The raw ``uint32`` data of a typed or legacy PRNG key, as numpy (for checkpoints).
+
+    Raises:
+        TypeError: ``key`` is a Python int rather than a key.
+    """
     if isinstance(key, int):
         raise TypeError("key must be a jax.random key (jax.random.key(seed)), not an int")
     if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):

@@ -60,6 +60,7 @@ def trim(path: str, upto: int) -> None:
 
 
 def to_floats(tree: dict[str, Any]) -> dict[str, float]:
+    """A flat dict of scalar arrays as Python floats (for logging)."""
     return {k: float(v) for k, v in tree.items()}
 
 

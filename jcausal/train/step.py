@@ -47,6 +47,7 @@ def takes_step(fn: Callable) -> bool:
 
 
 def call_loss(fn: Callable, with_step: bool, params, batch, key, step) -> Any:
+    """Call the user's loss on the unfrozen parameters, passing ``step=`` if it takes one."""
     if with_step:
         return fn(unfreeze(params), batch, key, step=step)
     return fn(unfreeze(params), batch, key)

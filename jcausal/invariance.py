@@ -231,11 +231,14 @@ def compensate(
             f"parents {mech.parents} in the unintervened graph"
         )
 
-    def fn(params, pa, noise):
-        c, uu = params
-        return c(pa, uu, mech.forward(pa, noise))
+    # A module-level function with the mechanism in its params: a closure made here would be
+    # a new static argument on every call and recompile the solve each time.
+    return {auxiliary: Soft(_compensated, (comp, u, mech))}
 
-    return {auxiliary: Soft(fn, (comp, u))}
+
+def _compensated(params, pa, noise):
+    comp, u, mech = params
+    return comp(pa, u, mech.forward(pa, noise))
 
 
 class InvariantIntervention(eqx.Module):

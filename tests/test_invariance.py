@@ -212,3 +212,13 @@ def test_compensator_sees_vector_parents():
     kept = np.asarray(res.deviation(model, thetas, us))
     moved = np.asarray(res.deviation(model, thetas, us, compensated=False))
     assert kept.mean() < 0.2 * moved.mean()
+
+
+def test_compensation_reuses_one_function():
+    """compensate() must not build a new closure per call: each new function object is a new
+    static argument of the compiled solve and recompiles it (seconds per call)."""
+    scm, _ = eq4(jnp.asarray([1.0, 0.5, 0.6, 0.7]))
+    comp = inv.Compensator(scm.mechanisms["z"].parents, 1, jax.random.key(0))
+    a = inv.compensate(scm, "z", comp, jnp.asarray([0.1]))["z"]
+    b = inv.compensate(scm, "z", comp, jnp.asarray([0.2]))["z"]
+    assert a.fn is b.fn

@@ -215,8 +215,10 @@ def test_compensator_sees_vector_parents():
 
 
 def test_compensation_reuses_one_function():
-    """compensate() must not build a new closure per call: each new function object is a new
-    static argument of the compiled solve and recompiles it (seconds per call)."""
+    """compensate() reuses one function rather than building a closure per call.
+
+    Each new function object is a new static argument of the compiled solve and recompiles it.
+    """
     scm, _ = eq4(jnp.asarray([1.0, 0.5, 0.6, 0.7]))
     comp = inv.Compensator(scm.mechanisms["z"].parents, 1, jax.random.key(0))
     a = inv.compensate(scm, "z", comp, jnp.asarray([0.1]))["z"]

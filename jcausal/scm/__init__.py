@@ -16,6 +16,7 @@ from .equilibrium import (
     solve,
 )
 from .graph import CycleError
+from .gumbel import GumbelMax
 from .inference import abduct, counterfactual, log_prob, sample
 from .interventions import (
     Hard,
@@ -30,7 +31,6 @@ from .interventions import (
 from .mechanisms import (
     Additive,
     Amortized,
-    GumbelMax,
     Invertible,
     Mechanism,
     Parents,

@@ -33,7 +33,9 @@ the short training. The parents enter the encoder and the decoder at every layer
 (the paper's ``"input"``): with the paper's wiring the decoder follows the parents only
 partly outside the bulk of the training data, and counterfactual thickness came out 0.83
 correlated with its target instead of 0.90-0.91 (``--condition input`` reproduces it).
-Run ``python experiments/deepscm_morphomnist.py [--smoke]``.
+Run ``python experiments/deepscm_morphomnist.py [--smoke]``. This module holds the data, the
+training and the run; the evaluation is :mod:`jcausal.experiments.deepscm_eval` and the figures
+:mod:`jcausal.experiments.deepscm_figures`.
 """
 
 from __future__ import annotations
@@ -44,31 +46,29 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-import equinox as eqx
 import jax
-import jax.numpy as jnp
 import numpy as np
-from scipy import stats
 
-from .. import scm as jscm
 from ..data import (
-    attribute_scm,
-    counterfactual_images,
     load_digits_28,
     make_morphomnist,
-    measure,
-    sample_attributes,
 )
 from ..data import morphomnist as mm
 from ..deepscm import morpho
-from ..image import dequantise
 from ..train import fit
 from ._common import output_dir, run_cli, write_metrics
 from .deepscm_conditioning import conditioning_vs_intervening
+from .deepscm_eval import (
+    association,
+    counterfactual_fidelity,
+    counterfactuals,
+    expected_log_likelihoods,
+    interventions,
+    shortcut_agreement,
+)
+from .deepscm_figures import plot_counterfactuals, plot_interventions, plot_samples
 
 NAME = "deepscm"
-T_GRID = (1.0, 3.0, 5.0)
-I_GRID = (64.0, 160.0, 255.0)
 TRAIN_DATA_SEED = 0
 TEST_DATA_SEED = 1
 VAL_DATA_SEED = 2
@@ -166,347 +166,6 @@ def load_data(n_train: int | None, n_test: int | None) -> tuple[dict, dict]:
     """Train and test units of :func:`load_splits` (without the validation split)."""
     train, _, test = load_splits(n_train, None, n_test)
     return train, test
-
-
-# ----------------------------------------------------------------------------------------------
-# evaluation pieces
-
-
-def _chunks(batch: dict, size: int):
-    n = len(batch["t"])
-    for a in range(0, n, size):
-        yield {k: v[a : a + size] for k, v in batch.items()}
-
-
-@eqx.filter_jit
-def _densities(scm, batch, key, particles):
-    """Per-unit ``log p(t)``, ``log p(i | pa)`` and the ELBO of ``x`` through the engine.
-
-    Images are uniformly dequantised first.
-    """
-    kd, kl = jax.random.split(key)
-    batch = dict(batch)
-    batch["x"] = dequantise(kd, batch["x"]).astype(jnp.float32)
-    return jscm.log_prob(scm, batch, kl, per_node=True, bound=True, num_samples=particles)
-
-
-@eqx.filter_jit
-def _reconstruct(scm, batch, key, samples=32):
-    """``P^{-1}(E_q[mu(z, pa)])`` of each image (:meth:`jcausal.image.VAEImage.reconstruct`)."""
-    mx = scm.mechanisms["x"]
-    x = jnp.asarray(batch["x"], jnp.float32)
-    pa = {p: batch[p] for p in mx.parents}
-    keys = jax.random.split(key, x.shape[0])
-    return jax.vmap(lambda xi, p, k: mx.reconstruct(xi, p, k, samples))(x, pa, keys)
-
-
-def association(scm, test, key, particles) -> dict[str, float]:
-    """Table 1 metrics on ``test`` (nats per unit; MAE in grey levels)."""
-    lt, li, lx, mae = [], [], [], []
-    data = {k: test[k] for k in ("t", "i", "x")}
-    for j, b in enumerate(_chunks(data, 100)):
-        kd, kr = jax.random.split(jax.random.fold_in(key, j))
-        d = _densities(scm, b, kd, particles)
-        lt.append(d["t"])
-        li.append(d["i"])
-        lx.append(d["x"])
-        r = _reconstruct(scm, b, kr)
-        mae.append(np.mean(np.abs(np.asarray(r) - b["x"].astype(float)), axis=(1, 2)))
-    lt, li, lx = (np.concatenate([np.asarray(a) for a in v]) for v in (lt, li, lx))
-    return {
-        "log_p_xti": float(np.mean(lt + li + lx)),
-        "log_p_x_given_ti": float(np.mean(lx)),
-        "log_p_t": float(np.mean(lt)),
-        "log_p_i_given_t": float(np.mean(li)),
-        "mae": float(np.mean(np.concatenate(mae))),
-    }
-
-
-def expected_log_likelihoods(scm, n: int) -> dict[str, float]:
-    """``E_true[log q(t)]`` and ``E_true[log q(i | t)]`` on ``n`` fresh draws of eq. (7)."""
-    attrs = sample_attributes(n, seed=12345)
-    t = jnp.asarray(attrs["thickness"])
-    i = jnp.asarray(attrs["intensity"])
-    terms = jscm.log_prob(morpho.attributes(scm), {"t": t, "i": i}, per_node=True)
-    li = np.asarray(terms["i"])
-    # The fixed sigmoid normalisation spans the training data's range (appendix A.2), so a
-    # fresh draw beyond it has zero learned density; those are counted, not averaged.
-    inside = np.isfinite(li)
-    return {
-        "learned_log_p_t": float(jnp.mean(terms["t"])),
-        "learned_log_p_i_given_t": float(np.mean(li[inside])),
-        "fraction_i_outside_learned_support": float(1 - inside.mean()),
-        "true_log_p_t": float(np.mean(mm.true_log_p_t(attrs["thickness"]))),
-        "true_log_p_i_given_t": float(
-            np.mean(mm.true_log_p_i_given_t(attrs["thickness"], attrs["intensity"])[inside])
-        ),
-    }
-
-
-def _intervention_samples(key, scm, t_name: str, i_name: str, n: int) -> dict[str, np.ndarray]:
-    out = {}
-    for label, iv in (("obs", None), ("plus1", 1.0), ("minus05", -0.5)):
-        model = scm if iv is None else jscm.do(scm, {t_name: jscm.Shift(iv)})
-        s = jscm.sample(key, model, n)
-        out[label] = np.stack([np.asarray(s[t_name], float), np.asarray(s[i_name], float)], 1)
-    return out
-
-
-def interventions(key, models: dict, n: int) -> tuple[dict, dict]:
-    """Samples of ``(t, i)`` observational and under the two shifts of ``t``.
-
-    Also the mean intensity under each, learned versus true.
-    """
-    samples = {"true": _intervention_samples(key, attribute_scm(), "thickness", "intensity", n)}
-    for kind, scm in models.items():
-        samples[kind] = _intervention_samples(key, morpho.attributes(scm), "t", "i", n)
-    metrics = {}
-    for name, s in samples.items():
-        metrics[name] = {f"mean_i_{lab}": float(np.nanmean(v[:, 1])) for lab, v in s.items()} | {
-            f"mean_t_{lab}": float(np.nanmean(v[:, 0])) for lab, v in s.items()
-        }
-    for name in models:
-        metrics[name]["abs_err_mean_i"] = {
-            lab: abs(metrics[name][f"mean_i_{lab}"] - metrics["true"][f"mean_i_{lab}"])
-            for lab in ("obs", "plus1", "minus05")
-        }
-    return samples, metrics
-
-
-def counterfactuals(scm, test, key, units: int, num_samples: int) -> dict:
-    """Eq. (6) counterfactuals of the first ``units`` test units under the grid interventions.
-
-    Returns ``{label: {"x": (units, 28, 28), "t": (units,), "i": (units,)}}`` with the image
-    averaged over ``num_samples`` Monte Carlo draws of the abducted latent.
-    """
-    obs = {
-        "t": jnp.asarray(test["t"][:units]),
-        "i": jnp.asarray(test["i"][:units]),
-        "x": jnp.asarray(test["x"][:units], jnp.float32),
-    }
-    out = {}
-    grid = [("t", v) for v in T_GRID] + [("i", v) for v in I_GRID]
-    for j, (node, v) in enumerate(grid):
-        cf = jscm.counterfactual(
-            scm, obs, {node: jscm.Hard(v)}, jax.random.fold_in(key, j), num_samples=num_samples
-        )
-        out[f"do({node}={v:g})"] = {k: np.asarray(jnp.mean(cf[k], axis=0)) for k in cf}
-    return out
-
-
-def shortcut_agreement(scm, test, key, units: int) -> float:
-    """Largest gap (grey levels) between eq. (6) written out and the one-step shortcut.
-
-    Eq. (6) written out abducts ``z`` and ``u`` with the image mechanism, then predicts; the
-    constant-variance shortcut ``P(x') = P(x) + mu(z, pa') - mu(z, pa)`` is what
-    ``jc.counterfactual`` uses (:meth:`jcausal.image.VAEImage.counterfactual_value`). Both use the
-    same posterior keys, over the grid interventions of the first ``units`` test units.
-    """
-    mech = scm.mechanisms["x"]
-    obs = {
-        "t": jnp.asarray(test["t"][:units]),
-        "i": jnp.asarray(test["i"][:units]),
-        "x": jnp.asarray(test["x"][:units], jnp.float32),
-    }
-    pa = {p: obs[p] for p in mech.parents}
-
-    @eqx.filter_jit
-    def both(m, pa, new, keys):
-        eq6 = jax.vmap(lambda x, p, q, k: m.forward(q, m.abduct(x, p, k)))(obs["x"], pa, new, keys)
-        short = jax.vmap(m.counterfactual_value)(obs["x"], pa, new, keys)
-        return jnp.max(jnp.abs(eq6 - short))
-
-    worst = 0.0
-    grid = [("t", v) for v in T_GRID] + [("i", v) for v in I_GRID]
-    for j, (node, v) in enumerate(grid):
-        keys = jax.random.split(jax.random.fold_in(key, j), units)
-        new = dict(pa)
-        new[node] = jnp.full_like(obs[node], v)
-        if node == "t" and "i" in new and scm.parents["i"]:
-            # The full model's i responds to do(t): take it from the engine's counterfactual.
-            new["i"] = jscm.counterfactual(scm, obs, {node: jscm.Hard(v)}, keys[0])["i"]
-        worst = max(worst, float(both(mech, pa, new, keys)))
-    return worst
-
-
-def counterfactual_fidelity(cfs: dict) -> dict[str, float]:
-    """Measured thickness/intensity of counterfactual images against their targets."""
-    tt, ti, mt, mi, is_t = [], [], [], [], []
-    for label, cf in cfs.items():
-        m_t, m_i = measure(np.clip(cf["x"], 0.0, 255.0))
-        tt.append(cf["t"])
-        ti.append(cf["i"])
-        mt.append(m_t)
-        mi.append(m_i)
-        is_t.append(np.full(len(m_t), label.startswith("do(t")))
-    tt, ti, mt, mi, is_t = map(np.concatenate, (tt, ti, mt, mi, is_t))
-
-    def corr(a, b):
-        return float(np.corrcoef(a, b)[0, 1])
-
-    return {
-        "corr_thickness": corr(tt, mt),
-        "corr_intensity": corr(ti, mi),
-        "corr_thickness_do_t": corr(tt[is_t], mt[is_t]),
-        "corr_intensity_do_i": corr(ti[~is_t], mi[~is_t]),
-        "mae_thickness": float(np.mean(np.abs(tt - mt))),
-        "mae_intensity": float(np.mean(np.abs(ti - mi))),
-        "units": len(tt),
-    }
-
-
-# ----------------------------------------------------------------------------------------------
-# figures
-
-
-def plot_interventions(samples: dict, path: Path) -> None:
-    """Fig. 3: KDE contours of p(t, i) per model.
-
-    Observational (red, shaded), under do(t := t + 1) (blue) and do(t := t - 0.5) (green, dashed).
-    """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    names = list(samples)
-    fig, axes = plt.subplots(1, len(names), figsize=(4.2 * len(names), 4), sharex=True, sharey=True)
-    axes = np.atleast_1d(axes)
-    tg, ig = np.meshgrid(np.linspace(0, 6, 80), np.linspace(40, 280, 80))
-    styles = {
-        "obs": dict(colors="tab:red", linestyles="solid"),
-        "plus1": dict(colors="tab:blue", linestyles="solid"),
-        "minus05": dict(colors="tab:green", linestyles="dashed"),
-    }
-    for ax, name in zip(axes, names, strict=True):
-        for lab, v in samples[name].items():
-            v = v[np.all(np.isfinite(v), axis=1)][:2000]
-            kde = stats.gaussian_kde(v.T)
-            dens = kde(np.stack([tg.ravel(), ig.ravel()])).reshape(tg.shape)
-            levels = np.quantile(dens[dens > dens.max() * 1e-3], [0.3, 0.6, 0.85])
-            levels = np.unique(levels)
-            if lab == "obs":
-                ax.contourf(tg, ig, dens, levels=[*levels, dens.max()], cmap="Reds", alpha=0.5)
-            ax.contour(tg, ig, dens, levels=levels, **styles[lab])
-        ax.set_title(name)
-        ax.set_xlabel("thickness t (px)")
-    axes[0].set_ylabel("intensity i (grey level)")
-    from matplotlib.lines import Line2D
-
-    handles = [
-        Line2D([], [], color="tab:red", label="observational"),
-        Line2D([], [], color="tab:blue", label="do(t := t + 1)"),
-        Line2D([], [], color="tab:green", ls="--", label="do(t := t - 0.5)"),
-    ]
-    axes[-1].legend(handles=handles, loc="lower right", fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
-def plot_samples(key, models: dict, test: dict, units: int, path: Path) -> dict[str, float]:
-    """Figs. A.2-A.4: samples from each learned SCM, and test images over their reconstructions.
-
-    Per model, ``units`` samples ``(t, i, x)`` drawn from the learned SCM (top row), and test
-    images of eq. (7) (middle row) over their reconstructions (bottom row). Titles give the sampled
-    or observed ``(t, i)`` over the ``(t, i)`` measured on the image shown. Returns, per model
-    whose image depends on the attributes, the mean absolute difference between sampled
-    attributes and those measured on the sampled images (how well samples obey their own
-    attributes).
-    """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    rows = []  # (label, images, attribute titles)
-    gaps = {}
-    for j, (kind, scm) in enumerate(models.items()):
-        s = jscm.sample(jax.random.fold_in(key, j), scm, units)
-        x = np.clip(np.asarray(s["x"], float), 0, 255)
-        t, i = np.asarray(s["t"], float), np.asarray(s["i"], float)
-        m_t, m_i = measure(x)
-        if morpho.GRAPHS[kind]["x"]:  # attributes drive the image: measure how well
-            gaps[kind] = {
-                "sample_mae_thickness": float(np.mean(np.abs(m_t - t))),
-                "sample_mae_intensity": float(np.mean(np.abs(m_i - i))),
-            }
-        rows.append(
-            (
-                f"{kind}: samples",
-                x,
-                [f"{a:.1f},{b:.0f}" for a, b in zip(t, i, strict=True)],
-                (m_t, m_i),
-            )
-        )
-        batch = {k: jnp.asarray(test[k][:units]) for k in ("t", "i", "x")}
-        rec = np.clip(np.asarray(_reconstruct(scm, batch, key)), 0, 255)
-        obs = test["x"][:units].astype(float)
-        att = [
-            f"{a:.1f},{b:.0f}" for a, b in zip(test["t"][:units], test["i"][:units], strict=True)
-        ]
-        rows.append((f"{kind}: test", obs, att, measure(obs)))
-        rows.append((f"{kind}: reconstruction", rec, att, measure(rec)))
-    fig, axes = plt.subplots(len(rows), units, figsize=(1.2 * units, 1.45 * len(rows)))
-    axes = np.atleast_2d(axes)
-    for r, (label, imgs, titles, (m_t, m_i)) in enumerate(rows):
-        for c in range(units):
-            ax = axes[r, c]
-            ax.imshow(imgs[c], cmap="gray", vmin=0, vmax=255)
-            ax.set_xticks([])
-            ax.set_yticks([])
-            ax.set_title(f"{titles[c]}\n{m_t[c]:.1f},{m_i[c]:.0f}", fontsize=5)
-        axes[r, 0].set_ylabel(label, fontsize=6)
-    fig.suptitle("(t, i) given / measured on the image", fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return gaps
-
-
-def plot_counterfactuals(test: dict, cfs: dict, units: int, path: Path) -> dict[str, float]:
-    """Fig. 4: per unit, the original and its model counterfactuals over the true ones.
-
-    Model counterfactuals on top, true counterfactuals of eq. (7) at the bottom; titles give the
-    measured (t, i). Returns the MAE (grey levels) between model and true counterfactual images.
-    """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    labels = list(cfs)
-    cols = 1 + len(labels)
-    fig, axes = plt.subplots(2 * units, cols, figsize=(1.5 * cols, 1.75 * 2 * units))
-    errs = []
-    for u in range(units):
-        true = []
-        for lab in labels:
-            true.append(
-                counterfactual_images(
-                    test["digit"][u : u + 1], cfs[lab]["t"][u : u + 1], cfs[lab]["i"][u : u + 1]
-                )[0].astype(float)
-            )
-        model = [np.clip(cfs[lab]["x"][u], 0, 255) for lab in labels]
-        errs += [np.mean(np.abs(a - b)) for a, b in zip(model, true, strict=True)]
-        rows = [
-            [test["x"][u].astype(float), *model],
-            [test["x"][u].astype(float), *true],
-        ]
-        for r, row in enumerate(rows):
-            m_t, m_i = measure(np.stack(row))
-            for c, img in enumerate(row):
-                ax = axes[2 * u + r, c]
-                ax.imshow(img, cmap="gray", vmin=0, vmax=255)
-                ax.set_xticks([])
-                ax.set_yticks([])
-                head = "original" if c == 0 else labels[c - 1]
-                ax.set_title(f"{head}\nt={m_t[c]:.1f} i={m_i[c]:.0f}", fontsize=6)
-            axes[2 * u + r, 0].set_ylabel("model" if r == 0 else "true", fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return {"mae_vs_true_counterfactual": float(np.mean(errs))}
 
 
 # ----------------------------------------------------------------------------------------------

@@ -46,7 +46,7 @@ from .solvers import (
     Forward,
     fixed_point,
 )
-from .train import History, fit
+from .train import History, fit, frozen, unfreeze
 
 __all__ = [
     "RESULTS",
@@ -87,6 +87,7 @@ __all__ = [
     "fit",
     "fixed_point",
     "flows",
+    "frozen",
     "invariance",
     "invariance_conditions",
     "learn_compartmentalized",
@@ -99,4 +100,5 @@ __all__ = [
     "solve",
     "solvers",
     "train",
+    "unfreeze",
 ]

@@ -1,5 +1,8 @@
 """Designing interventions on an economy: emission cuts vs preserved employment.
 
+(Over 500 lines: the problem, its optimisation, the result's check against the analytic
+optimum and the front it is checked against are one method, explained below.)
+
 An :class:`~jcausal.economy.leontief.IOModel` is intervened on with a multiplicative Lie
 intervention on *every* sector, ``x_i := exp(u_i) (A x + y)_i``, and ``u`` minimises (eq. 5 of
 Besserve & Schölkopf, UAI 2022, normalised)

@@ -36,3 +36,6 @@ def load(name: str) -> ModuleType:
     if name not in EXPERIMENTS or importlib.util.find_spec(EXPERIMENTS[name]) is None:
         raise ValueError(f"unknown experiment {name!r}; available: {available()}")
     return importlib.import_module(EXPERIMENTS[name])
+
+
+__all__ = ["EXPERIMENTS", "available", "load"]

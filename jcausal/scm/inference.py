@@ -1,5 +1,8 @@
 """Sampling, abduction, counterfactuals and likelihoods for acyclic SCMs.
 
+(Slightly over 500 lines: the four verbs share the argument checks and the compiled-call
+runner above them, and read best as one engine.)
+
 Each public function validates its arguments in plain Python (names, counts, keys), then runs
 one compiled call (:class:`._jit.lean_jit`) over the whole batch. Shape and dtype checks run
 while tracing, so they cost nothing on later calls. Value checks (categories in range, image

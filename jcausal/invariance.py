@@ -31,6 +31,7 @@ import optax
 from jax.flatten_util import ravel_pytree
 from jaxtyping import Array, Float, PRNGKeyArray, PyTree
 
+from .flows import zero_head_mlp
 from .scm import EquilibriumSCM, Hard, Intervention, Soft, do, residual_jacobian, solve
 from .train import fit
 
@@ -196,14 +197,10 @@ class Compensator(eqx.Module):
         dtype = dtype or jnp.result_type(float)
         # Parents may be vectors: the MLP sees all their entries, flattened.
         n_in = (len(parents) if parent_sizes is None else int(sum(parent_sizes))) + u_size
-        mlp = eqx.nn.MLP(n_in, 1, width, depth, activation=jax.nn.tanh, key=key, dtype=dtype)
-        if form != "replace":
-            last = mlp.layers[-1]
-            mlp = eqx.tree_at(
-                lambda m: (m.layers[-1].weight, m.layers[-1].bias),
-                mlp,
-                (jnp.zeros_like(last.weight), jnp.zeros_like(last.bias)),
-            )
+        if form == "replace":
+            mlp = eqx.nn.MLP(n_in, 1, width, depth, activation=jax.nn.tanh, key=key, dtype=dtype)
+        else:  # starts as the identity: the output layer is zero
+            mlp = zero_head_mlp(n_in, 1, width, depth, key=key, activation=jax.nn.tanh, dtype=dtype)
         self.mlp = mlp
         self.parents = tuple(parents)
         self.form = form

@@ -168,3 +168,17 @@ def test_bad_sample_size_and_key():
         jc.sample(KEY, model(), 0)
     with pytest.raises(TypeError, match="jax.random key"):
         jc.sample(0, model(), 3)
+
+
+def _double(p, pa):
+    return 2 * pa["x"]
+
+
+def test_deterministic_node_needs_an_equilibrium_model():
+    # noise=None is the deterministic node of an EquilibriumSCM; an acyclic SCM used to fail
+    # later with "'NoneType' object has no attribute 'sample'".
+    y = jc.Additive(_double, None, None, ["x"])
+    with pytest.raises(ValueError, match="node 'y': noise=None .* EquilibriumSCM"):
+        jc.SCM(x=jc.Root(distrax.Normal(0.0, 1.0)), y=y)
+    eq = jc.EquilibriumSCM(x=jc.Root(distrax.Normal(0.0, 1.0)), y=y)
+    assert eq.deterministic == ("y",)

@@ -85,6 +85,14 @@ class SCM(eqx.Module):
                     f"node {name!r}: expected a Mechanism (Root, Additive, Invertible, GumbelMax, "
                     f"Amortized, ...), got {type(mech).__name__}"
                 )
+            if self.acyclic and mech.noise is None:
+                # Only an equilibrium model can infer a deterministic node's shape (from its
+                # fixed point); an acyclic SCM samples every node's noise to know its shape.
+                raise ValueError(
+                    f"node {name!r}: noise=None (a deterministic node) is for EquilibriumSCM; "
+                    "in an acyclic SCM give a distribution, e.g. "
+                    "distrax.Deterministic(jnp.zeros(shape)) for a node without noise"
+                )
         parents = graph.check_parents(
             {n: m.parents for n, m in mechs.items()}, self_loops=not self.acyclic
         )

@@ -48,6 +48,10 @@ def shard_units(tree: PyTree, mesh: Mesh | None = None) -> PyTree:
     Scalars (and 0-d arrays) are replicated. The number of units must be divisible by the
     number of devices: pad the batch, or use a mesh over fewer devices.
 
+    Args:
+        tree: pytree of arrays with a leading unit axis.
+        mesh: device mesh (default: :func:`unit_mesh` over every device).
+
     Raises:
         ValueError: naming the leaf whose unit axis does not divide evenly.
     """
@@ -71,7 +75,12 @@ def shard_units(tree: PyTree, mesh: Mesh | None = None) -> PyTree:
 
 
 def replicate(tree: PyTree, mesh: Mesh | None = None) -> PyTree:
-    """Copy every array of ``tree`` to every device of ``mesh`` (e.g. model parameters)."""
+    """Copy every array of ``tree`` to every device of ``mesh`` (e.g. model parameters).
+
+    Args:
+        tree: pytree of arrays.
+        mesh: device mesh (default: :func:`unit_mesh` over every device).
+    """
     mesh = unit_mesh() if mesh is None else mesh
     whole = NamedSharding(mesh, PartitionSpec())
     return jax.tree_util.tree_map(lambda x: jax.device_put(x, whole), tree)
@@ -118,6 +127,10 @@ def constrain_batch(batch: PyTree, sharding: NamedSharding) -> PyTree:
 
     Meshes from ``jax.make_mesh`` have Explicit axes by default, which take ``reshard``;
     meshes with Auto axes take a sharding constraint that the compiler propagates.
+
+    Args:
+        batch: pytree of arrays with a leading unit axis (traced values).
+        sharding: the sharding of the unit axis (the batch sharding of :func:`batch_shardings`).
     """
     explicit = any(t == AxisType.Explicit for t in sharding.mesh.axis_types)
     if explicit:

@@ -28,6 +28,17 @@ def normalisation(
     * ``"sigmoid"``: ``loc = min - margin * range`` and ``scale = (1 + 2 margin) * range``
       (Deep SCM rescales ``(0, 1)`` to the data's range; the margin keeps the extreme
       observations strictly inside, where the log-density is finite).
+
+    Args:
+        x: ``(n, ...)`` observations of the node, in its own units.
+        constraint: the flow's outer constraint, ``None``, ``"exp"`` or ``"sigmoid"``.
+        margin: for ``"sigmoid"``, the fraction of the range added on each side.
+
+    Returns:
+        ``(loc, scale)``, each of the node's shape (``x.shape[1:]``).
+
+    Raises:
+        ValueError: non-positive data with ``"exp"``, or an unknown constraint.
     """
     x = jnp.asarray(x, dtype=float)
     if constraint == "exp":
@@ -69,6 +80,10 @@ def flow_mechanism(flow: Flow, noise: distrax.Distribution | None = None) -> Inv
 
     The noise shape is taken from ``noise``; without it, from the first layer that has
     parameters (scalar if none).
+
+    Args:
+        flow: the flow ``u -> x``, outermost layer first; its parents are the node's.
+        noise: exogenous noise of one unit (default: standard normal).
     """
     if noise is None:
         shape: tuple[int, ...] = ()

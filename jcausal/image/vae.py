@@ -37,7 +37,12 @@ ALPHA = 0.05
 
 
 def logit_preprocessing(levels: float = 256.0, alpha: float = ALPHA) -> distrax.Bijector:
-    """The bijector ``y -> x = levels (sigmoid(y) - alpha) / (1 - 2 alpha)`` (its inverse is P)."""
+    """The bijector ``y -> x = levels (sigmoid(y) - alpha) / (1 - 2 alpha)`` (its inverse is P).
+
+    Args:
+        levels: number of grey levels (256 for 8-bit images).
+        alpha: margin that keeps ``x`` in the open interval, so the logit stays finite.
+    """
     scale = levels / (1.0 - 2.0 * alpha)
     return distrax.Chain(
         [distrax.ScalarAffine(shift=-alpha * scale, scale=scale), distrax.Sigmoid()]
@@ -288,5 +293,10 @@ class VAEImage(Mechanism):
 
 
 def dequantise(key: PRNGKeyArray, x: Array) -> Array:
-    """Uniform dequantisation of integer intensities: ``x + U(0, 1)`` (as for RealNVP)."""
+    """Uniform dequantisation of integer intensities: ``x + U(0, 1)`` (as for RealNVP).
+
+    Args:
+        key: random key of the uniform noise.
+        x: integer intensities (grey levels), any shape.
+    """
     return jnp.asarray(x, jnp.result_type(float)) + jax.random.uniform(key, jnp.shape(x))

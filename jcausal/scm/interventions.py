@@ -61,6 +61,10 @@ def broadcast_units(node: str, what: str, x: Array, shape: tuple[int, ...]) -> A
 def as_index(index: Sequence[int] | ArrayLike | None, owner: str) -> Index:
     """Validate an intervention's ``index`` at construction: distinct integers, or ``None``.
 
+    Args:
+        index: positions along the first axis of one unit's value, or ``None`` (whole node).
+        owner: the intervention's class name, for messages.
+
     Returns:
         A tuple of Python ints (static: part of the compiled program), or ``None``.
     """
@@ -84,6 +88,12 @@ def component_index(
     node: str, owner: str, index: Index, unit_shape: tuple[int, ...]
 ) -> tuple[int, ...] | None:
     """``index`` checked against one unit's value shape, negative entries made positive.
+
+    Args:
+        node: the node's name, for messages.
+        owner: the intervention's class name, for messages.
+        index: the validated index (:func:`as_index`), or ``None``.
+        unit_shape: shape of one unit's value of the node.
 
     Raises:
         ValueError: naming the node, for a scalar node or an index out of range.

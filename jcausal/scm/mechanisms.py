@@ -110,6 +110,14 @@ def check_support(node: str, mech: Mechanism, values: Array) -> Array:
     Applies :meth:`Mechanism.out_of_support` to every unit inside the compiled call
     (``eqx.error_if``), so the check holds under ``jit``, ``vmap`` and ``grad`` and costs no
     host copy. Raises (at run time) with a message naming ``node``.
+
+    Args:
+        node: the node's name, for the message.
+        mech: the node's mechanism.
+        values: ``(n, *shape)`` values of the node, units first.
+
+    Returns:
+        ``values`` (the check is attached to them).
     """
     if not mech.checks_values:
         return values

@@ -68,7 +68,13 @@ def output_dir(name: str, out: str | Path | None = None) -> Path:
 
 
 def write_metrics(path: Path, metrics: dict[str, Any], config: Any = None) -> Path:
-    """Write ``metrics.json`` (with the config and a timestamp) into ``path``; return its path."""
+    """Write ``metrics.json`` (with the config and a timestamp) into ``path``; return its path.
+
+    Args:
+        path: output folder (it must exist).
+        metrics: JSON-convertible metrics (arrays and numpy scalars are converted).
+        config: the run's configuration (a dataclass or a dict), stored next to the metrics.
+    """
     record = {
         "metrics": to_jsonable(metrics),
         "config": to_jsonable(config),

@@ -204,12 +204,23 @@ def analyse(
 def measure_thickness(
     img: Shaped[np.ndarray, "H W"], scale: int = SCALE, threshold: float = THRESHOLD
 ) -> float:
-    """Mean stroke thickness of a digit in pixels (Morpho-MNIST ``mean_thickness``); 0 if empty."""
+    """Mean stroke thickness of a digit in pixels (Morpho-MNIST ``mean_thickness``); 0 if empty.
+
+    Args:
+        img: ``(H, W)`` image, grey levels in ``[0, 255]``.
+        scale: upscaling factor of the measurement (:data:`SCALE`).
+        threshold: mask threshold as a fraction of the image range (:data:`THRESHOLD`).
+    """
     return analyse(img, scale, threshold).thickness
 
 
 def measure_intensity(img: Shaped[np.ndarray, "H W"], threshold: float = THRESHOLD) -> float:
-    """Median grey level inside the digit's native-resolution mask; 0 for a constant image."""
+    """Median grey level inside the digit's native-resolution mask; 0 for a constant image.
+
+    Args:
+        img: ``(H, W)`` image, grey levels in ``[0, 255]``.
+        threshold: mask threshold as a fraction of the image range (:data:`THRESHOLD`).
+    """
     img = _as_image(img)
     mask = _mask(img, threshold)
     if not mask.any():
@@ -220,7 +231,17 @@ def measure_intensity(img: Shaped[np.ndarray, "H W"], threshold: float = THRESHO
 def measure(
     images: Shaped[np.ndarray, "N H W"], scale: int = SCALE, threshold: float = THRESHOLD
 ) -> tuple[Float[np.ndarray, " N"], Float[np.ndarray, " N"]]:
-    """Thickness (pixels) and intensity (grey levels) of each image of a ``(N, H, W)`` stack."""
+    """Thickness (pixels) and intensity (grey levels) of each image of a ``(N, H, W)`` stack.
+
+    Args:
+        images: ``(N, H, W)`` images, grey levels in ``[0, 255]``.
+        scale: upscaling factor of the thickness measurement (:data:`SCALE`).
+        threshold: fraction of the image range above the minimum that defines the digit's
+            mask (:data:`THRESHOLD`).
+
+    Returns:
+        ``(N,)`` thicknesses and ``(N,)`` intensities.
+    """
     images = np.asarray(images)
     if images.ndim != 3:
         raise ValueError(f"images must have shape (N, H, W), got {images.shape}")

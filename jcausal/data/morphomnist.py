@@ -78,6 +78,10 @@ def intensity_mechanism(
     """``i = 191 * sigmoid(0.5 e_I + 2 t - 5) + 64`` (grey levels), on broadcast numpy arrays.
 
     The intensity mechanism of :func:`attribute_scm`.
+
+    Args:
+        thickness: ``t`` (pixels).
+        noise: ``e_I`` (standard normal draws).
     """
 
     def fn(t, e):
@@ -103,6 +107,10 @@ def true_log_p_i_given_t(
     """``log p(i | t)`` of eq. (7), from :func:`attribute_scm`; ``t`` and ``i`` broadcast.
 
     A change of variables from ``e_I ~ N(0, 1)``.
+
+    Args:
+        t: thickness (pixels).
+        i: intensity (grey levels).
     """
 
     def fn(t, i):
@@ -120,6 +128,10 @@ def thickness_entropy() -> float:
 
 def sample_attributes(n: int, seed: int = 0) -> dict[str, Float[np.ndarray, " n"]]:
     """Sample ``n`` units of (thickness, intensity) from eq. (7) with numpy.
+
+    Args:
+        n: number of units.
+        seed: seed of numpy's generator.
 
     Returns:
         dict with ``thickness``, ``intensity`` and their exogenous noises ``noise_thickness``

@@ -193,6 +193,10 @@ def optimizer(flow_lr: float = 5e-3, net_lr: float = 1e-4) -> optax.GradientTran
     ``net_lr`` applies to the encoder/decoder (appendix A.2: 5e-3 and 1e-4). Labels follow the
     SCM's own structure (``scm.mechanisms[node]``), so it applies to the model passed to ``fit``
     as it is.
+
+    Args:
+        flow_lr: Adam learning rate of the attribute flows.
+        net_lr: Adam learning rate of the image networks.
     """
 
     def labels(tree):

@@ -449,6 +449,11 @@ def auto_lambdas(problem: DesignProblem, n: int, include_zero: bool = True) -> n
     The grid runs from the smallest ratio / 3 to the largest × 3, so it covers every sector's
     switch point of :func:`analytic_front`; ``include_zero`` prepends λ = 0.
 
+    Args:
+        problem: the design problem (its indicators give the ratios).
+        n: number of positive λ.
+        include_zero: prepend λ = 0.
+
     Returns:
         ``(n,)`` or ``(n + 1,)`` values.
     """
@@ -469,6 +474,12 @@ def sector_table(
     problem: DesignProblem, result: DesignResult, index: int, top: int
 ) -> list[dict[str, float | str]]:
     """The ``top`` sectors with the largest employment change at front point ``index``.
+
+    Args:
+        problem: the design problem that produced ``result``.
+        result: the swept front.
+        index: which λ of the front.
+        top: number of sectors listed.
 
     Returns:
         Rows ``{"sector", "factor" (exp u), "output_change_pct", "employment_change"

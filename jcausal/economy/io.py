@@ -141,6 +141,10 @@ def stressor_table(
     ``S`` is taken from the extension when present, else computed as ``F / x`` (0 where the
     sector has no output). A NaN coefficient of a sector with output stays NaN (a gap in the
     table is not a zero). Columns follow the order of ``x``.
+
+    Args:
+        io: a pymrio ``IOSystem`` with its extensions.
+        x: the table's total output per sector (pymrio's ``x``), in the table's monetary unit.
     """
     rows, names, units, exts, full = [], [], [], [], []
     for attr in io.get_extensions():
@@ -282,7 +286,15 @@ def load(
     dtype: jnp.dtype | str | None = None,
     allow_negative_demand: bool = False,
 ) -> IOModel:
-    """One call: the pymrio test system (default) or an Exiobase 3 archive, as an IOModel."""
+    """One call: the pymrio test system (default) or an Exiobase 3 archive, as an IOModel.
+
+    Args:
+        region: ``None`` for the full multi-regional model, or a region name for its domestic
+            block.
+        exiobase: path of an Exiobase 3 archive (default: pymrio's small test system).
+        dtype: float dtype of the model's arrays (default float64 under ``jax_enable_x64``).
+        allow_negative_demand: accept negative final demand (see :func:`from_pymrio`).
+    """
     io = load_test() if exiobase is None else load_exiobase(exiobase)
     return from_pymrio(io, region, dtype=dtype, allow_negative_demand=allow_negative_demand)
 

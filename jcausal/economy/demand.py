@@ -56,6 +56,11 @@ class Logistic(DemandCurve):
     ``scale`` is the saturation demand at zero price, ``reference`` the price at which demand
     is half of it, ``steepness`` how sharply demand collapses around ``reference``. The
     paper's rebound experiment uses ``Logistic.paper()``: ``1.42 / (exp(10 (p / 0.4 - 1)) + 1)``.
+
+    Args:
+        scale: saturation demand at zero price (> 0), in the demand's unit.
+        reference: price at which demand is half the saturation (> 0).
+        steepness: how sharply demand collapses around ``reference`` (> 0, dimensionless).
     """
 
     scale: Array
@@ -92,6 +97,12 @@ class ConstantElasticity(DemandCurve):
     ``floor`` are evaluated at ``floor``, which keeps intermediate fixed-point iterates (which
     may undershoot) finite; equilibrium prices of a productive economy with positive value added
     are positive, so this never changes an equilibrium above ``floor``.
+
+    Args:
+        scale: demand at the reference price (> 0), in the demand's unit.
+        elasticity: minus the price elasticity (>= 0, dimensionless).
+        reference: the reference price (> 0).
+        floor: smallest price evaluated.
     """
 
     scale: Array

@@ -65,6 +65,15 @@ class Conditioner(eqx.Module):
     ``net`` (an ``eqx.nn.MLP`` from the context to ``prod(shape) * p`` numbers) is initialised
     with its output layer scaled by ``init_scale`` so a new conditional flow starts near the
     unconditional one.
+
+    Args:
+        key: initialises the context network.
+        shape: shape of the node.
+        num_params: parameters per element, ``p``.
+        context_size: size of the context vector (0: no network, the bias alone).
+        width: hidden width of the context network.
+        depth: hidden layers of the context network.
+        init_scale: factor on the network's initial output weights.
     """
 
     bias: Array

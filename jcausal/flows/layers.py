@@ -84,6 +84,13 @@ class Affine(Layer):
 
     Without context this is Deep SCM's ``Affine``; with a context network it is its
     ``ConditionalAffine`` (``depth=0`` gives the paper's linear context map).
+
+    Args:
+        key: initialises the context network (unused without context).
+        shape: shape of the node (``()`` for a scalar).
+        context_size: size of the context vector (0: no context network).
+        width: hidden width of the context network.
+        depth: hidden layers of the context network.
     """
 
     params: Conditioner
@@ -104,7 +111,12 @@ class Affine(Layer):
 
 
 class Normalise(Layer):
-    """Fixed affine map ``x = loc + scale * u`` (not trained: gradients are stopped)."""
+    """Fixed affine map ``x = loc + scale * u`` (not trained: gradients are stopped).
+
+    Args:
+        loc: location, broadcastable to the node's shape (e.g. from :func:`normalisation`).
+        scale: positive scale, likewise.
+    """
 
     loc: Array
     scale: Array

@@ -36,6 +36,11 @@ class FiLM(nnx.Module):
 
     ``gamma`` and ``beta`` are linear in the context and start at zero, so an untrained FiLM
     layer is the identity. Modulates the last axis of ``h`` (features or channels).
+
+    Args:
+        context: size of the context vector.
+        features: size of the modulated (last) axis.
+        rngs: flax NNX random streams for the initialisation.
     """
 
     def __init__(self, context: int, features: int, *, rngs: nnx.Rngs):

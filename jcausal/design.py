@@ -10,10 +10,13 @@ run belong together; the figure and tables are in :mod:`jcausal._design_report`.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import math
 import re
+import signal
 import sys
+import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -66,6 +69,42 @@ PROXY_NOTE = (
 EXIT_DIVERGED = 1
 #: exit status after Ctrl-C (128 + SIGINT, the shell's convention).
 EXIT_INTERRUPTED = 130
+
+# Set by Ctrl-C (see `_interrupts`) and read between compiled chunks of the optimisation, so a
+# KeyboardInterrupt that lands inside library code that swallows it still stops the run.
+_INTERRUPTED = threading.Event()
+
+
+@contextlib.contextmanager
+def _interrupts():
+    """Ctrl-C raises KeyboardInterrupt at once and also leaves a flag the chunk loop reads."""
+    _INTERRUPTED.clear()
+
+    def handler(signum, frame):
+        _INTERRUPTED.set()
+        raise KeyboardInterrupt
+
+    try:
+        old = signal.signal(signal.SIGINT, handler)
+    except ValueError:  # not the main thread: leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, old)
+
+
+def _checked(tick):
+    """Wrap a progress callback so that a pending Ctrl-C stops the run between chunks."""
+
+    def check(k: int) -> None:
+        if _INTERRUPTED.is_set():
+            raise KeyboardInterrupt
+        if tick is not None:
+            tick(k)
+
+    return check
 
 
 @dataclasses.dataclass(frozen=True)
@@ -451,7 +490,7 @@ def run(
                 if cfg.lambdas is not None
                 else edesign.auto_lambdas(prob, cfg.n_lambdas, cfg.include_zero)
             )
-            res = edesign.sweep(prob, lams, steps=cfg.steps, lr=cfg.lr, progress=tick)
+            res = edesign.sweep(prob, lams, steps=cfg.steps, lr=cfg.lr, progress=_checked(tick))
             results[reg] = res.check(cfg.max_excess)
 
     fronts = {reg: report.summarise(problems[reg], res, cfg) for reg, res in results.items()}
@@ -557,7 +596,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if cfg.dtype == "float64":
             jax.config.update("jax_enable_x64", True)  # an entry point: this process's choice
         console = Console(quiet=args.quiet)
-        with staged_output(args.out, overwrite=args.overwrite) as stage:
+        with _interrupts(), staged_output(args.out, overwrite=args.overwrite) as stage:
             run(cfg, stage, progress=not args.quiet, console=console)
         if not args.quiet:
             console.print(f"results in {args.out}/")

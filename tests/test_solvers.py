@@ -345,3 +345,22 @@ def test_bad_arguments():
         Forward(max_steps=0)
     with pytest.raises(ValueError, match="divergence"):
         Anderson(divergence=0.5)
+
+
+def _affine(x, a):
+    return a @ x + 1.0
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.float64])
+def test_no_solution_is_never_converged_under_jit_or_vmap(dtype):
+    # I - A singular (A = ones/3): x = A x + 1 has no solution. The iterate grows until
+    # ||x - f(x)|| is small relative to ||x|| (float64) or is lost to rounding, x + 1 == x
+    # (float32: the residual is exactly 0); neither is convergence.
+    a = jnp.ones((3, 3), dtype) / 3
+    x0 = jnp.zeros(3, dtype)
+    _, rep = jax.jit(lambda a: fixed_point(_affine, x0, a, throw=False))(a)
+    assert not bool(rep.converged), (rep.result, rep.growth)
+    _, rep = jax.vmap(lambda a: fixed_point(_affine, x0, a, throw=False))(jnp.stack([a, a / 2]))
+    assert rep.converged.tolist() == [False, True]
+    with pytest.raises(FixedPointError):
+        fixed_point(_affine, x0, a)

@@ -196,8 +196,17 @@ def classify(solver, k, r_norm, y_norm, scale0, r_first) -> Int[Array, "*b"]:
     test, then divergence. Elementwise, so it serves single and batched solves.
     """
     finite = jnp.isfinite(r_norm) & jnp.isfinite(y_norm)
-    ok = finite & (r_norm <= solver.rtol * y_norm + solver.atol)
-    diverged = (y_norm > solver.divergence * scale0) & (r_norm > 1e-3 * r_first)
+    # A residual small only relative to a huge iterate is not convergence: when a system has no
+    # solution (e.g. a singular I - A) the iterate grows without bound while ||x - f(x)|| stays
+    # at its first value, and the relative test passes once ||x|| > ||r|| / rtol. After the
+    # first evaluation the residual must also have shrunk; a genuine solve passes this unless
+    # its condition number is ~1/rtol, where the answer would have no correct digits anyway.
+    # Once eps ||x|| exceeds the first residual, x - f(x) is lost to rounding (x + b == x in
+    # floating point) and a zero residual certifies nothing.
+    lost = jnp.finfo(y_norm.dtype).eps * y_norm > 0.5 * r_first
+    shrunk = (k <= 1) | ((r_norm <= 0.5 * r_first) & ~lost)
+    ok = finite & (r_norm <= solver.rtol * y_norm + solver.atol) & shrunk
+    diverged = (y_norm > solver.divergence * scale0) & ((r_norm > 1e-3 * r_first) | lost)
     code = jnp.where(diverged, _DIVERGED, _RUNNING)
     code = jnp.where(ok, _OK, code)
     bad_input = ~jnp.isfinite(scale0) | ~jnp.isfinite(r_first)

@@ -1,5 +1,8 @@
 """Invariant and compartmentalized soft interventions in equilibrium SCMs.
 
+(Just over 500 lines: Propositions 3 and 4 and the learned compensator share the equilibrium
+helpers; one section per result.)
+
 Besserve & Schölkopf (UAI 2022), sections 3.3-3.4 and 4: an intervention on node ``i`` (e.g. a
 Lie intervention ``u``) usually moves every node downstream, feedback included. An *invariant*
 soft intervention compensates it on an *auxiliary* node ``k`` so that an *invariant* node ``j``
@@ -54,7 +57,7 @@ def _equilibrium(model: Model, theta, interventions=None) -> dict[str, Array]:
 class InvarianceConditions(eqx.Module):
     """Proposition 3's sufficient conditions at a reference point.
 
-    Fields:
+    Attributes:
         jacobian_min_singular: smallest singular value of the Jacobian of
             ``x_{-j} -> x_{-j} - f_{-j}(x_{-j}, θ)`` (j's row and column removed).
         parents_jacobian_rank: rank of ``d x*_{Pa_k} / d θ`` (parents of the auxiliary node).
@@ -244,7 +247,7 @@ class InvariantIntervention(eqx.Module):
     Call it with ``u`` to get the intervention dict ``{intervened..., auxiliary: Soft}`` for an
     equilibrium model: ``do(scm, inv(u))``.
 
-    Fields:
+    Attributes:
         intervene: the user's ``u -> {node: Intervention}``.
         compensator: the auxiliary node's learned mechanism.
         invariant: the invariant node's name.
@@ -317,10 +320,14 @@ def learn_invariant(
         sample_theta: ``(key, b) -> θ`` batch (leading axis ``b`` on every leaf).
         sample_u: ``(key, b) -> u`` batch of shape ``(b, *u_shape)``.
         key: random key (MLP initialisation and batches).
-        steps, batch: optimisation settings.
+        steps: number of Adam steps.
+        batch: number of ``(θ, u)`` samples per step.
         learning_rate: Adam's step size; a float is decayed to zero over ``steps`` with a cosine
             schedule (optax), or pass any optax schedule.
-        width, depth, form: the compensator (see :class:`Compensator`).
+        width: hidden width of the compensator's MLP (see :class:`Compensator`).
+        depth: hidden layers of the compensator's MLP.
+        form: how the MLP output modifies the auxiliary node's assignment
+            (``"multiplicative"``, ``"additive"`` or ``"replace"``; see :class:`Compensator`).
         progress: show a progress bar.
 
     Returns:
@@ -380,10 +387,11 @@ def learn_invariant(
 
 
 class CompartmentCheck(eqx.Module):
-    """Proposition 4's condition for a partition and one (intervened, invariant, auxiliary)
-    triplet per compartment.
+    """Proposition 4's condition for a partition and one triplet per compartment.
 
-    Fields:
+    A triplet is (intervened, invariant, auxiliary) node names.
+
+    Attributes:
         holds: the condition holds.
         boundary: for each compartment, its nodes with an edge into another compartment.
         reasons: a sentence for each violation.

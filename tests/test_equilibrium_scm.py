@@ -71,7 +71,7 @@ def test_solve_report_and_gradient_against_finite_differences():
 
 
 def eq4_scm(alpha, beta, gamma):
-    """x = tau; y = alpha x + beta z; z = gamma y (Lie paper, eq. 4, unintervened)."""
+    """The system x = tau; y = alpha x + beta z; z = gamma y (Lie paper, eq. 4, unintervened)."""
     zero = distrax.Deterministic(0.0)
     return jc.EquilibriumSCM(
         x=jc.Root(distrax.Uniform(0.5, 2.0)),
@@ -198,7 +198,7 @@ def test_equilibrium_errors():
 
 
 def test_initialisation_selects_the_equilibrium():
-    """x = 2 sigmoid(8 (x - 0.5)) - 0.5 + u has two stable equilibria; init picks one."""
+    """The map x = 2 sigmoid(8 (x - 0.5)) - 0.5 + u has two stable equilibria; init picks one."""
 
     def f(p, pa):
         return 2.0 * jax.nn.sigmoid(p * (pa["x"] - 0.5)) - 0.5
@@ -218,8 +218,10 @@ def test_initialisation_selects_the_equilibrium():
 
 
 def singular_economy(n=6, seed=10):
-    """x = A x + y with column-stochastic A: I - A is singular and x = A x + y, y > 0, has no
-    solution (1^T x = 1^T A x + 1^T y forces 1^T y = 0)."""
+    """The economy x = A x + y with column-stochastic A, which has no solution for y > 0.
+
+    I - A is singular: 1^T x = 1^T A x + 1^T y forces 1^T y = 0.
+    """
     rng = np.random.default_rng(seed)
     A = rng.uniform(size=(n, n))
     return A / A.sum(0)

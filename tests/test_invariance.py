@@ -14,7 +14,7 @@ ZERO2 = distrax.Deterministic(jnp.zeros(2))
 
 
 def eq4(theta):
-    """x = tau; y = a x + b z; z = g y (eq. 4 of the paper, unintervened)."""
+    """The system x = tau; y = a x + b z; z = g y (eq. 4 of the paper, unintervened)."""
     tau, a, b, g = theta[0], theta[1], theta[2], theta[3]
     scm = jc.EquilibriumSCM(
         x=jc.Additive(lambda p, pa: p, tau, ZERO),

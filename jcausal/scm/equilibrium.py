@@ -403,7 +403,7 @@ def residual_jacobian(
 class Solvability(eqx.Module):
     """Proposition 1 diagnostics at an equilibrium: is ``x -> x - F(x, u)`` locally invertible?
 
-    Fields:
+    Attributes:
         min_singular_value: smallest singular value of ``I - dF/dx`` (dimensionless).
         condition_number: its 2-norm condition number.
         locally_unique: ``min_singular_value > tol * max_singular_value``.

@@ -25,8 +25,9 @@ from jaxtyping import Array, Float, PRNGKeyArray
 
 from . import graph
 from ._jit import lean_jit
+from ._swaps import Given, Shortcut
 from .interventions import Intervention, check_interventions
-from .mechanisms import Given, Shortcut, check_support, is_stochastic
+from .mechanisms import check_support, is_stochastic
 from .model import SCM
 
 Values = dict[str, Array]

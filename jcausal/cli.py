@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from collections.abc import Sequence
 
@@ -32,7 +33,7 @@ def _parse_assignments(items: Sequence[str], flag: str) -> list[tuple[str, str]]
     out = []
     for item in items or ():
         if "=" not in item:
-            raise SystemExit(f"jcausal demo: {flag} expects NODE=VALUE, got {item!r}")
+            raise ValueError(f"{flag} expects NODE=VALUE, got {item!r}")
         node, value = item.split("=", 1)
         out.append((node.strip(), value.strip()))
     return out
@@ -42,11 +43,13 @@ def _value(node: str, text: str, labels: dict[str, Sequence[str]]) -> float | in
     if node in labels and text in labels[node]:
         return labels[node].index(text)
     try:
-        return int(text) if node in labels else float(text)
+        value = int(text) if node in labels else float(text)
     except ValueError:
         hint = f" (one of {list(labels[node])})" if node in labels else ""
-        msg = f"jcausal demo: cannot read a value for {node!r} from {text!r}{hint}"
-        raise SystemExit(msg) from None
+        raise ValueError(f"cannot read a value for {node!r} from {text!r}{hint}") from None
+    if not math.isfinite(value):
+        raise ValueError(f"the value for {node!r} must be finite, got {text!r}")
+    return value
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -218,6 +221,9 @@ def _experiment(argv: Sequence[str]) -> int:
     except ValueError as err:  # bad options or data, refused before (or instead of) writing
         print(f"jcausal experiment {argv[0]}: error: {err}", file=sys.stderr)
         return 2
+    except OSError as err:  # e.g. a full disk: the staged output was removed, --out is intact
+        print(f"jcausal experiment {argv[0]}: cannot write results: {err}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -244,7 +250,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if getattr(args, "n", 1) < 1:
         parser.error("--n must be at least 1")
-    return args.func(args)
+    try:
+        return args.func(args)
+    except ValueError as err:  # a value the demo cannot use: one line, exit 2
+        print(f"jcausal {args.command}: error: {err}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -220,7 +220,13 @@ def normalise_options(opts: Mapping[str, Any]) -> dict[str, Any]:
     """
     given = {k: v for k, v in opts.items() if v is not None}
     if isinstance(given.get("regions"), str):
-        regs = tuple(r.strip() for r in given["regions"].split(",") if r.strip())
+        parts = [r.strip() for r in given["regions"].split(",")]
+        regs = tuple(r for r in parts if r)
+        if regs and len(regs) != len(parts):
+            raise ValueError(
+                f"--region {given['regions']!r} has an empty name; write names separated by "
+                "single commas, e.g. reg1,reg2"
+            )
         if not regs:
             raise ValueError(
                 f"--region {given['regions']!r} names no region; give a name (see --list) or "
@@ -609,6 +615,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as err:
         print(f"jcausal design: error: {err}", file=sys.stderr)
         return 2
+    except OSError as err:  # e.g. a full disk while writing: --out was left as it was
+        print(
+            f"jcausal design: cannot write results: {err}; {args.out} left as it was",
+            file=sys.stderr,
+        )
+        return 1
     return 0
 
 

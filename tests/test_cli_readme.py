@@ -73,8 +73,17 @@ def test_demo_json_is_a_correct_counterfactual(capsys):
 def test_demo_reports_bad_input(capsys):
     assert main(["demo", "--do", "nope=1"]) == 2
     assert "nope" in capsys.readouterr().out
-    with pytest.raises(SystemExit, match="exercise.*often"):
-        main(["demo", "--do", "exercise=often"])
+    # Unreadable values: one line on stderr, exit 2 (they used to exit 1; NaN raised from
+    # inside the compiled call with a traceback).
+    for bad, word in [
+        (["--do", "exercise=often"], "exercise.*often"),
+        (["--do", "age"], "NODE=VALUE"),
+        (["--do", "age=nan"], "finite"),
+        (["--scale", "age=inf"], "finite"),
+    ]:
+        assert main(["demo", *bad]) == 2
+        err = capsys.readouterr().err
+        assert re.search(word, err) and "Traceback" not in err, err
 
 
 def test_demo_table_prints(capsys):
@@ -130,3 +139,11 @@ def test_experiment_scripts_explain_themselves(script):
     finally:
         sys.argv = argv
     assert exit_.value.code == 0
+
+
+def test_experiment_refuses_zero_steps(capsys, tmp_path):
+    # It used to train for 0 steps and then evaluate untrained models for minutes.
+    out = tmp_path / "never"
+    assert main(["experiment", "deepscm", "--smoke", "--steps", "0", "--out", str(out)]) == 2
+    assert "--steps must be a positive integer" in capsys.readouterr().err
+    assert not out.exists()

@@ -235,3 +235,10 @@ def test_import_jcausal_leaves_pandas_pymrio_and_x64_alone():
     )
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert res.stdout.split() == ["[]", "False"]
+
+
+def test_an_empty_region_name_is_refused(capsys):
+    from jcausal.design import main as design_main
+
+    assert design_main(["--region", "reg1,,reg2", "--out", "/nonexistent/never-written"]) == 2
+    assert "empty name" in capsys.readouterr().err

@@ -364,3 +364,14 @@ def test_no_solution_is_never_converged_under_jit_or_vmap(dtype):
     assert rep.converged.tolist() == [False, True]
     with pytest.raises(FixedPointError):
         fixed_point(_affine, x0, a)
+
+
+@pytest.mark.parametrize(
+    "kwargs", [{"max_steps": 2.5}, {"beta": float("nan")}, {"rtol": float("inf")}, {"beta": 0.0}]
+)
+def test_solver_settings_are_checked_when_built(kwargs):
+    name = next(iter(kwargs))
+    with pytest.raises(ValueError, match=name):
+        Anderson(**kwargs)
+    with pytest.raises(ValueError, match=name):
+        Forward(**kwargs)

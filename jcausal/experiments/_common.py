@@ -52,11 +52,18 @@ def run_cli(
     args = vars(parser.parse_args(argv))
     final = Path(args.pop("out") or Path("results") / name)
     overwrite = args.pop("overwrite")
-    with staged_output(final, overwrite=overwrite, state=state) as path:
-        if state:
-            final.mkdir(parents=True, exist_ok=True)
-            args["state_dir"] = final
-        return run(out=path, **args)
+    created = not final.exists()
+    try:
+        with staged_output(final, overwrite=overwrite, state=state) as path:
+            if state:
+                final.mkdir(parents=True, exist_ok=True)
+                args["state_dir"] = final
+            return run(out=path, **args)
+    except BaseException:
+        # A run refused or failed before writing any state leaves no empty --out behind.
+        if created and final.is_dir() and not any(final.iterdir()):
+            final.rmdir()
+        raise
 
 
 __all__ = [

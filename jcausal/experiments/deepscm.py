@@ -246,6 +246,8 @@ def run(
                 raise ValueError(f"unknown model kind {k!r}; choose from {morpho.KINDS}")
         cfg = dataclasses.replace(cfg, kinds=kinds)
     if steps is not None:
+        if isinstance(steps, bool) or int(steps) != steps or steps < 1:
+            raise ValueError(f"--steps must be a positive integer, got {steps!r}")
         cfg = dataclasses.replace(cfg, steps=int(steps))
     if condition is not None:
         if condition not in ("input", "film"):

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+import math
+import numbers
 
 import equinox as eqx
 import jax.numpy as jnp
@@ -44,6 +46,18 @@ class AbstractSolver(eqx.Module):
     divergence: eqx.AbstractVar[float]
 
     def __check_init__(self):
+        for name in ("max_steps", "history"):
+            value = getattr(self, name, 1)
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+                raise ValueError(f"{name} must be an integer, got {value!r}")
+        for name in ("rtol", "atol", "divergence", "beta", "ridge"):
+            value = getattr(self, name, 0.0)
+            if value is not None and not math.isfinite(float(value)):
+                raise ValueError(f"{name} must be a finite number, got {value!r}")
+        if getattr(self, "beta", 1.0) == 0:
+            raise ValueError("beta must be nonzero (x <- x + beta (f(x) - x) would not move)")
+        if not getattr(self, "ridge", 0.0) >= 0:
+            raise ValueError(f"ridge must be >= 0, got {self.ridge}")
         if int(self.max_steps) < 1:
             raise ValueError(f"max_steps must be >= 1, got {self.max_steps}")
         if self.rtol is not None and not self.rtol >= 0:

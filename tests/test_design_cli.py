@@ -211,7 +211,7 @@ def test_ctrl_c_stops_a_huge_run_cleanly(tmp_path):
     t0 = time.monotonic()
     while not glob.glob(str(tmp_path / ".out.partial-*")) and time.monotonic() - t0 < 300:
         time.sleep(0.2)
-    time.sleep(10)  # into the optimisation (compiled by now on most machines)
+    time.sleep(15)  # into the optimisation (compiled by now on most machines)
     assert proc.poll() is None
     proc.send_signal(signal.SIGINT)
     t1 = time.monotonic()
@@ -222,7 +222,7 @@ def test_ctrl_c_stops_a_huge_run_cleanly(tmp_path):
             proc.kill()
             proc.communicate()
     assert proc.returncode == 130, err
-    assert time.monotonic() - t1 < 60
+    assert time.monotonic() - t1 < 90  # at worst: a compilation in progress finishes first
     assert "interrupted" in err and "Traceback" not in err
     assert not out.exists() and _no_partials(tmp_path)
 

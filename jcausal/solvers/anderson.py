@@ -50,10 +50,11 @@ class AbstractSolver(eqx.Module):
             value = getattr(self, name, 1)
             if isinstance(value, bool) or not isinstance(value, numbers.Integral):
                 raise ValueError(f"{name} must be an integer, got {value!r}")
-        for name in ("rtol", "atol", "divergence", "beta", "ridge"):
+        for name in ("rtol", "atol", "beta", "ridge"):
             value = getattr(self, name, 0.0)
             if value is not None and not math.isfinite(float(value)):
                 raise ValueError(f"{name} must be a finite number, got {value!r}")
+        # divergence=inf is allowed: it turns the divergence test off (NaN fails `> 1` below).
         if getattr(self, "beta", 1.0) == 0:
             raise ValueError("beta must be nonzero (x <- x + beta (f(x) - x) would not move)")
         if not getattr(self, "ridge", 0.0) >= 0:

@@ -4,9 +4,10 @@
 * `load_mnist` / `tfds_arrays` — real MNIST (and dSprites, Shapes3D, ...) via tensorflow-datasets.
 * `morphology` — Morpho-MNIST thickness/intensity measurement and editing.
 * `morphomnist` — the Deep SCM eq. (7) generator and its true counterfactuals.
+* `transitions` — procedural factors-of-variation scenes and one-factor transitions (CT-VAE).
 """
 
-from . import digits, morphology, morphomnist, tfds
+from . import digits, morphology, morphomnist, tfds, transitions
 from .digits import load_digits_28, load_mnist
 from .morphology import (
     measure,
@@ -23,8 +24,11 @@ from .morphomnist import (
     sample_attributes,
 )
 from .tfds import tfds_arrays
+from .transitions import Shapes, TransitionSampler
 
 __all__ = [
+    "Shapes",
+    "TransitionSampler",
     "attribute_scm",
     "counterfactual_image",
     "counterfactual_images",
@@ -42,4 +46,5 @@ __all__ = [
     "set_thickness",
     "tfds",
     "tfds_arrays",
+    "transitions",
 ]

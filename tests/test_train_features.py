@@ -211,3 +211,60 @@ def test_optimisers_with_keys_or_value_resume_bit_identically(tmp_path, make):
                     checkpoint_dir=tmp_path, **kw)  # fmt: skip
     assert hist.start_step == 15
     np.testing.assert_array_equal(got, ref)
+
+
+# ----------------------------------------------------------------------------------------------
+# compiled chunks are cached across calls; calls longer than a log period; array terms
+
+
+def test_second_fit_with_the_same_configuration_does_not_recompile():
+    traces = []
+
+    def loss(p, batch, key):
+        traces.append(1)  # runs only while jax traces the loss
+        return jnp.mean((batch["x"] @ p["w"] - batch["y"]) ** 2)
+
+    opt = optax.adam(1e-2)
+    kw = dict(optimizer=opt, steps=30, batch_size=16, progress=False)
+    fit(loss, {"w": jnp.zeros(3)}, _data(), key=jax.random.key(0), **kw)
+    first = len(traces)
+    assert first > 0
+    # Other key, other initial values, other data values of the same shape: no new trace.
+    p, _ = fit(loss, {"w": jnp.ones(3)}, _data(seed=1), key=jax.random.key(1), **kw)
+    assert len(traces) == first
+    # Same result as a run that compiles afresh (the cache holds no state of the first run).
+    train.cache_clear()
+    q, _ = fit(loss, {"w": jnp.ones(3)}, _data(seed=1), key=jax.random.key(1), **kw)
+    assert len(traces) > first
+    np.testing.assert_array_equal(p["w"], q["w"])
+    # A new optimiser object is a new program.
+    n = len(traces)
+    fit(
+        loss,
+        {"w": jnp.ones(3)},
+        _data(),
+        key=jax.random.key(0),
+        **(kw | {"optimizer": optax.adam(1e-2)}),
+    )
+    assert len(traces) > n
+
+
+def test_long_calls_give_the_same_run_records_and_progress():
+    def loss(p, batch, key):
+        r = batch["x"] @ p["w"] - batch["y"]
+        return jnp.mean(r**2), {"per_unit": r[:3] ** 2, "ok": jnp.all(jnp.isfinite(r))}
+
+    kw = KW | {"steps": 45, "log_every": 5}
+    ref, ref_hist = fit(loss, {"w": jnp.zeros(3)}, _data(), **kw)
+    seen = []
+    got, hist = fit(loss, {"w": jnp.zeros(3)}, _data(), steps_per_call=500,
+                    **(kw | {"progress": seen.append}))  # fmt: skip
+    np.testing.assert_array_equal(got["w"], ref["w"])
+    np.testing.assert_array_equal(hist.loss, ref_hist.loss)
+    assert hist.train == ref_hist.train
+    assert [r["step"] for r in hist.train] == list(range(5, 46, 5))
+    rec = hist.train[-1]
+    assert isinstance(rec["per_unit"], list) and len(rec["per_unit"]) == 3 and rec["ok"] is True
+    assert sum(seen) == 45 and len(seen) < 9  # fewer host reads than log records
+    with pytest.raises(ValueError, match="steps_per_call must be >= 1"):
+        fit(loss, {"w": jnp.zeros(3)}, _data(), steps_per_call=0, **kw)

@@ -33,9 +33,14 @@ Data parallelism: pass ``sharding=jax.make_mesh(...)`` (or a ``NamedSharding`` f
 axis). Parameters, optimizer state and data are replicated; each batch is split along its
 leading axis across the devices (:mod:`jcausal.parallel`); XLA inserts the gradient all-reduce
 (no ``pmap``).
+
+Compiled programs are cached: a second ``fit`` with the same loss function, optimiser object,
+data layout and non-trained parameters reuses the first one's program (a loop of short runs
+compiles once); :func:`cache_clear` empties the cache.
 """
 
 from .frozen import Frozen, frozen, unfreeze
 from .loop import History, fit
+from .step import cache_clear
 
-__all__ = ["Frozen", "History", "fit", "frozen", "unfreeze"]
+__all__ = ["Frozen", "History", "cache_clear", "fit", "frozen", "unfreeze"]

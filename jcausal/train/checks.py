@@ -72,9 +72,9 @@ def leaf_names(tree: PyTree) -> list[str]:
     return out
 
 
-def fault(loss: float, aux: Mapping[str, float], grads_ok, params_ok, names) -> str:
+def fault(loss: float, aux: Mapping[str, Any], grads_ok, params_ok, names) -> str:
     """Name the term at fault: an auxiliary term, the loss, a gradient, an updated parameter."""
-    bad = [k for k, v in aux.items() if not math.isfinite(v)]
+    bad = [k for k, v in aux.items() if not np.all(np.isfinite(np.asarray(v, np.float64)))]
     if bad:
         return ", ".join(repr(k) for k in bad)
     if not math.isfinite(loss):

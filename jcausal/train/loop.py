@@ -7,6 +7,7 @@ import json
 import math
 import numbers
 import os
+import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -29,7 +30,9 @@ from .checkpoint import (
 )
 from .checks import fault, integer, key_data, leaf_names, num_units
 from .frozen import trainable_mask, unfreeze
-from .step import call_loss, make_chunk, split_loss, takes_step
+from .step import call_loss, make_chunk, permutation, split_loss, takes_step
+
+CALL_SECONDS = 0.25  # target wall time of one compiled call when steps_per_call is large
 
 LossFn = Callable[..., "Scalar | tuple[Scalar, Mapping[str, Array]]"]
 
@@ -81,7 +84,8 @@ def fit(
     keep: int = 2,
     metrics_path: str | os.PathLike | None = None,
     log_every: int = 10,
-    progress: bool = True,
+    progress: bool | Callable[[int], None] = True,
+    steps_per_call: int | None = None,
     sharding: Mesh | NamedSharding | None = None,
     trainable: Callable[[Any], bool] | PyTree = eqx.is_inexact_array,
     callback: Callable[[int, PyTree, float], None] | None = None,
@@ -127,9 +131,18 @@ def fit(
         keep: number of checkpoints kept (at least 2, so there is one to fall back to).
         metrics_path: JSON-lines file; one record per ``log_every`` steps (``split: "train"``)
             and per evaluation (``split: "eval"``).
-        log_every: period of the training records, in steps; also how many steps run in one
-            compiled call between host reads (without ``callback``).
-        progress: show a tqdm progress bar with the running loss.
+        log_every: period of the training records, in steps. A record holds the loss and
+            the auxiliary terms of its step (array terms as lists).
+        progress: show a tqdm progress bar with the running loss (True), none (False), or
+            call ``progress(k)`` with the number of steps just run after each compiled call
+            (for a progress display of one's own).
+        steps_per_call: most steps run in one compiled call between two host reads (default
+            ``log_every``). Calls are shortened so that each takes about a quarter of a
+            second once compiled: progress moves and Ctrl-C stops a run promptly whatever the
+            step costs. Grouping steps differently does not change the result. The compiled
+            program is cached across calls of ``fit`` with the same loss function,
+            optimiser object, data layout and non-trained parameters, so a loop of short
+            runs compiles once.
         sharding: a ``jax.sharding.Mesh`` (batches split over all its axes) or a
             ``NamedSharding`` for the batch's leading axis, for data-parallel training.
         trainable: equinox filter (function or pytree of bools) choosing the trained leaves.
@@ -158,6 +171,8 @@ def fit(
     """
     steps = integer("steps", steps, 0)
     log_every = integer("log_every", log_every, 1)
+    if steps_per_call is not None:
+        steps_per_call = integer("steps_per_call", steps_per_call, 1)
     keep = integer("keep", keep, 1)
     if keep < 2 and checkpoint_dir is not None:
         raise ValueError(
@@ -339,7 +354,8 @@ def fit(
         _metrics.trim(metrics_path, start)
 
     # ---- compiled pieces
-    length = 1 if callback is not None else max(1, min(log_every, steps))
+    per_call = log_every if steps_per_call is None else steps_per_call
+    length = 1 if callback is not None else max(1, min(per_call, steps))
     chunk = make_chunk(
         loss_fn=loss_fn,
         with_step=takes_step(loss_fn),
@@ -348,6 +364,7 @@ def fit(
         data_key=data_key,
         loss_key=loss_key,
         sampled=sampled,
+        sampler=data if sampled else None,
         n=n,
         batch_size=batch_size,
         steps_per_epoch=steps_per_epoch,
@@ -356,10 +373,6 @@ def fit(
         length=length,
     )
     eval_with_step = takes_step(eval_fn if eval_fn is not None else loss_fn)
-
-    @eqx.filter_jit
-    def permutation(epoch):
-        return jax.random.permutation(jax.random.fold_in(data_key, epoch), n)
 
     @eqx.filter_jit
     def evaluate(d, eval_data_, step):
@@ -386,7 +399,7 @@ def fit(
     def run_eval(step: int) -> None:
         if eval_data is None:
             return
-        values = _metrics.to_floats(evaluate(dyn, eval_data, jnp.asarray(step, jnp.int32)))
+        values = _metrics.to_values(evaluate(dyn, eval_data, jnp.asarray(step, jnp.int32)))
         rec = {"step": step, "split": "eval", **values}
         history.eval.append(rec)
         record(rec)
@@ -403,7 +416,7 @@ def fit(
 
     def next_stop(done: int) -> int:
         """The first step after ``done`` at which the host has work (log, eval, checkpoint)."""
-        stops = [steps, (done // log_every + 1) * log_every]
+        stops = [steps]
         if eval_data is not None:
             stops.append((done // eval_every + 1) * eval_every)
         if ckpt is not None:
@@ -411,7 +424,8 @@ def fit(
         return min(stops)
 
     bar = None
-    if progress:
+    report = progress if callable(progress) else None
+    if progress is True:
         from tqdm.auto import tqdm
 
         bar = tqdm(total=steps, initial=start, desc="fit", dynamic_ncols=True)
@@ -419,27 +433,44 @@ def fit(
         perm = jnp.zeros((1,), jnp.int32)
     else:
         # The permutation of the current epoch; the compiled step redraws it at each new epoch.
-        perm = permutation(jnp.asarray(start // steps_per_epoch))
+        perm = permutation(data_key, jnp.asarray(start // steps_per_epoch), n)
     if replicated is not None:
         perm = jax.device_put(perm, replicated)
     running = None
     done = start
+    # Steps per call: all of `length` when it is short; else start small and grow towards
+    # CALL_SECONDS per call (the first call's time is mostly compilation, so it is not used).
+    budget = length if length <= 64 else 8
+    warm = False
     try:
         while done < steps:
-            count = min(next_stop(done), done + length) - done
+            count = min(next_stop(done), done + budget) - done
+            tick = time.perf_counter()
             out = chunk(dyn, opt_state, ema_dyn, data, perm, jnp.asarray(done, jnp.int32),
                         jnp.asarray(count, jnp.int32))  # fmt: skip
-            ran, bad, losses, loss_f, aux_f, grads_ok, params_ok = jax.device_get(
-                (out.done, out.bad, out.losses, out.loss, out.aux, out.grads_ok, out.params_ok)
-            )
+            ran, bad, losses, trace, loss_f, aux_f, grads_ok, params_ok = jax.device_get(
+                (out.done, out.bad, out.losses, out.trace, out.loss, out.aux, out.grads_ok,
+                 out.params_ok)
+            )  # fmt: skip
             ran = int(ran)
+            if warm and ran and length > 64:
+                per_step = max((time.perf_counter() - tick) / ran, 1e-7)
+                budget = int(np.clip(CALL_SECONDS / per_step, 1, min(2 * budget + 64, length)))
+            warm = True
             dyn, opt_state, ema_dyn, perm = out.dyn, out.opt_state, out.ema, out.perm
             history.loss[done - start : done - start + ran] = losses[:ran]
             for v in losses[:ran]:
                 running = float(v) if running is None else 0.95 * running + 0.05 * float(v)
+            for i in range(ran):
+                s = done + i + 1
+                if s % log_every == 0 or s == steps:
+                    rec = {"step": s, "split": "train", "loss": float(losses[i])}
+                    rec |= _metrics.to_values({k: v[i] for k, v in trace.items()})
+                    history.train.append(rec)
+                    record(rec)
             done += ran
             if bool(bad):
-                loss_f, aux_f = float(loss_f), _metrics.to_floats(aux_f)
+                loss_f, aux_f = float(loss_f), _metrics.to_values(aux_f)
                 # The steps before the failed one are kept, and checkpointed if one was due.
                 last = None if ckpt is None else ckpt.latest()
                 kept = (
@@ -454,11 +485,6 @@ def fit(
                     "Lower the learning rate, check the data for NaN/inf, or guard the term "
                     "(e.g. clip a log's argument)"
                 )
-            if done % log_every == 0 or done == steps:
-                rec = {"step": done, "split": "train", "loss": float(loss_f)}
-                rec |= _metrics.to_floats(aux_f)
-                history.train.append(rec)
-                record(rec)
             if done % eval_every == 0 or done == steps:
                 run_eval(done)
             if ckpt is not None and (done % checkpoint_every == 0 or done == steps):
@@ -466,6 +492,8 @@ def fit(
             if bar is not None:
                 bar.update(ran)
                 bar.set_postfix(loss=f"{running:.4g}")
+            if report is not None:
+                report(ran)
             if callback is not None:
                 callback(done, unfreeze(eqx.combine(dyn, static)), float(loss_f))
     finally:

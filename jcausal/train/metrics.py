@@ -8,6 +8,8 @@ import tempfile
 import warnings
 from typing import Any
 
+import numpy as np
+
 
 def _atomic_write_text(path: str, text: str) -> None:
     folder = os.path.dirname(os.path.abspath(path))
@@ -59,9 +61,16 @@ def trim(path: str, upto: int) -> None:
     _atomic_write_text(path, "".join(kept))
 
 
-def to_floats(tree: dict[str, Any]) -> dict[str, float]:
-    """A flat dict of scalar arrays as Python floats (for logging)."""
-    return {k: float(v) for k, v in tree.items()}
+def to_values(tree: dict[str, Any]) -> dict[str, Any]:
+    """A flat dict of arrays as JSON-ready values: scalars as floats, others as nested lists."""
+    out: dict[str, Any] = {}
+    for k, v in tree.items():
+        a = np.asarray(v)
+        if a.dtype == bool:
+            out[k] = bool(a) if a.ndim == 0 else a.tolist()
+        else:
+            out[k] = float(a) if a.ndim == 0 else a.astype(np.float64).tolist()
+    return out
 
 
-__all__ = ["to_floats", "trim"]
+__all__ = ["to_values", "trim"]

@@ -8,7 +8,9 @@ last step's auxiliary terms and the fault flags back once per chunk.
 
 from __future__ import annotations
 
+import functools
 import inspect
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
@@ -72,11 +74,33 @@ class Chunk(NamedTuple):
     perm: Array
     done: Array  # steps completed in this chunk
     losses: Array  # (length,) loss of each step (the entries past ``done`` are unused)
+    trace: dict[str, Array]  # (length, ...) auxiliary terms of each step, likewise
     aux: dict[str, Array]  # auxiliary terms of the last step run (the failed one on a fault)
     loss: Array  # loss of the last step run
     bad: Array  # a step failed the checks; its update was discarded
     grads_ok: Array  # (inexact leaves,) per leaf of the gradient of the failed step
     params_ok: Array  # (inexact leaves,) per leaf of the parameters the failed step made
+
+
+# Compiled chunks, reused across calls of ``fit`` with the same configuration (loss function,
+# optimiser, data layout, static part of the parameters): a loop of short ``fit`` calls (one
+# per λ, per seed, per fold) then compiles once instead of once per call. Keys hold the user's
+# functions by identity; the least recently used entries are dropped past ``_CACHE_SIZE``.
+_CACHE: OrderedDict[Any, Callable] = OrderedDict()
+_CACHE_SIZE = 16
+
+
+def cache_clear() -> None:
+    """Forget every compiled chunk (e.g. to free memory, or in tests)."""
+    _CACHE.clear()
+
+
+def _cache_key(config: tuple) -> Any:
+    try:
+        hash(config)
+    except TypeError:  # an unhashable static leaf or field: compile for this call only
+        return None
+    return config
 
 
 def make_chunk(
@@ -88,6 +112,7 @@ def make_chunk(
     data_key: Array,
     loss_key: Array,
     sampled: bool,
+    sampler: Callable | None,
     n: int,
     batch_size: int | None,
     steps_per_epoch: int,
@@ -102,9 +127,65 @@ def make_chunk(
     steps_per_epoch``'s permutation (redrawn on the device at each epoch's first step), its
     loss key is ``fold_in(loss_key, s)``; so how steps are grouped into chunks does not
     change the result.
-    """
 
-    def objective(d, batch, k, step):
+    The compiled program takes the keys and the array leaves of ``static`` as arguments, so
+    it is cached on everything else (see ``_CACHE``) and a second call with the same
+    configuration reuses it.
+    """
+    static_arrays, static_rest = eqx.partition(static, eqx.is_array)
+    rest_leaves, rest_def = jax.tree_util.tree_flatten(static_rest)
+    config = (loss_fn, with_step, optimizer, sampled, sampler, n, batch_size, steps_per_epoch,
+              batch_sharding, ema_decay, length, rest_def, tuple(rest_leaves))  # fmt: skip
+    key = _cache_key(config)
+    compiled = _CACHE.get(key) if key is not None else None
+    if compiled is None:
+        compiled = _compile(
+            loss_fn=loss_fn,
+            with_step=with_step,
+            static_rest=static_rest,
+            optimizer=optimizer,
+            sampled=sampled,
+            sampler=sampler,
+            n=n,
+            batch_size=batch_size,
+            steps_per_epoch=steps_per_epoch,
+            batch_sharding=batch_sharding,
+            ema_decay=ema_decay,
+            length=length,
+        )
+        if key is not None:
+            _CACHE[key] = compiled
+            while len(_CACHE) > _CACHE_SIZE:
+                _CACHE.popitem(last=False)
+    else:
+        _CACHE.move_to_end(key)
+
+    def call(d, state, ema, data, perm, start, count):
+        if sampled:  # the sampling function is part of the compiled program
+            data = None
+        return compiled(static_arrays, data_key, loss_key, d, state, ema, data, perm, start,
+                        count)  # fmt: skip
+
+    return call
+
+
+def _compile(
+    *,
+    loss_fn,
+    with_step,
+    static_rest,
+    optimizer,
+    sampled,
+    sampler,
+    n,
+    batch_size,
+    steps_per_epoch,
+    batch_sharding,
+    ema_decay,
+    length,
+) -> Callable[..., Chunk]:
+    def objective(d, static_arrays, batch, k, step):
+        static = eqx.combine(static_arrays, static_rest)
         loss, aux = split_loss(call_loss(loss_fn, with_step, eqx.combine(d, static), batch, k,
                                          step))  # fmt: skip
         if loss.shape != ():
@@ -114,18 +195,15 @@ def make_chunk(
             )
         return loss, aux
 
-    def permutation(epoch):
-        return jax.random.permutation(jax.random.fold_in(data_key, epoch), n)
-
-    def one_step(d, state, ema, data, perm, step):
+    def one_step(static_arrays, data_key, loss_key, d, state, ema, data, perm, step):
         if sampled:
-            batch = data(jax.random.fold_in(data_key, step))
+            batch = sampler(jax.random.fold_in(data_key, step))
         elif data is None:
             batch = None
         else:
             perm = jax.lax.cond(
                 step % steps_per_epoch == 0,
-                lambda: permutation(step // steps_per_epoch),
+                lambda: permutation(data_key, step // steps_per_epoch, n),
                 lambda: perm,
             )
             pos = (step % steps_per_epoch) * batch_size
@@ -134,7 +212,9 @@ def make_chunk(
         if batch_sharding is not None and batch is not None:
             batch = parallel.constrain_batch(batch, batch_sharding)
         k = jax.random.fold_in(loss_key, step)
-        (loss, aux), grads = eqx.filter_value_and_grad(objective, has_aux=True)(d, batch, k, step)
+        (loss, aux), grads = eqx.filter_value_and_grad(objective, has_aux=True)(
+            d, static_arrays, batch, k, step
+        )
         if isinstance(optimizer, optax.GradientTransformationExtraArgs):
             # The loss as ``value`` (optax.contrib.reduce_on_plateau, polyak_sgd need it).
             updates, new_state = optimizer.update(grads, state, d, value=loss)
@@ -144,13 +224,14 @@ def make_chunk(
         new_ema = None if ema is None else optax.incremental_update(new_d, ema, 1.0 - ema_decay)
         return new_d, new_state, new_ema, perm, loss, aux, all_finite(grads), all_finite(new_d)
 
-    def chunk(d, state, ema, data, perm, start, count):
+    def chunk(static_arrays, data_key, loss_key, d, state, ema, data, perm, start, count):
+        fixed = (static_arrays, data_key, loss_key)
         # Trace one step to learn the shapes of its outputs (the loop's carry).
-        shapes = eqx.filter_eval_shape(one_step, d, state, ema, data, perm, start)
+        shapes = eqx.filter_eval_shape(one_step, *fixed, d, state, ema, data, perm, start)
         _, _, _, _, loss0, aux0, g0, p0 = shapes
 
-        def zeros(s):
-            return jnp.zeros(s.shape, s.dtype)
+        def zeros(s, lead=()):
+            return jnp.zeros((*lead, *s.shape), s.dtype)
 
         init = Chunk(
             dyn=d,
@@ -159,6 +240,7 @@ def make_chunk(
             perm=perm,
             done=jnp.zeros((), jnp.int32),
             losses=jnp.zeros((length,), loss0.dtype),
+            trace=jax.tree_util.tree_map(lambda s: zeros(s, (length,)), aux0),
             aux=jax.tree_util.tree_map(zeros, aux0),
             loss=zeros(loss0),
             bad=jnp.zeros((), bool),
@@ -172,7 +254,7 @@ def make_chunk(
         def body(c):
             step = start + c.done
             new_d, new_state, new_ema, perm_, loss, aux, g_ok, p_ok = one_step(
-                c.dyn, c.opt_state, c.ema, data, c.perm, step
+                *fixed, c.dyn, c.opt_state, c.ema, data, c.perm, step
             )
             terms = [loss, *aux.values()]
             ok = jnp.all(jnp.stack([jnp.all(jnp.isfinite(t)) for t in terms]))
@@ -188,6 +270,7 @@ def make_chunk(
                 perm=perm_,
                 done=c.done + ok.astype(jnp.int32),
                 losses=c.losses.at[c.done].set(loss),
+                trace=jax.tree_util.tree_map(lambda b, a: b.at[c.done].set(a), c.trace, aux),
                 aux=aux,
                 loss=loss,
                 bad=~ok,
@@ -197,21 +280,37 @@ def make_chunk(
 
         return jax.lax.while_loop(cond, body, init)
 
-    # A sampling function is static (closed over); everything else is arrays, so plain
-    # jax.jit applies: its dispatch costs a fraction of eqx.filter_jit's per call.
-    jitted = jax.jit(chunk, static_argnums=3) if sampled else jax.jit(chunk)
+    # Everything but a Python leaf of the trained part is an array, so plain jax.jit applies:
+    # its dispatch costs a fraction of eqx.filter_jit's per call.
+    jitted = jax.jit(chunk)
     fallback = eqx.filter_jit(chunk)
 
-    def call(d, state, ema, data, perm, start, count):
+    def call(static_arrays, data_key, loss_key, d, state, ema, data, perm, start, count):
+        args = (static_arrays, data_key, loss_key, d, state, ema, data, perm, start, count)
         arrays = all(
             isinstance(x, jax.Array | np.ndarray)
             for x in jax.tree_util.tree_leaves((d, state, ema, perm))
         )
         if not arrays:  # e.g. a trainable filter that picked a Python scalar
-            return fallback(d, state, ema, data, perm, start, count)
-        return jitted(d, state, ema, data, perm, start, count)
+            return fallback(*args)
+        return jitted(*args)
 
     return call
 
 
-__all__ = ["Chunk", "all_finite", "call_loss", "make_chunk", "split_loss", "takes_step"]
+@functools.partial(jax.jit, static_argnums=2)
+def permutation(data_key: Array, epoch: Array, n: int) -> Array:
+    """The order of the ``n`` units in epoch ``epoch`` (a permutation of ``arange(n)``)."""
+    return jax.random.permutation(jax.random.fold_in(data_key, epoch), n)
+
+
+__all__ = [
+    "Chunk",
+    "all_finite",
+    "cache_clear",
+    "call_loss",
+    "make_chunk",
+    "permutation",
+    "split_loss",
+    "takes_step",
+]

@@ -79,7 +79,8 @@ def summarise(prob: DesignProblem, res: DesignResult, cfg: Any) -> dict[str, Any
         "target": cfg.target,
         "lam_range": (float(lam_pos.min()), float(lam_pos.max())) if lam_pos.size else (1, 10),
         "points": points,
-        "table": sector_table(prob, res, marked, cfg.top),
+        "drops": bool(getattr(cfg, "drops", False)),
+        "table": sector_table(prob, res, marked, cfg.top, drops=getattr(cfg, "drops", False)),
     }
 
 
@@ -104,7 +105,7 @@ def print_table(
         title_justify="left",
     )
     table.add_column("sector")
-    table.add_column("exp(u)", justify="right")
+    table.add_column("α", justify="right")
     table.add_column("output", justify="right")
     table.add_column(f"employment [{emp_unit}]", justify="right")
     table.add_column("employment", justify="right")
@@ -223,6 +224,134 @@ def plot(path: Path, fronts: dict[str, dict[str, Any]], emp_label: str, ghg_labe
         k = f["marked"]
         ax.set_title(f"{reg}: sectors moving most at λ = {f['lambdas'][k]:.3g}")
         ax.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def short_label(rows: dict[str, float], label: str) -> str:
+    """An axis label for an indicator: ``label``, or ``"<common prefix>… (k rows)"`` for many."""
+    if len(rows) <= 2:
+        return label
+    names = list(rows)
+    n = 0  # the longest common prefix of the names (not of paths: no os.path here)
+    while n < min(map(len, names)) and len({name[n] for name in names}) == 1:
+        n += 1
+    prefix = names[0][:n].strip(" :-|")
+    return f"{prefix or 'sum'}: sum of {len(rows)} rows"
+
+
+def _cut(text: str, width: int = 44) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def plot_years(
+    path: Path,
+    fronts: dict[str, dict[str, Any]],
+    cases: dict[str, tuple[str, str | None]],
+    emp_label: str,
+    ghg_label: str,
+    units: dict[str, str],
+) -> None:
+    """The paper's Fig. 3b-c: per region, one front per year and the latest year's table.
+
+    Top row: total emissions against total employment (% of each year's reference), one curve
+    per year; for the latest year a dashed line at the target employment cut and a cross at
+    the λ closest to it. Bottom row: that point's sectors (largest employment drops).
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    regions = list(dict.fromkeys(r for r, _ in cases.values()))
+    years = sorted({y for _, y in cases.values() if y is not None})
+    latest = years[-1]
+    colours = plt.cm.viridis(np.linspace(0.0, 0.9, len(years)))
+    fig, axes = plt.subplots(
+        2,
+        len(regions),
+        figsize=(6.4 * len(regions), 9.6),
+        squeeze=False,
+        gridspec_kw={"height_ratios": [3.0, 1.55]},
+    )
+    for j, reg in enumerate(regions):
+        ax = axes[0, j]
+        for year, colour in zip(years, colours, strict=True):
+            key = next((k for k, c in cases.items() if c == (reg, year)), None)
+            if key is None:
+                continue
+            f = fronts[key]
+            emp = 100 * f["employment"] / f["E_ref"]
+            ghg = 100 * f["ghg"] / f["G_ref"]
+            order = np.argsort(emp)
+            ax.plot(
+                emp[order],
+                ghg[order],
+                "-o",
+                color=colour,
+                ms=3,
+                lw=1.6 if year == latest else 1.0,
+                label=str(year),
+                zorder=3 if year == latest else 2,
+            )
+            if year == latest:
+                k = f["marked"]
+                target = 100 * (1 - f["target"])
+                ax.axvline(target, color="k", ls="--", lw=1)
+                ax.axhline(ghg[k], color="k", ls="--", lw=1)
+                ax.plot(
+                    [emp[k]],
+                    [ghg[k]],
+                    "x",
+                    color="red",
+                    ms=13,
+                    mew=2.5,
+                    zorder=5,
+                    label=(
+                        f"{year}: λ = {f['lambdas'][k]:.3g}: employment {emp[k] - 100:+.1f} %, "
+                        f"GHG {ghg[k] - 100:+.1f} %"
+                    ),
+                )
+        ax.set_xlabel(f"total employment (% of the year's reference)\n{emp_label}")
+        ax.set_ylabel(f"total GHG emissions (% of the year's reference)\n{_cut(ghg_label, 70)}")
+        ax.set_title(f"{reg}: Lie-intervention fronts, one per year")
+        ax.set_xlim(-4, 104)
+        ax.set_ylim(-4, 104)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="upper left", ncol=2)
+
+        ax = axes[1, j]
+        ax.axis("off")
+        key = next(k for k, c in cases.items() if c == (reg, latest))
+        f = fronts[key]
+        rows = f["table"]
+        emp_unit = units.get("employment", "")
+        cells = [
+            [
+                _cut(r["sector"]),
+                f"{r['factor']:.3g}",
+                f"{r['employment_change']:+.4g}",
+                f"{r['employment_change_pct']:+.1f} %",
+            ]
+            for r in rows
+        ] or [["(no sector loses employment)", "", "", ""]]
+        table = ax.table(
+            cellText=cells,
+            colLabels=["sector", "α", f"employment [{emp_unit}]", "employment"],
+            colWidths=[0.58, 0.1, 0.18, 0.14],
+            loc="upper center",
+            cellLoc="right",
+        )
+        table.auto_set_font_size(False)
+        table.set_fontsize(8)
+        table.scale(1, 1.25)
+        for (r, c), cell in table.get_celld().items():
+            if c == 0 and r > 0:
+                cell.set_text_props(ha="left")
+        kind = "drops" if f["drops"] else "changes"
+        lam = f["lambdas"][f["marked"]]
+        ax.set_title(f"{reg} {latest}: largest employment {kind} at λ = {lam:.3g}", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

@@ -65,6 +65,8 @@ PROXY_NOTE = (
     "the pymrio test table has no employment account: employment is proxied by value added "
     "(factor_inputs row 'Value Added', Mill USD)"
 )
+FACTORS_EXP = "alpha = exp(u), unbounded"
+FACTORS_BOUNDED = "alpha = 2 sigmoid(u), in (0, 2) (Besserve & Schölkopf 2022)"
 #: exit status of a run whose optimisation did not reach the optimum (bad input is 2).
 EXIT_DIVERGED = 1
 #: exit status after Ctrl-C (128 + SIGINT, the shell's convention).
@@ -122,12 +124,19 @@ class Config:
         steps: Adam steps per λ.
         lr: initial Adam step (cosine-decayed to ``lr / 1000``), a log-factor.
         dtype: ``"float64"`` or ``"float32"``.
-        exiobase: path of an Exiobase 3 archive (``None``: the pymrio test system).
+        exiobase: an Exiobase 3 archive, a folder of archives (one per year) or several
+            paths (``None``: the pymrio test system); see
+            :func:`jcausal.economy.archive.find_archives`. Several years are overlaid.
         allow_negative_demand: accept negative final demand in the table.
         target: employment reduction (fraction in (0, 1)) whose closest λ is tabulated.
         top: number of sectors in the table.
         max_excess: largest accepted excess loss over the analytic optimum (else the run
             fails, see :meth:`jcausal.economy.design.DesignResult.check`).
+        years: which of the archives to use, by year (``None``: all).
+        bounded: the paper's factors ``α = 2·sigmoid(u)`` in ``(0, 2)`` instead of
+            ``α = exp(u)`` (see :class:`jcausal.economy.design.DesignProblem`).
+        drops: tabulate the largest employment *drops* (the paper's table) instead of the
+            largest changes of either sign.
     """
 
     regions: tuple[str, ...] | None = None
@@ -139,11 +148,14 @@ class Config:
     steps: int = 1000
     lr: float = 0.05
     dtype: str = "float64"
-    exiobase: str | None = None
+    exiobase: str | tuple[str, ...] | None = None
     allow_negative_demand: bool = False
     target: float = 0.05
     top: int = 8
     max_excess: float = 0.01
+    years: tuple[str, ...] | None = None
+    bounded: bool = False
+    drops: bool = False
 
 
 #: The default of ``jcausal design``: one region, meaningful and fast.
@@ -248,7 +260,35 @@ def normalise_options(opts: Mapping[str, Any]) -> dict[str, Any]:
                     f"cannot read λ values from {given['lambdas']!r}; write e.g. 0,0.1,1,10"
                 ) from None
         given["lambdas"] = tuple(float(v) for v in lams)
+    if isinstance(given.get("exiobase"), list | tuple):
+        given["exiobase"] = tuple(str(p) for p in given["exiobase"])
+    if "years" in given:
+        given["years"] = parse_years(given["years"])
     return given
+
+
+def parse_years(text: str | Sequence[Any]) -> tuple[str, ...]:
+    """``"2012-2018"``, ``"2016,2018"`` (or a list) as year labels ``("2012", ...)``.
+
+    Raises:
+        ValueError: unreadable text or an empty range.
+    """
+    items = text.split(",") if isinstance(text, str) else [str(t) for t in text]
+    out: list[str] = []
+    for item in (i.strip() for i in items):
+        m = re.fullmatch(r"(\d{4})\s*-\s*(\d{4})", item)
+        if m:
+            a, b = int(m.group(1)), int(m.group(2))
+            if b < a:
+                raise ValueError(f"--years {item!r} is an empty range; write e.g. 2012-2018")
+            out += [str(y) for y in range(a, b + 1)]
+        elif re.fullmatch(r"\d{4}", item):
+            out.append(item)
+        elif item:
+            raise ValueError(f"cannot read years from {text!r}; write e.g. 2012-2018 or 2016,2018")
+    if not out:
+        raise ValueError(f"--years {text!r} names no year; write e.g. 2012-2018")
+    return tuple(dict.fromkeys(out))
 
 
 def check_config(cfg: Config) -> None:
@@ -282,6 +322,14 @@ def check_config(cfg: Config) -> None:
         raise ValueError(f"--max-excess must be positive (default 0.01), got {cfg.max_excess}")
     if cfg.regions is not None and (not cfg.regions or not all(cfg.regions)):
         raise ValueError(f"--region names no region: {cfg.regions}; see --list")
+    if cfg.years is not None and cfg.exiobase is None:
+        raise ValueError(
+            "--years selects Exiobase archives by year; give them with --exiobase (an archive "
+            "or a folder of archives)"
+        )
+    for flag in ("bounded", "drops"):
+        if not isinstance(getattr(cfg, flag), bool):
+            raise ValueError(f"{flag} must be True or False, got {getattr(cfg, flag)!r}")
 
 
 def add_options(parser: argparse.ArgumentParser, *, defaults: Config) -> None:
@@ -330,9 +378,29 @@ def add_options(parser: argparse.ArgumentParser, *, defaults: Config) -> None:
     )
     parser.add_argument(
         "--exiobase",
+        action="append",
         default=None,
         metavar="PATH",
-        help="Exiobase 3 archive to parse with pymrio (default: pymrio test table)",
+        help="Exiobase 3 archive to parse with pymrio, or a folder of archives (one per year: "
+        "the years are overlaid); repeatable (default: pymrio test table)",
+    )
+    parser.add_argument(
+        "--years",
+        default=None,
+        metavar="Y1-Y2|Y1,Y2",
+        help="use only the archives of these years (e.g. 2012-2018)",
+    )
+    parser.add_argument(
+        "--bounded",
+        action="store_true",
+        default=None,
+        help="the paper's factors alpha = 2 sigmoid(u) in (0, 2) (default: exp(u), unbounded)",
+    )
+    parser.add_argument(
+        "--drops",
+        action="store_true",
+        default=None,
+        help="tabulate the largest employment drops (the paper's table), not the largest changes",
     )
     parser.add_argument(
         "--target",
@@ -372,6 +440,9 @@ OPTION_FIELDS = (
     "top",
     "max_excess",
     "allow_negative_demand",
+    "years",
+    "bounded",
+    "drops",
 )
 
 
@@ -412,16 +483,46 @@ def build_parser() -> argparse.ArgumentParser:
 # the run
 
 
-def _list(exiobase: str | None) -> int:
+def archives(cfg: Config) -> dict[str | None, Any]:
+    """The data sources of ``cfg``: ``{year label: archive path}``, or ``{None: None}``.
+
+    ``None`` is the pymrio test table. The archives are found (not opened) by
+    :func:`jcausal.economy.archive.find_archives` and filtered by ``cfg.years``.
+
+    Raises:
+        ValueError: no archive where a path points, or a year of ``cfg.years`` without one.
+    """
+    from .economy.archive import find_archives
+
+    if cfg.exiobase is None:
+        return {None: None}
+    found = find_archives(cfg.exiobase)
+    if cfg.years is None:
+        return dict(found)
+    missing = [y for y in cfg.years if y not in found]
+    if missing:
+        raise ValueError(
+            f"no Exiobase archive for {', '.join(missing)} in {cfg.exiobase!r} (found: "
+            f"{', '.join(found) or 'none'}); download them (pymrio.download_exiobase3) or "
+            "choose other --years"
+        )
+    return {y: found[y] for y in cfg.years}
+
+
+def _list(cfg: Config) -> int:
     from rich.console import Console
     from rich.markup import escape
 
     from .economy import io as eio
 
-    system = eio.load_test() if exiobase is None else eio.load_exiobase(exiobase)
+    sources = archives(cfg)
+    first = next(iter(sources.values()))
+    system = eio.load_test() if first is None else eio.load_exiobase(first)
     regs = eio.regions(system)
     model = eio.from_pymrio(system, regs[0], check=False, allow_negative_demand=True)
     console = Console()
+    if first is not None:
+        console.print(f"[bold]archives[/bold] ({len(sources)}): " + ", ".join(map(str, sources)))
     console.print(f"[bold]regions[/bold] ({len(regs)}): " + ", ".join(regs))
     console.print(f"[bold]sectors[/bold] ({model.n}): " + ", ".join(model.sectors))
     console.print(f"[bold]stressor rows[/bold] ({len(model.stressors)}):")
@@ -442,10 +543,12 @@ def run(
     console: Any = None,
     record: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Design for every region of ``config``; write the figure, front, sector table, metrics.
+    """Design for every region (and year) of ``config``; write figure, front, table, metrics.
 
     Writes directly into ``out`` (the command stages it, see :func:`main`). A float64
-    configuration needs ``jax_enable_x64`` (the command line sets it).
+    configuration needs ``jax_enable_x64`` (the command line sets it). With several archives
+    (one per year), every region is designed on every year and the fronts are overlaid; the
+    results are keyed ``"<region> <year>"``.
 
     Args:
         config: the configuration (checked here too).
@@ -472,46 +575,61 @@ def run(
     cfg = config
     check_config(cfg)
     console = console or Console()
-    io_system = eio.load_test() if cfg.exiobase is None else eio.load_exiobase(cfg.exiobase)
-    regs = cfg.regions or (eio.regions(io_system)[0],)
+    sources = archives(cfg)
     ghg_default, emp_default = default_rows(cfg.exiobase)
     ghg = cfg.ghg or ghg_default
     employment = cfg.employment or emp_default
     proxy = cfg.exiobase is None and set(employment) == {eio.TEST_EMPLOYMENT}
 
-    problems = {}
-    for reg in regs:
-        model = eio.from_pymrio(
-            io_system, reg, dtype=cfg.dtype, allow_negative_demand=cfg.allow_negative_demand
-        )
-        problems[reg] = edesign.DesignProblem(model, ghg, employment)
+    # key -> (region, year label or None); the test table's keys are the bare region names.
+    problems, cases = {}, {}
+    for label, path in sources.items():
+        io_system = eio.load_test() if path is None else eio.load_exiobase(path)
+        regs = cfg.regions or (eio.regions(io_system)[0],)
+        for reg in regs:
+            model = eio.from_pymrio(
+                io_system, reg, dtype=cfg.dtype, allow_negative_demand=cfg.allow_negative_demand
+            )
+            key = reg if label is None else f"{reg} {label}"
+            problems[key] = edesign.DesignProblem(model, ghg, employment, bounded=cfg.bounded)
+            cases[key] = (reg, label)
+        del io_system  # one archive in memory at a time
     if proxy:
         console.print(f"[yellow]note:[/yellow] {PROXY_NOTE}")
+    labels = [lab for lab in sources if lab is not None]
+    latest = labels[-1] if labels else None
 
     results = {}
-    with report.progress_bar(console, ", ".join(regs), len(regs) * cfg.steps, progress) as tick:
-        for reg, prob in problems.items():
+    title = ", ".join(dict.fromkeys(r for r, _ in cases.values()))
+    if len(labels) > 1:
+        title += f" × {len(labels)} years"
+    with report.progress_bar(console, title, len(problems) * cfg.steps, progress) as tick:
+        for key, prob in problems.items():
             lams = (
                 np.asarray(cfg.lambdas, float)
                 if cfg.lambdas is not None
                 else edesign.auto_lambdas(prob, cfg.n_lambdas, cfg.include_zero)
             )
             res = edesign.sweep(prob, lams, steps=cfg.steps, lr=cfg.lr, progress=_checked(tick))
-            results[reg] = res.check(cfg.max_excess)
+            results[key] = res.check(cfg.max_excess)
 
-    fronts = {reg: report.summarise(problems[reg], res, cfg) for reg, res in results.items()}
+    fronts = {key: report.summarise(problems[key], res, cfg) for key, res in results.items()}
     model0 = next(iter(problems.values())).model
     units = {"ghg": model0.unit(ghg), "employment": model0.unit(employment)}
     metrics: dict[str, Any] = {"regions": {}}
     table_rows, front_rows = [], []
-    for reg, f in fronts.items():
-        prob, k = problems[reg], f["marked"]
+    for key, f in fronts.items():
+        prob, k = problems[key], f["marked"]
+        reg, label = cases[key]
+        where = {"region": reg} if label is None else {"region": reg, "year": label}
         point = f["points"][k]
-        report.print_table(console, reg, f["table"], f["lambdas"][k], units, point)
-        front_rows += [{"region": reg, **p} for p in f["points"]]
+        if label == latest:  # several years: the tables of the latest one are printed
+            report.print_table(console, key, f["table"], f["lambdas"][k], units, point)
+        front_rows += [{**where, **p} for p in f["points"]]
         for rank, row in enumerate(f["table"], 1):
-            table_rows.append({"region": reg, "rank": rank, "lambda": f["lambdas"][k], **row})
-        metrics["regions"][reg] = {
+            table_rows.append({**where, "rank": rank, "lambda": f["lambdas"][k], **row})
+        metrics["regions"][key] = {
+            **({} if label is None else {**where, "archive": str(sources[label])}),
             "reference_ghg": f["G_ref"],
             "reference_employment": f["E_ref"],
             "reproduction_error": prob.model.reproduction_error,
@@ -531,42 +649,54 @@ def run(
     write_csv(path / "front.csv", front_rows)
     write_csv(path / "sectors.csv", table_rows)
     note = PROXY_NOTE if proxy else ""
-    write_json(
-        path / "front.json",
-        {
-            "units": units,
-            "ghg": ghg,
-            "employment": employment,
-            "employment_note": note,
-            "loss": "GHG(x)/GHG* + lambda * ||e(x) - e*||_1 / E*",
-            "regions": {
-                reg: {
-                    "reference": {"ghg": f["G_ref"], "employment": f["E_ref"]},
-                    "marked_lambda": f["lambdas"][f["marked"]],
-                    "points": f["points"],
-                }
-                for reg, f in fronts.items()
-            },
+    front_doc = {
+        "units": units,
+        "ghg": ghg,
+        "employment": employment,
+        "employment_note": note,
+        "loss": "GHG(x)/GHG* + lambda * ||e(x) - e*||_1 / E*",
+        "regions": {
+            key: {
+                **(
+                    {}
+                    if cases[key][1] is None
+                    else {"region": cases[key][0], "year": cases[key][1]}
+                ),
+                "reference": {"ghg": f["G_ref"], "employment": f["E_ref"]},
+                "marked_lambda": f["lambdas"][f["marked"]],
+                "points": f["points"],
+            }
+            for key, f in fronts.items()
         },
-    )
+    }
+    if cfg.bounded:  # (the unbounded default's file is unchanged)
+        front_doc["factors"] = FACTORS_BOUNDED
+    write_json(path / "front.json", front_doc)
     emp_label = ", ".join(employment) + (" — value-added labour proxy" if proxy else "")
+    emp_label = report.short_label(employment, emp_label)
     ghg_label = " + ".join(n if w == 1 else f"{w:g}·{n}" for n, w in ghg.items())
-    report.plot(path / "trade_off.png", fronts, emp_label, ghg_label)
+    if len(labels) > 1:
+        report.plot_years(path / "trade_off.png", fronts, cases, emp_label, ghg_label, units)
+    else:
+        report.plot(path / "trade_off.png", fronts, emp_label, ghg_label)
     metrics.update(
         {
             "units": units,
             "employment_note": note,
             "normalisation": "loss = GHG/GHG* + lambda * L1(employment - reference)/E*",
-            "excess_loss_meaning": "max over lambda of loss(u) minus the analytic infimum "
-            "of eq. 5 (dimensionless; 0 is optimal)",
+            "factors": FACTORS_BOUNDED if cfg.bounded else FACTORS_EXP,
+            "excess_loss_meaning": "max over lambda of loss(u) minus the infimum of eq. 5 "
+            "(closed form; a linear programme when bounded; dimensionless, 0 is optimal)",
             "files": ["trade_off.png", "front.csv", "front.json", "sectors.csv", "metrics.json"],
         }
     )
+    regions_done = list(dict.fromkeys(r for r, _ in cases.values()))
     cfg_record = {
         **dataclasses.asdict(cfg),
-        "regions": list(regs),
+        "regions": regions_done,
         "ghg": ghg,
         "employment": employment,
+        **({"archives": {k: str(v) for k, v in sources.items()}} if labels else {}),
         **(record or {}),
     }
     write_metrics(path, metrics, cfg_record)
@@ -591,9 +721,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if cfg.exiobase is not None:
             from .economy.archive import check_archive
 
-            check_archive(cfg.exiobase)
+            for source in archives(cfg).values():
+                check_archive(source)
         if args.list:
-            return _list(cfg.exiobase)
+            return _list(cfg)
         import jax
         from rich.console import Console
 
@@ -629,6 +760,7 @@ __all__ = [
     "SMOKE",
     "Config",
     "add_options",
+    "archives",
     "build_parser",
     "check_config",
     "config_from_args",
@@ -636,5 +768,6 @@ __all__ = [
     "main",
     "normalise_options",
     "parse_rows",
+    "parse_years",
     "run",
 ]

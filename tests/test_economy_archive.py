@@ -5,11 +5,12 @@ import os
 import pickle
 import zipfile
 
+import exiobase_like
 import pytest
 
 from jcausal import design
 from jcausal.economy import io as eio
-from jcausal.economy.archive import check_archive
+from jcausal.economy.archive import archive_year, check_archive, find_archives
 
 
 class _Payload:
@@ -158,3 +159,47 @@ def test_bad_exiobase_paths_are_named_errors(tmp_path, kind, capsys):
         err = capsys.readouterr().err
         assert expected in err and "Traceback" not in err
     assert not (tmp_path / "out").exists()
+
+
+# ----------------------------------------------------------------------------------------------
+# several archives, one per year (issue 12 §3)
+
+
+def test_find_archives_labels_a_folder_of_archives_by_year(tmp_path):
+    for year in (2018, 2012):
+        exiobase_like.write_archive(tmp_path, year)
+    (tmp_path / "notes.txt").write_text("not an archive")
+    found = find_archives(tmp_path)
+    assert list(found) == ["2012", "2018"]  # in order of years, the other file ignored
+    assert found["2018"] == tmp_path / "IOT_2018_pxp.zip"
+    # an archive itself, or several paths, give the same labels
+    assert find_archives(found["2012"]) == {"2012": found["2012"]}
+    assert find_archives([found["2018"], found["2012"]]) == found
+    assert archive_year("IOT_2015_ixi.zip") == "2015" and archive_year("exio.zip") is None
+    # the pxp and ixi tables of one year: which one is meant is the user's choice
+    (tmp_path / "IOT_2018_ixi.zip").write_bytes(found["2018"].read_bytes())
+    with pytest.raises(ValueError, match="two archives for 2018"):
+        find_archives(tmp_path)
+    (tmp_path / "IOT_2018_ixi.zip").unlink()
+    with pytest.raises(ValueError, match="not found"):
+        find_archives(tmp_path / "nowhere")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(ValueError, match="folder without input-output tables"):
+        find_archives(empty)
+
+
+def test_one_hostile_archive_among_years_stops_the_run(tmp_path, marker, capsys):
+    folder = tmp_path / "years"
+    folder.mkdir()
+    exiobase_like.write_archive(folder, 2018)
+    _pickle_zip(folder, marker).rename(folder / "IOT_2011_pxp.zip")
+    out = tmp_path / "out"
+    assert design.main(["--exiobase", str(folder), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "pickle" in err and "IOT_2011_pxp.zip" in err and "Traceback" not in err
+    assert not out.exists()
+    # choosing the good year by --years runs nothing hostile either (checked: exit 2 on a
+    # missing year before any work)
+    assert design.main(["--exiobase", str(folder), "--years", "2016", "--list"]) == 2
+    assert "no Exiobase archive for 2016" in capsys.readouterr().err

@@ -3,7 +3,10 @@
 import csv
 import json
 
+import exiobase_like
+import jax.numpy as jnp
 import numpy as np
+import pymrio
 import pytest
 
 from jcausal import design
@@ -133,3 +136,112 @@ def test_float32_sweep_reaches_the_optimum():
     excess = res.ghg / G + lams * res.deviation / E - (ref["ghg"] / G + lams * ref["deviation"] / E)
     assert res.x.dtype == np.float32 and res.converged.all()
     assert np.all(excess > -1e-4) and np.max(excess) < 1e-2
+
+
+# ----------------------------------------------------------------------------------------------
+# The paper's bounded parameterisation α = 2·sigmoid(u) (issue 12 §3)
+
+
+def test_linear_programme_without_bound_is_the_closed_form(problem, lambdas):
+    # Two independent routes to the unbounded infimum: the greedy closed form and HiGHS.
+    greedy = ed.analytic_front(problem, lambdas)
+    lp = ed.bounded_front(problem, lambdas, bound=None)
+    for key in ("ghg", "employment", "deviation"):
+        np.testing.assert_allclose(lp[key], greedy[key], rtol=1e-7, atol=1e-9 * greedy[key].max())
+    np.testing.assert_array_equal(lp["cut"], greedy["cut"])
+
+
+def test_bounded_factors_and_default_parameterisation(problem):
+    assert problem.bounded is False
+    u = np.array([-40.0, -1.0, 0.0, 1.0, 30.0])
+    np.testing.assert_allclose(problem.factor(u), np.exp(u))
+    bounded = ed.DesignProblem(problem.model, "emission_type1", "Value Added", bounded=True)
+    a = bounded.factor(u)
+    np.testing.assert_allclose(a, 2 / (1 + np.exp(-u)), rtol=1e-12)
+    assert a[2] == 1.0 and 0 < a[0] < 1e-16 and a[-1] < 2
+    # the log-factor fed to the equilibrium is exact where sectors close (no log(0))
+    np.testing.assert_allclose(bounded.log_factor(jnp.asarray(u)), np.log(a), rtol=1e-12)
+    with pytest.raises(ValueError, match="bounded must be True or False"):
+        ed.DesignProblem(problem.model, "emission_type1", "Value Added", bounded="yes")
+
+
+def test_bounded_sweep_where_the_bound_is_slack(problem, lambdas):
+    # On pymrio's reg1 no sector sells half its output domestically: the bound never binds,
+    # the bounded optimum is the unbounded one and the bounded optimiser reaches it.
+    bounded = ed.DesignProblem(problem.model, "emission_type1", "Value Added", bounded=True)
+    lp = ed.analytic_front(bounded, lambdas)
+    greedy = ed.analytic_front(problem, lambdas)
+    np.testing.assert_allclose(lp["ghg"], greedy["ghg"], rtol=1e-7, atol=1e-6)
+    res = ed.sweep(bounded, lambdas, steps=STEPS, lr=LR)
+    assert res.converged.all() and res.max_excess_loss < 5e-3
+    assert np.all(res.excess_loss > -1e-7)  # the programme's value is never beaten
+    assert np.all(bounded.factor(res.u) < 2)
+
+
+@pytest.fixture(scope="module")
+def exio_archive(tmp_path_factory):
+    # An Exiobase-3-shaped archive written by pymrio (real names, made-up numbers).
+    return exiobase_like.write_archive(tmp_path_factory.mktemp("exiobase"), 2018)
+
+
+@pytest.fixture(scope="module")
+def germany(exio_archive):
+    return eio.from_pymrio(eio.load_exiobase(exio_archive), "DE")
+
+
+def test_the_papers_rows_on_an_exiobase_shaped_archive(exio_archive, germany):
+    prob = ed.DesignProblem(germany, eio.PAPER_GHG, eio.PAPER_EMPLOYMENT)
+    # Against pymrio's own parse of the archive: the sectors' (not households') emissions
+    system = pymrio.parse_exiobase3(exio_archive)
+    F = system.satellite.F.loc[:, "DE"]
+    ghg = F.loc["CO2 - combustion - air"] + 25 * F.loc["CH4 - combustion - air"]
+    ghg += 298 * F.loc["N2O - combustion - air"]
+    assert float(prob.G) == pytest.approx(ghg.sum(), rel=1e-9)
+    assert float(prob.E) == pytest.approx(
+        F.loc[exiobase_like.EMPLOYMENT_ROWS].sum().sum(), rel=1e-9
+    )
+    # ... which leave out methane from agriculture and mining (in the impacts' GWP100 total)
+    gwp = system.impacts.F.loc[exiobase_like.IMPACT_GHG, "DE"].sum()
+    assert float(prob.G) < 0.9 * gwp
+    assert set(eio.PAPER_EMPLOYMENT) == set(exiobase_like.EMPLOYMENT_ROWS)
+    assert germany.unit(eio.PAPER_EMPLOYMENT) == "1000 p" and germany.unit(eio.PAPER_GHG) == "kg"
+    assert germany.reproduction_error < 1e-9
+
+
+def test_unbounded_optimum_is_bang_bang_and_the_bound_cannot_compensate(germany):
+    labels = list(germany.sectors)
+    mine, coal = labels.index("Anthracite"), labels.index("Electricity by coal")
+    lams = np.array([1.5, 8.8])  # coal power is closed, coal mining (many jobs) is kept
+    free = ed.DesignProblem(germany, eio.PAPER_GHG, eio.PAPER_EMPLOYMENT)
+    capped = ed.DesignProblem(germany, eio.PAPER_GHG, eio.PAPER_EMPLOYMENT, bounded=True)
+    x_ref = np.asarray(free.x_ref)
+    A, y = np.asarray(germany.A), np.asarray(germany.y)
+
+    rf = ed.sweep(free, lams, steps=STEPS, lr=LR)
+    z = rf.x / x_ref
+    assert rf.converged.all() and rf.max_excess_loss < 5e-3
+    # bang-bang: every sector closed or kept as it was
+    assert np.all((z < 0.01) | (np.abs(z - 1) < 0.01)), z
+    assert np.all(z[:, coal] < 0.01) and np.all(np.abs(z[:, mine] - 1) < 0.01)
+    # Coal power bought 70 % of the mine's output: keeping the mine takes α = x* / (A x + y),
+    # computed here from the table, far above 2.
+    need = x_ref[mine] / (A @ rf.x.T + y[:, None])[mine]
+    alpha = free.factor(rf.u)[:, mine]
+    np.testing.assert_allclose(alpha, need, rtol=0.02)
+    assert np.all(alpha > 3)
+
+    rc = ed.sweep(capped, lams, steps=STEPS, lr=LR)
+    zc = rc.x / x_ref
+    assert rc.converged.all() and rc.max_excess_loss < 5e-3
+    # The bounded factor saturates just under 2 and the mine shrinks to 2 (A x + y) ≈ x*/2.
+    a_c = capped.factor(rc.u)[:, mine]
+    assert np.all(a_c < 2) and np.all(a_c > 1.9)
+    np.testing.assert_allclose(rc.x[:, mine], a_c * (A @ rc.x.T + y[:, None])[mine], rtol=1e-6)
+    assert np.all(zc[:, mine] < 0.6) and np.all(zc[:, coal] < 0.01)
+    # The linear programme (HiGHS) says the same, and the bound costs loss.
+    lp = ed.analytic_front(capped, lams)
+    np.testing.assert_allclose(zc[:, mine], lp["x"][:, mine] / x_ref[mine], atol=0.02)
+    G, E = float(free.G), float(free.E)
+    best_free = rf.analytic_ghg / G + lams * ed.analytic_front(free, lams)["deviation"] / E
+    best_capped = lp["ghg"] / G + lams * lp["deviation"] / E
+    assert np.all(best_capped > best_free + 1e-3)

@@ -12,9 +12,10 @@ import importlib
 from typing import Any
 
 from . import design
-from .archive import check_archive
+from .archive import check_archive, find_archives
 from .demand import ConstantElasticity, DemandCurve, Logistic
 from .design import DesignDiverged, DesignProblem, DesignResult
+from .exiobase import PAPER_EMPLOYMENT, PAPER_GHG
 from .leontief import (
     IOModel,
     StressorSpec,
@@ -48,6 +49,8 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "NODES",
+    "PAPER_EMPLOYMENT",
+    "PAPER_GHG",
     "ConstantElasticity",
     "DemandCurve",
     "DesignDiverged",
@@ -62,6 +65,7 @@ __all__ = [
     "design",
     "efficiency",
     "energy_value_added",
+    "find_archives",
     "from_pymrio",
     "io",
     "is_concrete",

@@ -25,7 +25,9 @@ when an older pyarrow is installed.
 from __future__ import annotations
 
 import json
+import re
 import zipfile
+from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
 
 #: pymrio's name of the file that lists the tables of a system or extension.
@@ -192,4 +194,69 @@ def check_archive(path: str | Path) -> Path:
     return path
 
 
-__all__ = ["PARAMETER_FILE", "check_archive"]
+_YEAR = re.compile(r"(?<!\d)((?:19|20)\d\d)(?!\d)")
+
+
+def archive_year(path: str | Path) -> str | None:
+    """The year in an archive's name (``IOT_2018_pxp.zip`` -> ``"2018"``), or ``None``."""
+    years = _YEAR.findall(Path(path).name)
+    return years[0] if len(years) == 1 else None
+
+
+def _is_archive(path: Path) -> bool:
+    return (path.is_dir() and (path / PARAMETER_FILE).exists()) or (
+        path.is_file() and zipfile.is_zipfile(path)
+    )
+
+
+def find_archives(paths: str | Path | Sequence[str | Path]) -> dict[str, Path]:
+    """Archives named by the user, labelled by year: one archive, or a folder of archives.
+
+    Each path is an archive (a zip file, or a folder holding pymrio's ``file_parameters.json``)
+    or a folder of archives (e.g. ``IOT_2012_pxp.zip`` ... ``IOT_2018_pxp.zip``, as
+    ``pymrio.download_exiobase3`` stores them). An archive is labelled by the year in its name,
+    else by its name. The archives are not opened (see :func:`check_archive`).
+
+    Args:
+        paths: one path or several.
+
+    Returns:
+        ``{label: path}``, sorted by label (years in order).
+
+    Raises:
+        ValueError: a missing path, a folder without archives, or two archives with the same
+            label (e.g. the pxp and ixi tables of one year: pass one of them).
+    """
+    items = [paths] if isinstance(paths, str | Path) else list(paths)
+    if not items:
+        raise ValueError("no Exiobase archive given; pass an archive or a folder of archives")
+    found: dict[str, Path] = {}
+    for item in items:
+        path = Path(item)
+        if not path.exists():
+            raise ValueError(
+                f"Exiobase archive {str(path)!r} not found; download one (e.g. with "
+                "pymrio.download_exiobase3) and pass its path"
+            )
+        if _is_archive(path) or not path.is_dir():
+            members = [path]  # not an archive at all: check_archive names the problem
+        else:
+            members = sorted(p for p in path.iterdir() if _is_archive(p))
+            if not members:
+                raise ValueError(
+                    f"{str(path)!r} is a folder without input-output tables: it holds neither "
+                    f"{PARAMETER_FILE} nor archives (e.g. IOT_2018_pxp.zip); pass an Exiobase 3 "
+                    "archive or the folder holding them"
+                )
+        for member in members:
+            label = archive_year(member) or member.name
+            if label in found and found[label] != member:
+                raise ValueError(
+                    f"two archives for {label}: {str(found[label])!r} and {str(member)!r}; "
+                    "pass one of them (e.g. only the pxp tables)"
+                )
+            found[label] = member
+    return dict(sorted(found.items()))
+
+
+__all__ = ["PARAMETER_FILE", "archive_year", "check_archive", "find_archives"]

@@ -38,7 +38,17 @@ What the optimum is. Since ``(A x + y)_i > 0``, any positive output ``x`` is rea
 that ratio; :func:`analytic_front` computes it and :attr:`DesignResult.excess_loss` is the gap
 of the optimiser to it (``x_i -> 0`` is an infimum: Adam with a cosine-decayed step drives
 ``u_i`` to about ``-lr · steps / 2``). This needs ``c >= 0`` and ``r >= 0``, which
-:class:`DesignProblem` checks.
+:class:`DesignProblem` checks. The unbounded optimum is thus *bang-bang*: every sector is
+closed or kept as it is, and the factors that keep a sector whose customers closed grow without
+bound.
+
+The paper's parameterisation (``DesignProblem(..., bounded=True)``, ``jcausal design
+--bounded``) is ``α_i = 2·sigmoid(u_i)`` in ``(0, 2)``: a sector can at most double its
+activity relative to its demand, ``x_i <= 2 (A x + y)_i``. A sector that sells more than half
+its output to sectors that close would need ``α_i > 2`` to stay at ``x*_i``; it cannot, and
+shrinks with them. The optimum is then the linear programme of :func:`bounded_front` (solved
+by scipy's HiGHS), against which :attr:`DesignResult.excess_loss` is measured. ``u = 0`` is
+``α = 1`` (no intervention) in both parameterisations.
 """
 
 from __future__ import annotations
@@ -131,19 +141,32 @@ class DesignProblem(eqx.Module):
     x_ref: Float[Array, " n"]
     G: Float[Array, ""]
     E: Float[Array, ""]
+    bounded: bool = eqx.field(static=True)
 
-    def __init__(self, model: IOModel, ghg: StressorSpec, employment: StressorSpec):
+    def __init__(
+        self,
+        model: IOModel,
+        ghg: StressorSpec,
+        employment: StressorSpec,
+        *,
+        bounded: bool = False,
+    ):
         """Build the problem and check the indicators.
 
         Args:
             model: the economy.
             ghg: the GHG indicator: a row name, ``{row: weight}`` or ``k`` weights.
             employment: the employment indicator, likewise.
+            bounded: the paper's parameterisation ``α = 2·sigmoid(u)`` in ``(0, 2)`` instead
+                of ``α = exp(u)`` in ``(0, ∞)`` (see the module docstring).
 
         Raises:
             ValueError: an unknown row (listing the rows), a non-finite weight or coefficient
                 of a named row, a negative indicator, or a zero reference total.
         """
+        if not isinstance(bounded, bool | np.bool_):
+            raise ValueError(f"bounded must be True or False, got {bounded!r}")
+        self.bounded = bool(bounded)
         self.model = model
         self.c = _indicator(model, ghg, "GHG")
         self.r = _indicator(model, employment, "employment")
@@ -157,11 +180,27 @@ class DesignProblem(eqx.Module):
                     "must be a positive finite number to be cut or preserved"
                 )
 
+    def log_factor(self, u: Float[Array, "*batch n"]) -> Float[Array, "*batch n"]:
+        """``log α(u)``: ``u`` itself, or ``log 2 + log sigmoid(u)`` when :attr:`bounded`."""
+        if self.bounded:
+            # log-sigmoid, not log(sigmoid): exact for u -> -inf, where sectors are closed.
+            return jnp.log(jnp.asarray(2.0, u.dtype)) + jax.nn.log_sigmoid(u)
+        return u
+
+    def factor(self, u: Float[ArrayLike, "*batch n"]) -> np.ndarray:
+        """The intervention's factors ``α(u)`` (numpy), ``exp(u)`` or ``2·sigmoid(u)``."""
+        u = np.asarray(u)
+        if not self.bounded:
+            return np.exp(u)
+        from scipy import special  # on first use: `import jcausal` stays light
+
+        return 2.0 * special.expit(u)
+
     def terms(
         self, u: Float[Array, " n"]
     ) -> tuple[Float[Array, ""], Float[Array, ""], Float[Array, " n"], Bool[Array, ""]]:
         """``(GHG / G*, ||e - e*||_1 / E*, x(u), converged)`` for one ``u`` ``(n,)``."""
-        x, report = self.model.solve(u, strict=False)
+        x, report = self.model.solve(self.log_factor(u), strict=False)
         ghg = self.c @ x / self.G
         dev = jnp.sum(jnp.abs(self.r * (x - self.x_ref))) / self.E
         return ghg, dev, x, report.converged
@@ -232,7 +271,9 @@ class DesignResult:
 
     Attributes:
         lambdas: ``(L,)`` weights of employment preservation.
-        u: ``(L, n)`` log-factors of the intervention ``x_i := exp(u_i) (A x + y)_i``.
+        u: ``(L, n)`` parameters of the intervention ``x_i := α(u_i) (A x + y)_i``: the
+            log-factors (``α = exp u``) or, bounded, ``α = 2·sigmoid(u)``
+            (:meth:`DesignProblem.factor` gives ``α``).
         x: ``(L, n)`` equilibrium output under ``u``, in the table's currency.
         ghg: ``(L,)`` total GHG, in the GHG indicator's unit.
         employment: ``(L,)`` total employment, in the employment indicator's unit.
@@ -416,19 +457,23 @@ def sweep(
 def analytic_front(
     problem: DesignProblem, lambdas: Float[ArrayLike, " L"]
 ) -> dict[str, np.ndarray]:
-    """The infimum of eq. 5 for each λ (see the module docstring), in closed form.
+    """The infimum of eq. 5 for each λ (see the module docstring), without the optimiser.
 
-    Sector ``i`` is shut down when ``c_i / G* > λ r_i / E*`` and kept at ``x*_i`` otherwise
-    (ties kept).
+    Unbounded (``α = exp(u)``): in closed form, sector ``i`` is shut down when
+    ``c_i / G* > λ r_i / E*`` and kept at ``x*_i`` otherwise (ties kept). Bounded
+    (``α = 2·sigmoid(u)``, :attr:`DesignProblem.bounded`): the linear programme of
+    :func:`bounded_front`.
 
     Args:
         problem: the model and indicators (``c, r >= 0``, checked by :class:`DesignProblem`).
         lambdas: ``(L,)`` weights.
 
     Returns:
-        ``{"ghg", "employment", "deviation"}`` totals ``(L,)`` in the indicators' units and
-        ``"cut"`` ``(L, n)`` booleans.
+        ``{"ghg", "employment", "deviation"}`` totals ``(L,)`` in the indicators' units,
+        ``"cut"`` ``(L, n)`` booleans (sector closed) and ``"x"`` ``(L, n)`` the outputs.
     """
+    if problem.bounded:
+        return bounded_front(problem, lambdas)
     c, r = np.asarray(problem.c, float), np.asarray(problem.r, float)
     x = np.asarray(problem.x_ref, float)
     G, E = float(problem.G), float(problem.E)
@@ -440,6 +485,71 @@ def analytic_front(
         "employment": kept @ r,
         "deviation": np.where(cut, r * x, 0.0).sum(1),
         "cut": cut,
+        "x": kept,
+    }
+
+
+def bounded_front(
+    problem: DesignProblem, lambdas: Float[ArrayLike, " L"], bound: float | None = 2.0
+) -> dict[str, np.ndarray]:
+    """The infimum of eq. 5 over factors ``α_i`` in ``(0, bound)``, as a linear programme.
+
+    Every output ``x >= 0`` with ``x_i <= bound · (A x + y)_i`` is the equilibrium of factors
+    ``α_i = x_i / (A x + y)_i`` in ``[0, bound]`` (the closure of the open range: its edges are
+    infima, approached as ``u -> ±∞``), so eq. 5 becomes the linear programme
+
+        min  c·x / G* + λ Σ r_i t_i / E*
+        s.t. |x_i - x*_i| <= t_i,   (I - bound·A) x <= bound·y,   x >= 0,
+
+    solved with scipy's HiGHS in the variables ``x_i / x*_i``. A sector whose customers are
+    closed cannot be kept at ``x*_i`` once it would need ``α_i > bound``: its constraint binds.
+    ``bound=None`` drops the constraint and gives back the closed form of :func:`analytic_front`
+    (an independent check of it).
+
+    Args:
+        problem: the model and indicators.
+        lambdas: ``(L,)`` weights.
+        bound: the largest factor (the paper's ``2``), or ``None`` for no bound.
+
+    Returns:
+        As :func:`analytic_front`; ``"cut"`` marks outputs below ``1e-9 x*_i``.
+
+    Raises:
+        RuntimeError: HiGHS did not solve a programme (its message is named).
+    """
+    from scipy import optimize  # on first use: `import jcausal` stays light
+
+    c, r = np.asarray(problem.c, float), np.asarray(problem.r, float)
+    x_ref = np.asarray(problem.x_ref, float)
+    A, y = np.asarray(problem.model.A, float), np.asarray(problem.model.y, float)
+    G, E = float(problem.G), float(problem.E)
+    n = x_ref.shape[0]
+    s = np.where(x_ref > 0, x_ref, 1.0)  # x = s z: every variable of order one
+    z_ref = x_ref / s
+    eye = np.eye(n)
+    rows = [np.hstack([eye, -eye]), np.hstack([-eye, -eye])]
+    rhs = [z_ref, -z_ref]
+    if bound is not None:
+        rows.append(np.hstack([(eye - bound * A) * (s[None, :] / s[:, None]), np.zeros((n, n))]))
+        rhs.append(bound * y / s)
+    a_ub, b_ub = np.vstack(rows), np.concatenate(rhs)
+    xs = []
+    for lam in np.asarray(lambdas, float):
+        cost = np.concatenate([c * s / G, lam * r * s / E])
+        res = optimize.linprog(cost, A_ub=a_ub, b_ub=b_ub, bounds=(0, None), method="highs")
+        if res.status != 0:
+            raise RuntimeError(
+                f"the linear programme of the bounded design at λ = {lam:.4g} was not solved: "
+                f"{res.message}"
+            )
+        xs.append(s * res.x[:n])
+    x = np.asarray(xs).reshape(-1, n)
+    return {
+        "ghg": x @ c,
+        "employment": x @ r,
+        "deviation": np.abs(x - x_ref[None, :]) @ r,
+        "cut": x < 1e-9 * x_ref[None, :],
+        "x": x,
     }
 
 
@@ -471,7 +581,7 @@ def auto_lambdas(problem: DesignProblem, n: int, include_zero: bool = True) -> n
 
 
 def sector_table(
-    problem: DesignProblem, result: DesignResult, index: int, top: int
+    problem: DesignProblem, result: DesignResult, index: int, top: int, *, drops: bool = False
 ) -> list[dict[str, float | str]]:
     """The ``top`` sectors with the largest employment change at front point ``index``.
 
@@ -480,23 +590,30 @@ def sector_table(
         result: the swept front.
         index: which λ of the front.
         top: number of sectors listed.
+        drops: list the largest employment *drops* (most negative first; the paper's table;
+            fewer rows if fewer sectors lose jobs) instead of the largest changes of either
+            sign.
 
     Returns:
-        Rows ``{"sector", "factor" (exp u), "output_change_pct", "employment_change"
+        Rows ``{"sector", "factor" (α), "output_change_pct", "employment_change"
         (indicator unit), "employment_change_pct", "ghg_change" (indicator unit)}``.
     """
     m = problem.model
     x_ref = np.asarray(problem.x_ref, float)
     c, r = np.asarray(problem.c, float), np.asarray(problem.r, float)
     x = result.x[index]
+    alpha = problem.factor(result.u[index])
     de = r * (x - x_ref)
-    order = np.argsort(-np.abs(de))[:top]
+    if drops:
+        order = [i for i in np.argsort(de, kind="stable")[:top] if de[i] < 0]
+    else:
+        order = np.argsort(-np.abs(de))[:top]
     rows = []
     for i in order:
         rows.append(
             {
                 "sector": m.labels[i],
-                "factor": float(np.exp(result.u[index, i])),
+                "factor": float(alpha[i]),
                 "output_change_pct": float(100 * (x[i] / x_ref[i] - 1)) if x_ref[i] else 0.0,
                 "employment_change": float(de[i]),
                 "employment_change_pct": float(100 * de[i] / (r[i] * x_ref[i]))
@@ -516,6 +633,7 @@ def design(
     *,
     steps: int = 1000,
     lr: float = 0.05,
+    bounded: bool = False,
     progress: Callable[[int], None] | None = None,
 ) -> DesignResult:
     """Design interventions on ``model`` that trade emission cuts against employment.
@@ -529,6 +647,8 @@ def design(
             :func:`auto_lambdas`.
         steps: Adam steps per λ.
         lr: initial Adam step, a log-factor.
+        bounded: the paper's factors ``α = 2·sigmoid(u)`` in ``(0, 2)`` (default
+            ``α = exp(u)``, unbounded).
         progress: called with the number of steps just done.
 
     Returns:
@@ -539,7 +659,7 @@ def design(
         DesignDiverged: the optimisation ended above :data:`MAX_EXCESS_LOSS` from the optimum
             (lower ``lr``); call :func:`sweep` to get such a result anyway.
     """
-    problem = DesignProblem(model, ghg, employment)
+    problem = DesignProblem(model, ghg, employment, bounded=bounded)
     if isinstance(lambdas, int | np.integer) and not isinstance(lambdas, bool):
         lambdas = auto_lambdas(problem, int(lambdas))
     result = sweep(problem, lambdas, steps=steps, lr=lr, progress=progress)
@@ -554,6 +674,7 @@ __all__ = [
     "DesignResult",
     "analytic_front",
     "auto_lambdas",
+    "bounded_front",
     "design",
     "sector_table",
     "sweep",

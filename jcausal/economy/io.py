@@ -44,6 +44,7 @@ import pymrio
 
 from ..scm import Solver
 from .archive import check_archive
+from .exiobase import PAPER_EMPLOYMENT, PAPER_GHG
 from .leontief import IOModel, unknown_name_message
 
 #: Exiobase 3 (pxp / ixi, ``impacts`` extension) row names used as defaults by ``jcausal design``.
@@ -302,6 +303,8 @@ def load(
 __all__ = [
     "EXIOBASE_EMPLOYMENT",
     "EXIOBASE_GHG",
+    "PAPER_EMPLOYMENT",
+    "PAPER_GHG",
     "TEST_EMPLOYMENT",
     "TEST_GHG",
     "from_pymrio",

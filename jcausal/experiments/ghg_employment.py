@@ -13,11 +13,13 @@ no employment account: value added (``factor_inputs`` row ``"Value Added"``) is 
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from .. import design
+from ..economy.exiobase import PAPER_EMPLOYMENT, PAPER_GHG
 from ._common import run_cli
 
 NAME = "ghg_employment"
@@ -31,6 +33,38 @@ DESCRIPTION = (
 SMOKE = design.SMOKE
 #: The full reproduction: two regions compared, as the paper's Fig. 3b-c compares two countries.
 FULL = design.Config(regions=("reg1", "reg2"), n_lambdas=40, steps=3000, lr=0.05)
+#: ``--paper`` (with ``--exiobase DIR``): the paper's configuration exactly.
+PAPER = design.Config(
+    regions=("FR", "DE"),
+    ghg=dict(PAPER_GHG),
+    employment=dict(PAPER_EMPLOYMENT),
+    years=tuple(str(y) for y in range(2012, 2019)),
+    bounded=True,
+    drops=True,
+    top=6,
+    target=0.05,
+    n_lambdas=40,
+    steps=3000,
+    lr=0.05,
+)
+#: ``--paper --smoke``: the paper's objective, few λ and steps (used by the tests).
+PAPER_SMOKE = dataclasses.replace(PAPER, n_lambdas=5, steps=300, lr=0.1)
+
+
+def paper_config(smoke: bool, exiobase: Any, opts: dict[str, Any]) -> design.Config:
+    """:data:`PAPER` (or :data:`PAPER_SMOKE`) on the archives ``exiobase``, ``opts`` applied.
+
+    Raises:
+        ValueError: no ``exiobase`` (the paper's rows are Exiobase rows), or bad options.
+    """
+    if not exiobase:
+        raise ValueError(
+            "--paper needs --exiobase DIR: a folder holding the Exiobase 3 archives of "
+            "2012-2018 (e.g. IOT_2012_pxp.zip ... IOT_2018_pxp.zip, from "
+            "pymrio.download_exiobase3); the pymrio test table has none of the paper's rows"
+        )
+    base = PAPER_SMOKE if smoke else PAPER
+    return design.config_from_args(base, {**opts, "exiobase": exiobase})
 
 
 def run(
@@ -86,12 +120,23 @@ def run(
 
 def _extra(parser: Any) -> None:
     design.add_options(parser, defaults=FULL)
+    parser.add_argument(
+        "--paper",
+        action="store_true",
+        help="the paper's configuration (needs --exiobase DIR): France and Germany, 2012-2018 "
+        "overlaid, alpha = 2 sigmoid(u), GHG = CO2 + 25 CH4 + 298 N2O combustion-air rows, "
+        "employment in persons, the six largest employment drops at a 5 %% cut",
+    )
 
 
 def _run_from_cli(**args: Any) -> dict[str, Any]:
     import jax
 
-    cfg = design.config_from_args(SMOKE if args.pop("smoke") else FULL, args)
+    smoke, paper = args.pop("smoke"), args.pop("paper")
+    if paper:
+        cfg = paper_config(smoke, args.pop("exiobase"), args)
+    else:
+        cfg = design.config_from_args(SMOKE if smoke else FULL, args)
     if cfg.dtype == "float64":
         jax.config.update("jax_enable_x64", True)  # an entry point: this process's choice
     return run(out=args["out"], seed=args["seed"], config=cfg, progress=True)
@@ -106,7 +151,10 @@ __all__ = [
     "DESCRIPTION",
     "FULL",
     "NAME",
+    "PAPER",
+    "PAPER_SMOKE",
     "SMOKE",
     "main",
+    "paper_config",
     "run",
 ]

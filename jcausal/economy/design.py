@@ -25,10 +25,13 @@ Usage from a script::
     result.ghg, result.employment          # the front: one point per λ
     result.excess_loss                     # distance to the analytic optimum (see below)
 
-The whole λ sweep is **one** compiled program: ``jax.vmap`` over λ of an optax Adam step whose
-loss goes through the implicit equilibrium layer (``IOModel.solve``). The program runs a
-dynamic number of steps per call, chosen so that each call takes about a quarter of a second:
-a progress bar moves and Ctrl-C stops a run of any length promptly, without recompiling.
+The whole λ sweep is **one** compiled program, trained by :func:`jcausal.train.fit` like every
+model of the library: ``jax.vmap`` over λ of eq. 5 (summed over λ; each ``u_l`` enters one
+term and Adam is elementwise, so each λ follows exactly the updates of its own run), through
+the implicit equilibrium layer (``IOModel.solve``). ``fit`` runs a dynamic number of steps
+per compiled call, about a quarter of a second each: a progress bar moves and Ctrl-C stops a
+run of any length promptly, without recompiling; and it reuses the compiled program across
+calls (the one-λ-at-a-time baseline compiles once).
 
 What the optimum is. Since ``(A x + y)_i > 0``, any positive output ``x`` is reached by
 ``u_i = log(x_i / (A x + y)_i)``, so eq. 5 is, in terms of ``x``, separable and linear: sector
@@ -64,12 +67,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from jaxtyping import Array, ArrayLike, Bool, Float, Int
+from jaxtyping import Array, ArrayLike, Bool, Float
 
+from ..train import fit, frozen
 from .leontief import IOModel, StressorSpec
 
-#: Wall time (seconds) one compiled call aims at: the granularity of progress and Ctrl-C.
-CHUNK_SECONDS = 0.25
+#: Most steps in one compiled call (fit shortens calls to ~0.25 s; this bounds its buffers).
+MAX_CALL = 4096
 #: Largest number of loss values kept per λ (the history is thinned beyond it).
 MAX_HISTORY = 1000
 #: Default largest accepted :attr:`DesignResult.excess_loss` (dimensionless, see there).
@@ -222,40 +226,14 @@ def _optimizer(steps: int, lr: float) -> optax.GradientTransformation:
     return optax.chain(optax.zero_nans(), optax.adam(schedule, b2=0.9))
 
 
-class _State(eqx.Module):
-    u: Array  # (..., n)
-    opt: Any
-    ok: Array  # (...) every solve converged so far
-    t: Array  # () steps done
-    history: Array  # (H, ...) loss every `stride` steps
-    last: Array  # (...) loss of the last step
-
-
-@eqx.filter_jit
-def _run_chunk(
-    problem: DesignProblem,
-    state: _State,
-    lambdas: Array,
-    tx: optax.GradientTransformation,
-    n: Int[Array, ""],
-    stride: Int[Array, ""],
-    batched: bool,
-) -> _State:
-    # `n` and `stride` are traced: one compiled program serves chunks of any length.
-    grad_fn = jax.value_and_grad(problem.loss, has_aux=True)
-    update = tx.update
-    if batched:
-        grad_fn, update = jax.vmap(grad_fn), jax.vmap(update)
-
-    def step(_, s: _State) -> _State:
-        (loss, (_, _, conv)), g = grad_fn(s.u, lambdas)
-        upd, opt = update(g, s.opt, s.u)
-        record = (s.t + 1) % stride == 0
-        k = jnp.clip((s.t + 1) // stride - 1, 0, s.history.shape[0] - 1)
-        history = s.history.at[k].set(jnp.where(record, loss, s.history[k]))
-        return _State(optax.apply_updates(s.u, upd), opt, s.ok & conv, s.t + 1, history, loss)
-
-    return jax.lax.fori_loop(0, n, step, state)
+def _sweep_loss(params: dict, batch: None, key: Array) -> tuple[Array, dict[str, Array]]:
+    # Module level, so that `fit` reuses its compiled program across calls (one per λ in the
+    # loop baseline). The sum over λ has per-λ gradients (each u_l enters one term), and Adam
+    # is elementwise: every λ follows exactly the updates of its own run.
+    problem, lams, u = params["problem"], params["lambdas"], params["u"]
+    fn = jax.vmap(problem.loss) if u.ndim == 2 else problem.loss
+    loss, (_, _, ok) = fn(u, lams)
+    return jnp.sum(loss), {"loss_per_lambda": loss, "converged": ok}
 
 
 @eqx.filter_jit
@@ -392,38 +370,29 @@ def sweep(
     n = problem.x_ref.shape[0]
     t0 = time.perf_counter()
 
-    def optimise(lams: Array, batched: bool) -> _State:
-        u = jnp.zeros((*lams.shape, n), dtype)
-        opt = jax.vmap(tx.init)(u) if batched else tx.init(u)
-        hist = jnp.zeros((steps // stride, *lams.shape), dtype)
-        state = _State(u, opt, jnp.ones(lams.shape, bool), jnp.zeros((), jnp.int32), hist, hist[0])
-        done, chunk, warm = 0, min(steps, 8), False
-        while done < steps:
-            tick = time.perf_counter()
-            state = _run_chunk(
-                problem, state, lams, tx, jnp.int32(chunk), jnp.int32(stride), batched
-            )
-            jax.block_until_ready(state.t)  # one chunk at a time: Ctrl-C lands between chunks
-            elapsed = time.perf_counter() - tick
-            done += chunk
-            if progress is not None:
-                progress(chunk)
-            if warm:  # the first call's time is mostly compilation
-                per_step = max(elapsed / chunk, 1e-7)
-                chunk = int(np.clip(CHUNK_SECONDS / per_step, 1, 2 * chunk + 64))
-            warm = True
-            chunk = min(chunk, steps - done)
-        return state
+    def optimise(lams: Array) -> tuple[Array, Array, Array, Array]:
+        params = {"u": jnp.zeros((*lams.shape, n), dtype),
+                  "problem": frozen(problem), "lambdas": frozen(lams)}  # fmt: skip
+        try:
+            out, hist = fit(_sweep_loss, params, None, optimizer=tx, steps=steps,
+                            key=jax.random.key(0), log_every=stride, steps_per_call=min(steps, MAX_CALL),
+                            progress=progress if progress is not None else False)  # fmt: skip
+        except FloatingPointError as err:
+            raise DesignDiverged(
+                f"the design optimisation did not reach the optimum: it diverged ({err}); "
+                "lower the step size (lr) or raise the number of steps"
+            ) from None
+        rec = hist.train
+        losses = jnp.asarray([r["loss_per_lambda"] for r in rec], dtype)[: steps // stride]
+        ok = jnp.all(jnp.asarray([r["converged"] for r in rec]), axis=0)
+        return out["u"], ok, losses, jnp.asarray(rec[-1]["loss_per_lambda"], dtype)
 
     if vectorise:
-        final = optimise(lam, True)
-        u, ok, hist, last = final.u, final.ok, final.history.T, final.last
+        u, ok, hist, last = optimise(lam)
+        hist = hist.T
     else:
-        outs = [optimise(lam[i], False) for i in range(lam.shape[0])]
-        u = jnp.stack([o.u for o in outs])
-        ok = jnp.stack([o.ok for o in outs])
-        hist = jnp.stack([o.history for o in outs])
-        last = jnp.stack([o.last for o in outs])
+        outs = [optimise(lam[i]) for i in range(lam.shape[0])]
+        u, ok, hist, last = (jnp.stack(z) for z in zip(*outs, strict=True))
     ghg, dev, x, conv = _evaluate(problem, u)
     u, x, ok, conv = jax.block_until_ready((u, x, ok, conv))
     seconds = time.perf_counter() - t0
@@ -667,7 +636,6 @@ def design(
 
 
 __all__ = [
-    "CHUNK_SECONDS",
     "MAX_EXCESS_LOSS",
     "DesignDiverged",
     "DesignProblem",

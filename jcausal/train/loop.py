@@ -388,7 +388,10 @@ def fit(
         return {"loss": loss, **aux}
 
     # ---- loop
-    history = History(loss=np.zeros(steps - start), train=[], eval=[], start_step=start)
+    history = History(loss=np.zeros(0), train=[], eval=[], start_step=start)
+    # Per-step losses, one array per compiled call (memory grows with the steps actually run,
+    # not with `steps`: a run asked for a billion steps and stopped early costs nothing).
+    loss_parts: list[np.ndarray] = []
     metrics_file = open(metrics_path, "a") if metrics_path is not None else None
 
     def record(rec: dict) -> None:
@@ -458,7 +461,7 @@ def fit(
                 budget = int(np.clip(CALL_SECONDS / per_step, 1, min(2 * budget + 64, length)))
             warm = True
             dyn, opt_state, ema_dyn, perm = out.dyn, out.opt_state, out.ema, out.perm
-            history.loss[done - start : done - start + ran] = losses[:ran]
+            loss_parts.append(np.asarray(losses[:ran]))
             for v in losses[:ran]:
                 running = float(v) if running is None else 0.95 * running + 0.05 * float(v)
             for i in range(ran):
@@ -497,6 +500,7 @@ def fit(
             if callback is not None:
                 callback(done, unfreeze(eqx.combine(dyn, static)), float(loss_f))
     finally:
+        history.loss = np.concatenate(loss_parts) if loss_parts else np.zeros(0)
         if bar is not None:
             bar.close()
         if metrics_file is not None:

@@ -374,9 +374,17 @@ def sweep(
         params = {"u": jnp.zeros((*lams.shape, n), dtype),
                   "problem": frozen(problem), "lambdas": frozen(lams)}  # fmt: skip
         try:
-            out, hist = fit(_sweep_loss, params, None, optimizer=tx, steps=steps,
-                            key=jax.random.key(0), log_every=stride, steps_per_call=min(steps, MAX_CALL),
-                            progress=progress if progress is not None else False)  # fmt: skip
+            out, hist = fit(
+                _sweep_loss,
+                params,
+                None,
+                optimizer=tx,
+                steps=steps,
+                key=jax.random.key(0),
+                log_every=stride,
+                steps_per_call=min(steps, MAX_CALL),
+                progress=progress if progress is not None else False,
+            )
         except FloatingPointError as err:
             raise DesignDiverged(
                 f"the design optimisation did not reach the optimum: it diverged ({err}); "

@@ -4,49 +4,80 @@ Structural causal models whose mechanisms are pure functions; interventions and 
 that compile with ``jit``, batch with ``vmap`` and differentiate with ``grad``.
 """
 
-from . import economy, examples, flows, invariance, lie, parallel, solvers, train
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from ._version import __version__
-from .invariance import (
-    check_compartments,
-    invariance_conditions,
-    learn_compartmentalized,
-    learn_invariant,
-)
-from .lie import SO, Lie, LieGroup, Multiplicative, Translation, distributed
-from .scm import (
-    SCM,
-    Additive,
-    Amortized,
-    CycleError,
-    EquilibriumSCM,
-    GumbelMax,
-    Hard,
-    Intervention,
-    Invertible,
-    Mechanism,
-    Root,
-    Scale,
-    Shift,
-    Soft,
-    Solvability,
-    Solver,
-    abduct,
-    counterfactual,
-    do,
-    log_prob,
-    sample,
-    solvability,
-    solve,
-)
-from .solvers import (
-    RESULTS,
-    Anderson,
-    FixedPointError,
-    FixedPointReport,
-    Forward,
-    fixed_point,
-)
-from .train import History, fit, frozen, unfreeze
+
+# Names are resolved on first use (PEP 562), so that `import jcausal` and `jcausal --help` do
+# not pay for JAX, distrax/TensorFlow Probability, optax, flax or pandas until they are needed.
+_SUBMODULES = ("economy", "examples", "flows", "invariance", "lie", "parallel", "scm", "solvers",
+               "train")  # fmt: skip
+_NAMES = {
+    "invariance": ("check_compartments", "invariance_conditions", "learn_compartmentalized",
+                   "learn_invariant"),
+    "lie": ("SO", "Lie", "LieGroup", "Multiplicative", "Translation", "distributed"),
+    "scm": ("SCM", "Additive", "Amortized", "CycleError", "EquilibriumSCM", "GumbelMax", "Hard",
+            "Intervention", "Invertible", "Mechanism", "Root", "Scale", "Shift", "Soft",
+            "Solvability", "Solver", "abduct", "counterfactual", "do", "log_prob", "sample",
+            "solvability", "solve"),
+    "solvers": ("RESULTS", "Anderson", "FixedPointError", "FixedPointReport", "Forward",
+                "fixed_point"),
+    "train": ("History", "fit", "frozen", "unfreeze"),
+}  # fmt: skip
+_WHERE = {name: module for module, names in _NAMES.items() for name in names}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _SUBMODULES:
+        return importlib.import_module(f"{__name__}.{name}")
+    if name in _WHERE:
+        value = getattr(importlib.import_module(f"{__name__}.{_WHERE[name]}"), name)
+        globals()[name] = value  # later lookups skip this function
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
+
+
+if TYPE_CHECKING:  # what type checkers and IDEs see
+    from . import economy, examples, flows, invariance, lie, parallel, solvers, train
+    from .invariance import (
+        check_compartments,
+        invariance_conditions,
+        learn_compartmentalized,
+        learn_invariant,
+    )
+    from .lie import SO, Lie, LieGroup, Multiplicative, Translation, distributed
+    from .scm import (
+        SCM,
+        Additive,
+        Amortized,
+        CycleError,
+        EquilibriumSCM,
+        GumbelMax,
+        Hard,
+        Intervention,
+        Invertible,
+        Mechanism,
+        Root,
+        Scale,
+        Shift,
+        Soft,
+        Solvability,
+        Solver,
+        abduct,
+        counterfactual,
+        do,
+        log_prob,
+        sample,
+        solvability,
+        solve,
+    )
+    from .solvers import RESULTS, Anderson, FixedPointError, FixedPointReport, Forward, fixed_point
+    from .train import History, fit, frozen, unfreeze
 
 __all__ = [
     "RESULTS",

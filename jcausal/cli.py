@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
+import tempfile
 from collections.abc import Sequence
 
 import numpy as np
@@ -156,8 +158,15 @@ def build_parser() -> argparse.ArgumentParser:
         prog="jcausal",
         description="jcausal: causal machine learning in JAX (structural causal models, "
         "interventions, counterfactuals).",
+        epilog=CACHE_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"jcausal {__version__}")
+    parser.add_argument(
+        "--no-compile-cache",
+        action="store_true",
+        help="do not keep compiled programs on disk between runs (see below)",
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     demo = sub.add_parser(
@@ -227,6 +236,49 @@ def _experiment(argv: Sequence[str]) -> int:
     return 0
 
 
+CACHE_ENV = "JCAUSAL_COMPILE_CACHE"
+CACHE_HELP = f"""\
+compiled programs are kept on disk between runs (JAX's persistent compilation cache), so a
+second run of the same command skips most compilation. Folder: ${CACHE_ENV} if set to a
+path, else $XDG_CACHE_HOME/jcausal/xla (~/.cache/jcausal/xla). Turn it off with
+--no-compile-cache (before the command) or {CACHE_ENV}=0."""
+
+
+def compile_cache_dir(env: dict[str, str] | None = None) -> str | None:
+    """The folder of the persistent compilation cache, or ``None`` when it is turned off.
+
+    Args:
+        env: the environment to read (default ``os.environ``).
+
+    Returns:
+        ``$JCAUSAL_COMPILE_CACHE`` when it names a folder, ``None`` when it is ``0``, ``off``,
+        ``false`` or ``no``, else ``$XDG_CACHE_HOME/jcausal/xla`` (default ``~/.cache``).
+    """
+    env = os.environ if env is None else env
+    value = env.get(CACHE_ENV, "").strip()
+    if value.lower() in ("0", "off", "false", "no"):
+        return None
+    if value:
+        return os.path.abspath(os.path.expanduser(value))
+    base = env.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "jcausal", "xla")
+
+
+def _enable_compile_cache(folder: str | None) -> None:
+    if folder is None:
+        return
+    try:
+        os.makedirs(folder, exist_ok=True)
+        probe = tempfile.NamedTemporaryFile(dir=folder, prefix=".probe-")
+        probe.close()
+    except OSError as err:  # a read-only home, a full disk: run without the cache
+        print(f"jcausal: compilation cache off ({folder}: {err.strerror})", file=sys.stderr)
+        return
+    import jax
+
+    jax.config.update("jax_compilation_cache_dir", folder)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``jcausal`` command.
 
@@ -237,6 +289,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         The process exit code.
     """
     argv = list(sys.argv[1:] if argv is None else argv)
+    cache = compile_cache_dir()
+    if argv and argv[0] == "--no-compile-cache":
+        argv, cache = argv[1:], None
+    if argv and argv[0] in ("experiment", "design", "demo"):
+        _enable_compile_cache(cache)
     if argv and argv[0] == "experiment":
         return _experiment(argv[1:])
     if argv and argv[0] == "design":

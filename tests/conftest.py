@@ -4,10 +4,16 @@ The whole suite runs with 64-bit JAX enabled so closed-form comparisons can be t
 about float32 behaviour create float32 arrays explicitly.
 """
 
+import os
+
 import jax
 from hypothesis import HealthCheck, settings
 
 jax.config.update("jax_enable_x64", True)
+
+# The command's on-disk compilation cache stays off in tests (no writes to the user's cache
+# folder); tests/test_cli_cache.py turns it on in a temporary folder.
+os.environ.setdefault("JCAUSAL_COMPILE_CACHE", "0")
 
 # Compilation makes the first example of a property slow; deadlines would only measure that.
 settings.register_profile(

@@ -38,7 +38,7 @@ def test_compartments_smoke(tmp_path):
 def test_equilibrium_accuracy_smoke(tmp_path):
     m = equilibrium_accuracy.run(smoke=True, out=tmp_path)
     assert (tmp_path / "metrics.json").exists() and (tmp_path / "fig3a_budget200.png").exists()
-    near = m["results"]["budget_200"]["synthetic_near_unit"]
+    near = m["results"]["ours"]["budget_200"]["synthetic_near_unit"]
     fwd = np.asarray(near["forward"]["mean"])
     for label in ("anderson_beta1", "anderson_beta2"):
         aa = np.asarray(near[label]["mean"])
@@ -46,5 +46,5 @@ def test_equilibrium_accuracy_smoke(tmp_path):
         assert np.all(aa < 1e-14)
         assert np.all(fwd > 1e3 * aa)
     # Small, weakly coupled pymrio blocks: every method reaches the rounding floor.
-    pym = m["results"]["budget_200"]["pymrio_test"]
+    pym = m["results"]["ours"]["budget_200"]["pymrio_test"]
     assert all(max(pym[k]["mean"]) < 1e-14 for k in m["methods"])

@@ -104,6 +104,20 @@ class Anderson(AbstractSolver):
         ridge: regularisation of the weight system, relative to the residuals' size.
         divergence: growth factor of ``||x||`` over the scale of the start beyond which a solve
             whose residual did not shrink is stopped as ``RESULTS.diverged``.
+        ridge_kind: ``"relative"`` (default): ``ridge`` is added to the Gram matrix of the
+            residuals scaled by its diagonal, so it stays small next to the residuals however
+            small they get. ``"absolute"``: ``ridge`` is added to the unscaled Gram matrix
+            ``<r_i, r_j>`` (units of ``x`` squared), as in the deep-equilibrium reference code
+            (Bai et al.; Besserve & Schölkopf use ``1e-4``); once ``||r||^2`` falls below
+            ``ridge`` the weights tend to uniform and the acceleration is lost.
+        first_beta: mixing of the first move only, ``x_1 = x_0 + first_beta (f(x_0) - x_0)``
+            (``None``, default: ``beta``). The reference code starts with ``x_1 = f(x_0)``
+            whatever ``beta``: ``first_beta=1``.
+
+    The stopping rule of the reference code, ``||f(x) - x|| / (c + ||f(x)||) < tol``, is
+    ``rtol=tol, atol=tol * c`` here: at a point that passes either test ``||f(x)||`` and
+    ``||x||`` differ by at most ``||f(x) - x||``, so the two thresholds differ by a factor
+    ``1 +- tol``.
     """
 
     rtol: float | None = eqx.field(static=True, default=None)
@@ -113,8 +127,23 @@ class Anderson(AbstractSolver):
     beta: float = eqx.field(static=True, default=1.0)
     ridge: float = eqx.field(static=True, default=1e-6)
     divergence: float = eqx.field(static=True, default=1e6)
+    ridge_kind: str = eqx.field(static=True, default="relative")
+    first_beta: float | None = eqx.field(static=True, default=None)
 
     def __check_init__(self):
+        if self.ridge_kind not in ("relative", "absolute"):
+            raise ValueError(
+                f"ridge_kind must be 'relative' or 'absolute', got {self.ridge_kind!r}"
+            )
+        if self.first_beta is not None and (
+            isinstance(self.first_beta, bool)
+            or not isinstance(self.first_beta, numbers.Real)
+            or not math.isfinite(self.first_beta)
+            or self.first_beta == 0
+        ):
+            raise ValueError(
+                f"first_beta must be None or a finite nonzero number, got {self.first_beta!r}"
+            )
         if int(self.history) < 2:
             raise ValueError(
                 f"history must be >= 2 for Anderson acceleration, got {self.history}; use "
@@ -133,6 +162,8 @@ class Anderson(AbstractSolver):
             beta=float(self.beta),
             ridge=float(self.ridge),
             divergence=float(self.divergence),
+            ridge_kind=self.ridge_kind,
+            first_beta=None if self.first_beta is None else float(self.first_beta),
         )
 
 

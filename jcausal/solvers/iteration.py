@@ -51,7 +51,7 @@ def _spd_solve(g: Float[Array, "m m"], rhs: Float[Array, " m"], floor: float) ->
 
 
 def _anderson_weights(
-    gram: Float[Array, "m m"], valid: Bool[Array, " m"], ridge: float
+    gram: Float[Array, "m m"], valid: Bool[Array, " m"], ridge: float, relative: bool = True
 ) -> Float[Array, " m"]:
     """Weights ``a`` minimising ``||sum_i a_i r_i||^2 + ridge (scaled) ||a||^2``, ``sum a = 1``.
 
@@ -64,7 +64,20 @@ def _anderson_weights(
     With the scaled Gram matrix ``g`` (plus ``ridge`` on the diagonal, so SPD with eigenvalues
     >= ridge) and ``c_i = 1 / ||r_i||``, the minimiser of ``b^T g b`` subject to ``c^T b = 1`` is
     ``b = z / (c^T z)`` with ``g z = c`` (the KKT conditions), and ``a = c * b``.
+
+    With ``relative=False`` the ridge is absolute, in the units of ``<r_i, r_j>``: the
+    unscaled Gram matrix plus ``ridge I`` (the deep-equilibrium reference implementation's
+    choice), i.e. the same formulas with ``c_i = 1`` for the filled slots.
     """
+    if not relative:
+        both = valid[:, None] & valid[None, :]
+        g = jnp.where(both, gram, 0) + jnp.diag(jnp.where(valid, ridge, 1).astype(gram.dtype))
+        c = valid.astype(g.dtype)
+        # Exact pivots are >= min(ridge, 1) (eigenvalues of g); with ridge = 0 the floor is
+        # relative to the largest entry, as rounding noise in the pivots is.
+        floor = jnp.maximum(0.5 * min(ridge, 1.0), jnp.finfo(g.dtype).eps * jnp.max(g))
+        z = _spd_solve(g, c, floor)
+        return c * (z / jnp.vdot(c, z))
     d = jnp.where(valid, jnp.diagonal(gram), 1)
     # A residual that is exactly zero is a solution: keep d=1 so that its (zero) scaled column
     # makes that slot the cheapest, rather than dividing by zero.
@@ -105,6 +118,11 @@ class AndersonIteration(optx.AbstractFixedPointSolver):
     see ``_anderson_weights``) and moves to ``sum a_i (y_i + beta r_i)``. With ``history=1`` this
     is exactly forward (Picard) iteration ``y + beta (f(y) - y)``.
 
+    ``ridge_kind="absolute"`` regularises the unscaled Gram matrix instead (see
+    ``_anderson_weights``), and ``first_beta`` (if set) replaces ``beta`` for the very first
+    move ``x_1 = x_0 + first_beta r_0``: both reproduce the deep-equilibrium reference code
+    (``first_beta = 1``: ``x_1 = f(x_0)``).
+
     Stops when ``||f(y) - y||_2 <= rtol ||y||_2 + atol``, when a non-finite value appears, or when
     the iterate diverges (see ``RESULTS.diverged``), and returns the last evaluated point ``y``
     (not the extrapolation), so that the stopping test holds for the returned value.
@@ -117,6 +135,8 @@ class AndersonIteration(optx.AbstractFixedPointSolver):
     beta: float = 1.0
     ridge: float = 1e-6
     divergence: float = 1e6
+    ridge_kind: str = "relative"
+    first_beta: float | None = None
 
     def init(self, fn, y, args, options, f_struct, aux_struct, tags):
         del fn, args, options, f_struct, aux_struct, tags
@@ -153,7 +173,11 @@ class AndersonIteration(optx.AbstractFixedPointSolver):
             gram = jax.lax.dynamic_update_index_in_dim(state.gram, row, slot, 0)
             gram = jax.lax.dynamic_update_index_in_dim(gram, row, slot, 1)
             valid = jnp.arange(m) <= state.k
-            new_y = _anderson_weights(gram, valid, self.ridge) @ gs
+            relative = self.ridge_kind == "relative"
+            new_y = _anderson_weights(gram, valid, self.ridge, relative) @ gs
+        if self.first_beta is not None and self.first_beta != self.beta:
+            # Only the move from x0 is mixed differently; the history keeps y_0 + beta r_0.
+            new_y = jnp.where(state.k == 0, y + self.first_beta * r, new_y)
         r_norm, y_norm = self.norm(r), self.norm(y)
         first = state.k == 0
         new_state = AndersonState(

@@ -180,7 +180,7 @@ SECTORS = [f"sector {i}" for i in range(6)]
 REGIONS = ["FR", "DE", "IT", "US", "GB", "WA"]
 
 
-def _archive(tmp_path, regions=REGIONS):
+def _archive(tmp_path, regions=REGIONS, fr_demand_from=0):
     import pymrio
 
     rng = np.random.default_rng(0)
@@ -189,6 +189,8 @@ def _archive(tmp_path, regions=REGIONS):
     cols = pd.MultiIndex.from_product([regions, cats], names=["region", "category"])
     Z = pd.DataFrame(rng.lognormal(3, 1, (len(idx), len(idx))), idx, idx)
     Y = pd.DataFrame(rng.lognormal(6, 1, (len(idx), len(cols))), idx, cols)
+    for sector in SECTORS[:fr_demand_from]:
+        Y.loc[("FR", sector), "FR"] = 0.0
     io = pymrio.IOSystem(Z=Z, Y=Y, unit=pd.DataFrame({"unit": "M.EUR"}, index=idx))
     io.calc_all()
     folder = tmp_path / "exio"
@@ -224,6 +226,11 @@ def test_exiobase_bad_input_is_named(tmp_path):
         ea.exiobase_blocks([arc2], (7,))
     with pytest.raises(ValueError, match="not-there"):
         ea.exiobase_blocks([tmp_path / "not-there.zip"], (3,))
+    # No domestic final demand for FR's first 3 products: x* = 0, the error is 0 / 0.
+    arc3, _, _ = _archive(tmp_path / "c", fr_demand_from=3)
+    with pytest.raises(ValueError, match=r"'FR' .* no domestic final demand for its first 3"):
+        ea.exiobase_blocks([arc3], (3, 6))
+    assert ea.exiobase_blocks([arc3], (4,))[4][1][0, 3] > 0
 
 
 def test_experiment_with_exiobase(tmp_path):

@@ -78,7 +78,8 @@ def exiobase_blocks(
 
     Raises:
         ValueError: an unreadable archive, a missing region (the archive's regions are
-            listed), a block smaller than a requested ``n``, or NaN/inf in a block.
+            listed), a block smaller than a requested ``n``, NaN/inf in a block, or a block
+            with no final demand (its equilibrium is 0).
     """
     import pymrio
 
@@ -115,6 +116,13 @@ def exiobase_blocks(
                 sub, ys = a[:n, :n], y[:n]
                 if not (np.isfinite(sub).all() and np.isfinite(ys).all()):
                     raise ValueError(f"NaN or inf in region {r!r} of {str(path)!r} (n = {n})")
+                if not np.any(ys):
+                    # x* = 0 then, and ||x - f(x)|| / ||x|| is 0 / 0.
+                    raise ValueError(
+                        f"region {r!r} of {str(path)!r} has no domestic final demand for its "
+                        f"first {n} products: the equilibrium is x = 0 and its relative error "
+                        "is undefined; use larger sizes"
+                    )
                 blocks[n].append((sub, ys))
     return {
         n: (np.stack([b[0] for b in v]), np.stack([b[1] for b in v])) for n, v in blocks.items()

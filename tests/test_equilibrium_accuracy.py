@@ -157,6 +157,22 @@ def test_relative_errors_match_the_reference_layer_output():
             assert evals[0] == budget + 1
 
 
+def test_our_protocol_is_scale_free_the_authors_is_not():
+    # Final demand x1e4 (M EUR-like units): our relative ridge gives the same relative errors,
+    # the authors' absolute ridge 1e-4 stalls beta = 1 much later (at a smaller error).
+    rng = np.random.default_rng(7)
+    As = np.stack([ea.exiobase_like(rng, 30, (0.85, 0.99)) for _ in range(3)])
+    ys = rng.lognormal(0.0, 1.0, (3, 30))
+    kw = dict(method="anderson", beta=1.0)
+    ours1, _ = ea.relative_errors(As, ys, budget=20, **kw)
+    ours2, _ = ea.relative_errors(As, 1e4 * ys, budget=20, **kw)
+    assert ours1.min() > 1e-12  # not at the rounding floor: the comparison means something
+    np.testing.assert_allclose(ours2, ours1, rtol=1e-6)
+    auth1, _ = ea.relative_errors(As, ys, budget=200, protocol="authors", **kw)
+    auth2, _ = ea.relative_errors(As, 1e4 * ys, budget=200, protocol="authors", **kw)
+    assert np.all(auth2 < 1e-2 * auth1)
+
+
 def test_claims_verdicts():
     block = {
         "sizes": [5, 20, 50, 100, 200],

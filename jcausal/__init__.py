@@ -22,7 +22,7 @@ _NAMES = {
             "Solvability", "Solver", "abduct", "counterfactual", "do", "log_prob", "sample",
             "solvability", "solve"),
     "solvers": ("RESULTS", "Anderson", "FixedPointError", "FixedPointReport", "Forward",
-                "fixed_point"),
+                "Newton", "fixed_point"),
     "train": ("History", "fit", "frozen", "unfreeze"),
 }  # fmt: skip
 _WHERE = {name: module for module, names in _NAMES.items() for name in names}

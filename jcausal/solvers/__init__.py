@@ -9,13 +9,15 @@ a report with a result code::
 
 Modules: ``anderson`` (the solver objects), ``iteration`` (the Anderson step as an optimistix
 solver and the stopping rule), ``batched`` (the single and the batched ``vmap`` loop),
-``implicit`` (``fixed_point``: implicit gradients, reports, errors), ``results`` (result codes
-and messages). jaxopt's Anderson, measured against ours, is a peer in ``benchmarks/`` only.
+``implicit`` (``fixed_point``: implicit gradients, reports, errors), ``results`` (result
+codes and messages), ``newton`` (Newton's method with a direct or Krylov linear solve).
+jaxopt's Anderson, measured against ours, is a peer in ``benchmarks/`` only.
 """
 
 from .anderson import AbstractSolver, Anderson, Forward, default_rtol
 from .implicit import fixed_point, relative_residual
 from .iteration import AndersonIteration
+from .newton import Newton
 from .results import RESULTS, FixedPointError, FixedPointReport, solver_message
 
 #: The type of every solver object (``Anderson``, ``Forward``, ...); kept under its old name.
@@ -29,6 +31,7 @@ __all__ = [
     "FixedPointError",
     "FixedPointReport",
     "Forward",
+    "Newton",
     "Solver",
     "default_rtol",
     "fixed_point",

@@ -32,7 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from jax.flatten_util import ravel_pytree
-from jaxtyping import Array, Float, PRNGKeyArray, PyTree
+from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray, PyTree
 
 from .flows import zero_head_mlp
 from .scm import EquilibriumSCM, Hard, Intervention, Soft, do, residual_jacobian, solve
@@ -177,11 +177,18 @@ class Compensator(eqx.Module):
     ``"multiplicative"`` (default) ``x_k := f_k(pa, u_k) exp(h)``, ``"additive"``
     ``x_k := f_k(pa, u_k) + h``, or ``"replace"`` ``x_k := h``. The first two start as the
     identity (the last layer is zero-initialised) so training begins at the unintervened model.
+
+    The MLP's input is ``(φ(pa, u) - loc) / spread``: ``φ`` is ``features`` (default: the
+    parents' entries, flattened, then ``u``), ``loc`` and ``spread`` a fixed standardization
+    (default 0 and 1; :func:`learn_invariant` sets them with ``standardize=True``).
     """
 
     mlp: eqx.nn.MLP
     parents: tuple[str, ...] = eqx.field(static=True)
     form: str = eqx.field(static=True)
+    features: Callable | None = eqx.field(static=True, default=None)
+    loc: Array | float = 0.0
+    spread: Array | float = 1.0
 
     def __init__(
         self,
@@ -194,12 +201,20 @@ class Compensator(eqx.Module):
         form: Literal["multiplicative", "additive", "replace"] = "multiplicative",
         dtype=None,
         parent_sizes: Sequence[int] | None = None,
+        features: Callable[[Mapping[str, Array], Array], Array] | None = None,
+        n_features: int | None = None,
+        loc: ArrayLike = 0.0,
+        spread: ArrayLike = 1.0,
     ):
         if form not in ("multiplicative", "additive", "replace"):
             raise ValueError(f"unknown form {form!r}; use multiplicative, additive or replace")
+        if (features is None) != (n_features is None):
+            raise ValueError("give features and n_features together (n_features = len(φ(pa, u)))")
         dtype = dtype or jnp.result_type(float)
         # Parents may be vectors: the MLP sees all their entries, flattened.
         n_in = (len(parents) if parent_sizes is None else int(sum(parent_sizes))) + u_size
+        if features is not None:
+            n_in = int(n_features)
         if form == "replace":
             mlp = eqx.nn.MLP(n_in, 1, width, depth, activation=jax.nn.tanh, key=key, dtype=dtype)
         else:  # starts as the identity: the output layer is zero
@@ -207,12 +222,22 @@ class Compensator(eqx.Module):
         self.mlp = mlp
         self.parents = tuple(parents)
         self.form = form
+        self.features = features
+        self.loc = loc if isinstance(loc, float) else jnp.asarray(loc, dtype)
+        self.spread = spread if isinstance(spread, float) else jnp.asarray(spread, dtype)
 
-    def __call__(self, parents: Mapping[str, Array], u: Array, base: Array) -> Array:
-        feats = jnp.concatenate(
+    def inputs(self, parents: Mapping[str, Array], u: Array) -> Array:
+        """``φ(pa, u)`` before standardization, shape ``(n_in,)``."""
+        if self.features is not None:
+            return jnp.ravel(self.features({p: parents[p] for p in self.parents}, u))
+        return jnp.concatenate(
             [jnp.ravel(jnp.asarray(parents[p])) for p in self.parents] + [jnp.ravel(u)]
         )
-        h = self.mlp(feats)[0]
+
+    def __call__(self, parents: Mapping[str, Array], u: Array, base: Array) -> Array:
+        # The standardization is fixed, not trained.
+        loc, spread = jax.lax.stop_gradient((self.loc, self.spread))
+        h = self.mlp((self.inputs(parents, u) - loc) / spread)[0]
         if self.form == "multiplicative":
             return base * jnp.exp(h)
         if self.form == "additive":
@@ -252,7 +277,10 @@ class InvariantIntervention(eqx.Module):
         compensator: the auxiliary node's learned mechanism.
         invariant: the invariant node's name.
         auxiliary: the auxiliary node's name.
-        history: training loss per step (relative squared deviation of the invariant node).
+        history: training loss per step (mean squared deviation of the invariant node, on
+            ``scale``).
+        scale: how a deviation is measured: ``"relative"`` ``|x - x*| / |x*|`` or ``"log"``
+            ``|log x - log x*|`` (see :func:`learn_invariant`).
     """
 
     intervene: Callable = eqx.field(static=True)
@@ -260,31 +288,50 @@ class InvariantIntervention(eqx.Module):
     invariant: str = eqx.field(static=True)
     auxiliary: str = eqx.field(static=True)
     history: Array
+    scale: str = eqx.field(static=True, default="relative")
 
     def __call__(self, scm: EquilibriumSCM, u: Array) -> dict[str, Intervention]:
         return {**self.intervene(u), **compensate(scm, self.auxiliary, self.compensator, u)}
 
     def deviation(
-        self, model: Model, thetas: PyTree, us: Array, *, compensated: bool = True
+        self,
+        model: Model,
+        thetas: PyTree,
+        us: Array,
+        *,
+        compensated: bool = True,
+        scale: Literal["relative", "log"] | None = None,
     ) -> Float[Array, " b"]:
-        """Relative deviation ``|x_j^(u)(θ) - x*_j(θ)| / |x*_j(θ)|`` over a batch of (θ, u).
+        """Deviation of the invariant node from its unintervened value over a batch of (θ, u).
 
-        With ``compensated=False`` only the user's intervention is applied: how far the invariant
-        node would move without the learned compensation.
+        ``"relative"``: ``|x_j^(u)(θ) - x*_j(θ)| / |x*_j(θ)|``; ``"log"``:
+        ``|log x_j^(u)(θ) - log x*_j(θ)|`` (positive nodes). ``scale=None`` uses the scale the
+        intervention was trained on. With ``compensated=False`` only the user's intervention is
+        applied: how far the invariant node would move without the learned compensation.
         """
-        return _deviation(model, self, thetas, us, compensated)
+        return _deviation(model, self, thetas, us, compensated, scale or self.scale)
 
 
-def _deviation(model, inv, thetas, us, compensated=True):
+def _deviation(model, inv, thetas, us, compensated=True, scale="relative"):
+    _check_scale(scale)
+
     def one(theta, u):
         scm, noise = model(theta)
         ref, _ = solve(scm, noise)
         ivs = inv(scm, u) if compensated else inv.intervene(u)
         new, _ = solve(do(scm, ivs), noise)
         a, b = new[inv.invariant], jax.lax.stop_gradient(ref[inv.invariant])
+        if scale == "log":
+            # A non-positive value gives NaN here, which fit's guard reports with its step.
+            return jnp.linalg.norm(jnp.ravel(jnp.log(a) - jnp.log(b)))
         return jnp.linalg.norm(jnp.ravel(a - b)) / jnp.maximum(jnp.linalg.norm(jnp.ravel(b)), 1e-12)
 
     return jax.vmap(one)(thetas, us)
+
+
+def _check_scale(scale):
+    if scale not in ("relative", "log"):
+        raise ValueError(f"unknown scale {scale!r}; use 'relative' or 'log'")
 
 
 def learn_invariant(
@@ -302,12 +349,16 @@ def learn_invariant(
     width: int = 32,
     depth: int = 2,
     form: Literal["multiplicative", "additive", "replace"] = "multiplicative",
+    scale: Literal["relative", "log"] = "relative",
+    features: Callable[[Mapping[str, Array], Array], Array] | None = None,
+    standardize: bool = False,
     progress: bool = False,
 ) -> InvariantIntervention:
     """Learn an auxiliary mechanism that keeps ``invariant`` at its unintervened equilibrium.
 
-    Minimises the mean over ``(θ, u)`` batches of the squared relative deviation of the
-    invariant node, ``(|x_j^(u)(θ) - x*_j(θ)| / |x*_j(θ)|)^2``, with Adam (optax), trained by
+    Minimises the mean over ``(θ, u)`` batches of the squared deviation of the invariant node,
+    ``(|x_j^(u)(θ) - x*_j(θ)| / |x*_j(θ)|)^2`` (``scale="relative"``) or
+    ``|log x_j^(u)(θ) - log x*_j(θ)|^2`` (``scale="log"``), with Adam (optax), trained by
     :func:`jcausal.fit` on a fresh batch of ``(θ, u)`` per step. The loss flows through two
     equilibrium solves per sample with implicit gradients.
 
@@ -328,24 +379,51 @@ def learn_invariant(
         depth: hidden layers of the compensator's MLP.
         form: how the MLP output modifies the auxiliary node's assignment
             (``"multiplicative"``, ``"additive"`` or ``"replace"``; see :class:`Compensator`).
+        scale: ``"relative"`` or ``"log"``: the deviation measured by the loss. ``"log"``
+            needs a positive invariant node; it weights every unit by its relative error even
+            when the node spans orders of magnitude (e.g. a demand on a steep curve).
+        features: ``φ(parents, u) -> (n,)``, the compensator's input (default: the parents'
+            entries and ``u``). It may only use the auxiliary node's parents and ``u``
+            (Definition 4); e.g. ``log price - u`` isolates what a price still says about ``θ``
+            after a multiplicative intervention ``u``.
+        standardize: standardize the compensator's input by its mean and standard deviation
+            at the uncompensated intervened equilibria of 256 fresh ``(θ, u)`` draws (fixed
+            during training). Helps when the information about ``θ`` is a small variation of
+            an input dominated by ``u``.
         progress: show a progress bar.
 
     Returns:
         The trained :class:`InvariantIntervention` (``history``: the loss of every step).
 
     Raises:
+        ValueError: an unknown node or ``scale``, or ``scale="log"`` with an invariant node that
+            is not positive at the first sampled ``θ``.
         FloatingPointError: a non-finite loss or gradient (from :func:`jcausal.fit`, naming
             the step); lower the learning rate or narrow the ranges of theta and u.
     """
+    _check_scale(scale)
     k_init, k_data = jax.random.split(key)
     theta0 = jax.tree_util.tree_map(lambda a: a[0], sample_theta(k_data, 1))
-    scm0, _ = model(theta0)
+    scm0, noise0 = model(theta0)
     for node in (invariant, auxiliary):
         if node not in scm0.mechanisms:
             raise ValueError(f"unknown node {node!r}; known nodes: {list(scm0.order)}")
+    if scale == "log":
+        ref0 = np.asarray(solve(scm0, noise0)[0][invariant])
+        if not np.all(ref0 > 0):
+            raise ValueError(
+                f"scale='log' needs a positive invariant node, but {invariant!r} is "
+                f"{ref0.ravel()[:4]} at the first sampled theta; use scale='relative'"
+            )
     u_example = sample_u(k_data, 1)[0]
     shapes = scm0.node_shapes()
     parents = scm0.mechanisms[auxiliary].parents
+    dtype = jnp.result_type(u_example)
+    n_features = None
+    if features is not None:
+        ref0 = solve(scm0, noise0)[0]
+        example = features({p: ref0[p][0] for p in parents}, u_example)
+        n_features = int(np.size(example))
     comp = Compensator(
         parents,
         int(np.prod(jnp.shape(u_example))),
@@ -353,9 +431,16 @@ def learn_invariant(
         width=width,
         depth=depth,
         form=form,
-        dtype=jnp.result_type(u_example),
+        dtype=dtype,
         parent_sizes=[int(np.prod(shapes[p].shape)) for p in parents],
+        features=features,
+        n_features=n_features,
     )
+    if standardize:
+        loc, spread = _input_statistics(
+            model, intervene, comp, sample_theta, sample_u, jax.random.fold_in(k_init, 1)
+        )
+        comp = eqx.tree_at(lambda c: (c.loc, c.spread), comp, (loc, spread))
     if not callable(learning_rate):
         learning_rate = optax.cosine_decay_schedule(float(learning_rate), max(int(steps), 1))
 
@@ -365,8 +450,8 @@ def learn_invariant(
 
     def loss(c, data, _key):
         thetas, us = data
-        inv = InvariantIntervention(intervene, c, invariant, auxiliary, jnp.zeros(0))
-        return jnp.mean(_deviation(model, inv, thetas, us) ** 2)
+        inv = InvariantIntervention(intervene, c, invariant, auxiliary, jnp.zeros(0), scale)
+        return jnp.mean(_deviation(model, inv, thetas, us, True, scale) ** 2)
 
     # The one training loop (jcausal.train.fit): a fresh (theta, u) batch per step, drawn
     # inside the compiled step from the step's key; its NaN guard names the step at fault.
@@ -379,7 +464,34 @@ def learn_invariant(
         key=k_data,
         progress=progress,
     )
-    return InvariantIntervention(intervene, comp, invariant, auxiliary, jnp.asarray(hist.loss))
+    return InvariantIntervention(
+        intervene, comp, invariant, auxiliary, jnp.asarray(hist.loss), scale
+    )
+
+
+def _input_statistics(model, intervene, comp, sample_theta, sample_u, key, n=256):
+    """Mean and standard deviation of the compensator's raw input over ``n`` (θ, u) draws.
+
+    Measured at the intervened equilibrium without compensation (where training starts).
+    """
+    kt, ku = jax.random.split(key)
+    thetas, us = sample_theta(kt, n), sample_u(ku, n)
+
+    def one(theta, u):
+        vals = _equilibrium(model, theta, intervene(u))
+        return comp.inputs({p: vals[p][0] for p in comp.parents}, u)
+
+    x = np.asarray(eqx.filter_jit(jax.vmap(one))(thetas, us))
+    if not np.all(np.isfinite(x)):
+        raise ValueError(
+            "the compensator's inputs are not finite at some sampled (theta, u); check features "
+            "and the sampling ranges"
+        )
+    spread = x.std(0)
+    # A constant input carries nothing: leave it unscaled rather than divide by zero.
+    spread = np.where(spread > 1e-12 * (1.0 + np.abs(x.mean(0))), spread, 1.0)
+    dt = comp.mlp.layers[0].weight.dtype
+    return jnp.asarray(x.mean(0), dt), jnp.asarray(spread, dt)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -1,6 +1,7 @@
 """Invariant and compartmentalized interventions (Lie paper, Definitions 4-5, Propositions 3-4)."""
 
 import distrax
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -224,3 +225,81 @@ def test_compensation_reuses_one_function():
     a = inv.compensate(scm, "z", comp, jnp.asarray([0.1]))["z"]
     b = inv.compensate(scm, "z", comp, jnp.asarray([0.2]))["z"]
     assert a.fn is b.fn
+
+
+# --- loss scale, compensator features and input standardization ---------------------------------
+
+
+def _y_closed_form(theta, u):
+    """The node y under ``y := e^u (a x + b z)``, ``z = g y``: ``e^u a tau / (1 - e^u b g)``."""
+    tau, a, b, g = (np.asarray(theta)[:, i] for i in range(4))
+    m = np.exp(np.asarray(u)[:, 0])
+    return m * a * tau / (1 - m * b * g)
+
+
+def test_input_statistics_match_closed_form():
+    comp = inv.Compensator(["y"], 1, jax.random.key(0), parent_sizes=[1])
+    key = jax.random.key(5)
+    loc, spread = inv._input_statistics(eq4, intervene_y, comp, sample_theta, sample_u, key, n=128)
+    kt, ku = jax.random.split(key)
+    thetas, us = sample_theta(kt, 128), sample_u(ku, 128)
+    feats = np.stack([_y_closed_form(thetas, us), np.asarray(us)[:, 0]], 1)
+    np.testing.assert_allclose(loc, feats.mean(0), rtol=1e-9)
+    np.testing.assert_allclose(spread, feats.std(0), rtol=1e-9)
+    # Standardization is applied to the MLP input, and the zero head still starts at identity.
+    c2 = eqx.tree_at(lambda c: (c.loc, c.spread), comp, (loc, spread))
+    parents, u, base = {"y": jnp.asarray(0.7)}, jnp.array([0.1]), jnp.asarray(2.0)
+    np.testing.assert_allclose(c2(parents, u, base), 2.0)
+    x = (np.array([0.7, 0.1]) - np.asarray(loc)) / np.asarray(spread)
+    np.testing.assert_allclose(
+        c2.mlp.layers[0](jnp.asarray(x)),
+        c2.mlp.layers[0]((c2.inputs(parents, u) - c2.loc) / c2.spread),
+        rtol=1e-12,
+    )
+
+
+def test_log_scale_and_features_train_and_are_validated():
+    def feats(pa, u):
+        return jnp.stack([jnp.log(jnp.maximum(pa["y"], 1e-12)) - u[0], u[0]])
+
+    res = inv.learn_invariant(
+        eq4,
+        intervene_y,
+        invariant="z",
+        auxiliary="z",
+        sample_theta=sample_theta,
+        sample_u=sample_u,
+        key=jax.random.key(0),
+        steps=300,
+        scale="log",
+        features=feats,
+        standardize=True,
+    )
+    assert res.scale == "log" and res.compensator.features is feats
+    assert np.all(np.asarray(res.compensator.spread) > 0)
+    thetas = sample_theta(jax.random.key(99), 64)
+    us = sample_u(jax.random.key(98), 64)
+    kept = np.asarray(res.deviation(eq4, thetas, us, scale="relative"))
+    moved = np.asarray(res.deviation(eq4, thetas, us, compensated=False, scale="relative"))
+    assert kept.max() < 0.05 and moved.mean() > 0.1
+    # The log deviation is |log(1 + relative)| for a positive node.
+    logdev = np.asarray(res.deviation(eq4, thetas, us))
+    signed = np.asarray(res.deviation(eq4, thetas, us, scale="relative"))
+    assert np.all(logdev <= signed / (1 - signed) + 1e-12)
+    assert np.all(logdev >= np.log1p(signed) - 1e-12)
+
+    kwargs = dict(sample_theta=sample_theta, sample_u=sample_u, key=jax.random.key(0), steps=1)
+    with pytest.raises(ValueError, match="unknown scale 'square'"):
+        inv.learn_invariant(
+            eq4, intervene_y, invariant="z", auxiliary="z", scale="square", **kwargs
+        )
+
+    def negative(theta):  # tau < 0: z < 0, so a log deviation is meaningless
+        return eq4(theta.at[0].set(-theta[0]))
+
+    with pytest.raises(ValueError, match="scale='log' needs a positive invariant node"):
+        inv.learn_invariant(
+            negative, intervene_y, invariant="z", auxiliary="z", scale="log", **kwargs
+        )
+    with pytest.raises(ValueError, match="give features and n_features together"):
+        inv.Compensator(["y"], 1, jax.random.key(0), features=feats)

@@ -7,16 +7,28 @@ its intermediate inputs plus its value added (primary input cost) per unit of ou
     p_j = sum_i A[i, j] p_i + v_j,   i.e.   p = Aᵀ p + v,   p* = (I - Aᵀ)⁻¹ v.
 
 Besserve & Schölkopf (UAI 2022, section 2.1, Challenge 3) take energy as the only primary
-input, ``v = β δ_e`` (``β`` the unit cost of energy, ``δ_e`` the indicator of the energy
-sector), so prices measure the energy cost embodied in each good. The fixed point exists, is
+input. Their text and their code price it differently; :func:`value_added` gives both:
+
+* ``"energy_output"`` (the paper's text, ``p = Aᵀ p + β δ_e``): only the energy sector has
+  value added, ``β`` per unit of energy produced (``δ_e`` the indicator of the energy sector).
+  Energy then costs about ``β`` and every good's price is the energy embodied in it.
+* ``"energy_input"`` (the authors' code, ``p = Aᵀ p + Aᵀ δ_e``, times ``β``): every sector ``j``
+  pays ``β`` per unit of energy it buys directly, ``v_j = β A[e, j]``, on top of energy's own
+  price. Energy's own price is then only the cost of its inputs (small when energy uses
+  little energy), while the other prices are nearly the same as under ``"energy_output"``.
+
+The fixed point exists, is
 unique and nonnegative exactly when ``A ≥ 0`` has spectral radius below 1 (Hawkins–Simon);
 :func:`check_technical_coefficients` enforces that with a clear error.
 """
 
 from __future__ import annotations
 
+from typing import Literal
+
 import distrax
 import jax.numpy as jnp
+import numpy as np
 from jaxtyping import Array, ArrayLike, Float
 
 from ..scm import Additive, EquilibriumSCM
@@ -50,11 +62,63 @@ def unit_prices(
     return jnp.linalg.solve(M, flat).T.reshape(v.shape)
 
 
+ValueAdded = Literal["energy_output", "energy_input"]
+VALUE_ADDED: tuple[str, ...] = ("energy_output", "energy_input")
+
+
 def energy_value_added(d: int, energy: int, energy_price: ArrayLike = 1.0) -> Float[Array, " d"]:
     """The paper's value added ``β δ_e``: energy is the only primary input, costing ``β``."""
     if not 0 <= energy < d:
         raise ValueError(f"energy sector index {energy} out of range for {d} sectors")
     return jnp.zeros(d, jnp.result_type(float)).at[energy].set(energy_price)
+
+
+def value_added_weights(kind: str, energy_price: ArrayLike = 1.0) -> tuple[Array, Array]:
+    """The two coefficients ``(b_out, b_in)`` of ``v = b_out δ_e + b_in Aᵀ δ_e`` for ``kind``.
+
+    One formula covers both value-added conventions (module docstring): ``"energy_output"`` is
+    ``(β, 0)``, ``"energy_input"`` is ``(0, β)``.
+
+    Raises:
+        ValueError: an unknown ``kind`` (the message lists the known ones).
+    """
+    if kind not in VALUE_ADDED:
+        raise ValueError(
+            f"unknown value_added {kind!r}; use 'energy_output' (the paper's text, p = Aᵀp + βδ_e) "
+            "or 'energy_input' (the authors' code, p = Aᵀp + βAᵀδ_e)"
+        )
+    beta = jnp.asarray(energy_price, jnp.result_type(float))
+    zero = jnp.zeros_like(beta)
+    return (beta, zero) if kind == "energy_output" else (zero, beta)
+
+
+def value_added(
+    A: Float[ArrayLike, "d d"],
+    energy: int,
+    kind: ValueAdded = "energy_output",
+    energy_price: ArrayLike = 1.0,
+) -> Float[Array, " d"]:
+    """Value added per unit of output when energy is the only primary input.
+
+    Args:
+        A: technical coefficients ``(d, d)``; only row ``energy`` is used.
+        energy: index of the energy sector ``e``.
+        kind: ``"energy_output"`` for ``β δ_e`` (the paper's text) or ``"energy_input"`` for
+            ``β Aᵀ δ_e = β A[e, :]`` (the authors' code); see the module docstring.
+        energy_price: ``β`` (currency per unit of energy).
+
+    Returns:
+        ``v``, shape ``(d,)`` (currency per unit of output).
+
+    Raises:
+        ValueError: unknown ``kind`` or ``energy`` out of range.
+    """
+    A = jnp.asarray(A)
+    d = A.shape[0]
+    if not isinstance(energy, int | np.integer) or not 0 <= int(energy) < d:
+        raise ValueError(f"energy sector index {energy!r} out of range for {d} sectors")
+    b_out, b_in = value_added_weights(kind, energy_price)
+    return b_out * jnp.eye(d, dtype=A.dtype)[energy] + b_in * A[energy]
 
 
 def _price_fn(A, pa):
@@ -91,9 +155,13 @@ def price_scm(
 
 
 __all__ = [
+    "VALUE_ADDED",
+    "ValueAdded",
     "check_technical_coefficients",
     "energy_value_added",
     "price_scm",
     "spectral_radius",
     "unit_prices",
+    "value_added",
+    "value_added_weights",
 ]

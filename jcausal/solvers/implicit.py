@@ -15,6 +15,7 @@ loop, and its default solver materialises the n x n Jacobian. Use ``jax.jacrev``
 from __future__ import annotations
 
 import functools as ft
+import types
 from collections.abc import Callable
 
 import equinox as eqx
@@ -189,6 +190,55 @@ def fixed_point(
             f"solver must be a jcausal solver object such as jc.Anderson() or jc.Forward(), got "
             f"{type(solver).__name__}"
         )
+    if _eager(fn, x0, args):
+        # A call outside any transformation: run a compiled program cached on `fn` (by
+        # identity) and the solver, instead of compiling the solver's loops afresh for the
+        # closure-converted map of every call (seconds per call at any size).
+        x, report = _compiled(fn, jax.tree.map(_as_array, x0), jax.tree.map(_as_array, args),
+                              solver)  # fmt: skip
+        if throw and not bool(jnp.all(report.converged)):
+            raise FixedPointError(report.message())
+        return x, report
+    return _fixed_point(fn, x0, args, solver, throw)
+
+
+def _eager(fn, x0, args) -> bool:
+    """Whether ``fixed_point`` runs outside jit/vmap/grad, with a hashable ``fn``."""
+    if is_traced((x0, args)):
+        return False
+    try:
+        hash(fn)
+    except TypeError:  # e.g. a bound method of a module holding arrays
+        return False
+    # `fn` may close over tracers (e.g. `grad` of a function that builds `fn`): those must go
+    # through the closure conversion of the traced path. A plain function whose closure holds
+    # only data (arrays, numbers, pytrees of them) is checked by looking; anything else is
+    # traced once to find out.
+    if isinstance(fn, types.FunctionType):
+        cells = [c.cell_contents for c in fn.__closure__ or () if _filled(c)]
+        if not any(callable(c) for c in cells):
+            return not is_traced(cells)
+    try:
+        converted = eqx.filter_closure_convert(fn, x0, args)
+    except Exception:  # let the traced path report the error with its own message
+        return False
+    return not is_traced(converted)
+
+
+def _filled(cell) -> bool:
+    try:
+        cell.cell_contents  # noqa: B018
+    except ValueError:  # an empty cell (a name assigned later)
+        return False
+    return True
+
+
+@eqx.filter_jit
+def _compiled(fn, x0, args, solver):
+    return _fixed_point(fn, x0, args, solver, False)
+
+
+def _fixed_point(fn, x0, args, solver: AbstractSolver, throw: bool):
     x0 = jax.tree.map(_as_float, x0)
     flat_x0, unravel = ravel_pytree(x0)
     dtype = flat_x0.dtype

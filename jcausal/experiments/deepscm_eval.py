@@ -220,6 +220,9 @@ def counterfactual_fidelity(cfs: dict, test: dict | None = None) -> dict:
     tt, ti, mt, mi, is_t = map(np.concatenate, (tt, ti, mt, mi, is_t))
 
     def corr(a, b):
+        # Undefined (NaN, said without a numpy warning) for fewer than two distinct values.
+        if len(a) < 2 or np.ptp(a) == 0 or np.ptp(b) == 0:
+            return float("nan")
         return float(np.corrcoef(a, b)[0, 1])
 
     return {

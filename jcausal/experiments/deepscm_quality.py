@@ -161,8 +161,12 @@ def plot_sample_sets(images: dict, real: np.ndarray, metrics: dict, path: Path) 
     plt.close(fig)
 
 
-def plot_conditional_grid(key, models: dict, path: Path) -> None:
-    """Fig. A.3: per model, one shared latent ``z``, thickness across and intensity down."""
+def plot_conditional_grid(key, models: dict, path: Path) -> dict[str, np.ndarray]:
+    """Fig. A.3: per model, one shared latent ``z``, thickness across and intensity down.
+
+    Returns:
+        per model, the ``(len(GRID_I), len(GRID_T), 28, 28)`` decoder-mean images drawn.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -172,6 +176,7 @@ def plot_conditional_grid(key, models: dict, path: Path) -> None:
     t, i = np.meshgrid(GRID_T, GRID_I)  # rows: intensity; columns: thickness
     fig, axes = plt.subplots(ni, (nt + 1) * len(models), figsize=(1.0 * (nt + 1) * len(models), ni))
     axes = np.atleast_2d(axes)
+    drawn = {}
     for m, (kind, scm) in enumerate(models.items()):
         image = scm.mechanisms["x"]
         z = jax.random.normal(jax.random.fold_in(key, m), (image.latent,), jnp.float32)
@@ -181,6 +186,7 @@ def plot_conditional_grid(key, models: dict, path: Path) -> None:
         x = np.asarray(_decode(image, {p: pa[p] for p in image.parents}, zs, u)).reshape(
             ni, nt, 28, 28
         )
+        drawn[kind] = x
         for r in range(ni):
             axes[r, m * (nt + 1) + nt].axis("off")
             for c in range(nt):
@@ -199,6 +205,7 @@ def plot_conditional_grid(key, models: dict, path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+    return drawn
 
 
 def trajectories(scm, test: dict, key, units=(0, 1), num_samples: int = 32) -> dict:

@@ -182,3 +182,15 @@ def test_deterministic_node_needs_an_equilibrium_model():
         jc.SCM(x=jc.Root(distrax.Normal(0.0, 1.0)), y=y)
     eq = jc.EquilibriumSCM(x=jc.Root(distrax.Normal(0.0, 1.0)), y=y)
     assert eq.deterministic == ("y",)
+
+
+def test_equilibrium_noise_of_the_wrong_shape_is_named():
+    from jcausal.economy import leontief_scm
+
+    scm = leontief_scm(np.full((3, 3), 0.1), np.ones(3))
+    with pytest.raises(ValueError, match=r"noise\['x'\] has shape \(3,\).*\[None\]"):
+        jc.solve(scm, {"x": jnp.ones(3)})
+    with pytest.raises(ValueError, match=r"noise\['x'\] must be an array"):
+        jc.solve(scm, {"x": "1, 1, 1"})
+    values, _ = jc.solve(scm, {"x": [[1.0, 1.0, 1.0]]})  # nested lists are arrays
+    np.testing.assert_allclose(values["x"][0], np.linalg.solve(np.eye(3) - 0.1, np.ones(3)))

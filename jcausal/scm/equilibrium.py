@@ -347,6 +347,7 @@ def solve(
     missing = [k for k in scm.order if k not in noise]
     if missing:
         raise ValueError(f"noise lacks nodes {missing}; give exogenous values for every node")
+    noise = {k: _noise_array(scm, k, v) for k, v in noise.items()}
     init = None if init is None else dict(init)
     traced = is_traced((scm, noise, init))
     with reraise_solver_errors():
@@ -357,6 +358,31 @@ def solve(
             scm.negative_message(scm.nonnegative) if infeasible else report.message()
         )
     return values, report
+
+
+def _noise_array(scm: EquilibriumSCM, node: str, value) -> Array:
+    """``value`` as an array of shape ``(n, *noise_shape)``, or a ValueError naming the node."""
+    if not isinstance(value, jax.Array | np.ndarray):
+        try:
+            value = np.asarray(value, dtype=float)
+        except (TypeError, ValueError):
+            raise ValueError(
+                f"noise[{node!r}] must be an array of shape (n, *noise_shape), got "
+                f"{type(value).__name__}"
+            ) from None
+    mech = scm.mechanisms.get(node)
+    try:  # the per-unit shape of the node's noise distribution, when it says
+        dist = mech.noise
+        expected = (*dist.batch_shape, *dist.event_shape)
+    except Exception:
+        return value
+    if value.ndim != len(expected) + 1 or tuple(value.shape[1:]) != tuple(expected):
+        one = f"; for one unit pass noise[{node!r}][None]" if value.shape == expected else ""
+        raise ValueError(
+            f"noise[{node!r}] has shape {tuple(value.shape)}, expected (n, *{tuple(expected)}): "
+            f"a leading unit axis, then the shape {tuple(expected)} of the node's noise{one}"
+        )
+    return value
 
 
 @eqx.filter_jit

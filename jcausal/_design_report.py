@@ -241,6 +241,24 @@ def short_label(rows: dict[str, float], label: str) -> str:
     return f"{prefix or 'sum'}: sum of {len(rows)} rows"
 
 
+def weighted_label(rows: dict[str, float]) -> str:
+    """``"CO2 + 25·CH4 + 298·N2O (combustion - air)"``: a weighted sum, common suffix once."""
+    names = list(rows)
+    n = 0
+    if len(names) > 1:
+        while n < min(map(len, names)) and len({name[-1 - n] for name in names}) == 1:
+            n += 1
+    suffix = names[0][len(names[0]) - n :] if n else ""
+    cut = suffix.find(" - ") if suffix else -1  # whole words only: from a separator on
+    suffix = suffix[cut:] if cut >= 0 else ""
+    terms = []
+    for name, w in rows.items():
+        short = name[: len(name) - len(suffix)] if suffix else name
+        terms.append(short if w == 1 else f"{w:g}·{short}")
+    text = " + ".join(terms)
+    return f"{text} ({suffix.strip(' -')})" if suffix else text
+
+
 def _cut(text: str, width: int = 44) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
@@ -273,7 +291,7 @@ def plot_years(
         len(regions),
         figsize=(6.4 * len(regions), 9.6),
         squeeze=False,
-        gridspec_kw={"height_ratios": [3.0, 1.55]},
+        gridspec_kw={"height_ratios": [3.0, 1.35]},
     )
     for j, reg in enumerate(regions):
         ax = axes[0, j]
@@ -314,7 +332,7 @@ def plot_years(
                     ),
                 )
         ax.set_xlabel(f"total employment (% of the year's reference)\n{emp_label}")
-        ax.set_ylabel(f"total GHG emissions (% of the year's reference)\n{_cut(ghg_label, 70)}")
+        ax.set_ylabel(f"total GHG emissions (% of the year's reference)\n{_cut(ghg_label, 60)}")
         ax.set_title(f"{reg}: Lie-intervention fronts, one per year")
         ax.set_xlim(-4, 104)
         ax.set_ylim(-4, 104)
@@ -338,8 +356,8 @@ def plot_years(
         ] or [["(no sector loses employment)", "", "", ""]]
         table = ax.table(
             cellText=cells,
-            colLabels=["sector", "α", f"employment [{emp_unit}]", "employment"],
-            colWidths=[0.58, 0.1, 0.18, 0.14],
+            colLabels=["sector", "α", f"Δ jobs [{emp_unit}]", "Δ jobs"],
+            colWidths=[0.56, 0.12, 0.18, 0.14],
             loc="upper center",
             cellLoc="right",
         )

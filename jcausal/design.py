@@ -570,12 +570,16 @@ def run(
     from . import _design_report as report
     from .economy import design as edesign
     from .economy import io as eio
+    from .economy.archive import check_archive
     from .results import output_dir, write_csv, write_json, write_metrics
 
     cfg = config
     check_config(cfg)
     console = console or Console()
     sources = archives(cfg)
+    for source in sources.values():  # every archive before any is read (no code from data)
+        if source is not None:
+            check_archive(source)
     ghg_default, emp_default = default_rows(cfg.exiobase)
     ghg = cfg.ghg or ghg_default
     employment = cfg.employment or emp_default
@@ -676,6 +680,7 @@ def run(
     emp_label = report.short_label(employment, emp_label)
     ghg_label = " + ".join(n if w == 1 else f"{w:g}·{n}" for n, w in ghg.items())
     if len(labels) > 1:
+        ghg_label = report.weighted_label(ghg)
         report.plot_years(path / "trade_off.png", fronts, cases, emp_label, ghg_label, units)
     else:
         report.plot(path / "trade_off.png", fronts, emp_label, ghg_label)

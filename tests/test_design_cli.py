@@ -58,6 +58,9 @@ def no_compute(monkeypatch):
         (["--n-lambdas", "0"], "--n-lambdas"),
         (["--ghg", "emission_type1=1e400"], "finite"),
         (["--max-excess", "0"], "--max-excess"),
+        (["--years", "2018"], "--years selects Exiobase archives"),
+        (["--years", "2018-2012", "--exiobase", "."], "--years '2018-2012' is an empty range"),
+        (["--years", "20x8", "--exiobase", "."], "cannot read years"),
     ],
 )
 def test_bad_option_values_exit_2_before_any_work(tmp_path, capsys, no_compute, args, names):

@@ -245,3 +245,81 @@ def test_unbounded_optimum_is_bang_bang_and_the_bound_cannot_compensate(germany)
     best_free = rf.analytic_ghg / G + lams * ed.analytic_front(free, lams)["deviation"] / E
     best_capped = lp["ghg"] / G + lams * lp["deviation"] / E
     assert np.all(best_capped > best_free + 1e-3)
+
+
+def _paper_ghg(system, region):
+    F = system.satellite.F.loc[:, region]
+    rows = ["CO2 - combustion - air", "CH4 - combustion - air", "N2O - combustion - air"]
+    return sum(w * F.loc[r].sum() for r, w in zip(rows, (1, 25, 298), strict=True))
+
+
+def test_design_command_on_one_archive_with_the_bound(exio_archive, tmp_path):
+    out = tmp_path / "one"
+    ghg = "CO2 - combustion - air=1,CH4 - combustion - air=25,N2O - combustion - air=298"
+    emp = [f"--employment={r}" for r in exiobase_like.EMPLOYMENT_ROWS]
+    args = ["--exiobase", str(exio_archive), "--region", "DE", "--bounded", "--ghg", ghg, *emp]
+    args += ["--lambdas", "1.5,8.8", "--steps", "300", "--lr", "0.1", "--top", "3", "--drops"]
+    assert design.main([*args, "--out", str(out), "--quiet"]) == 0
+    front = json.loads((out / "front.json").read_text())
+    de = front["regions"]["DE 2018"]
+    assert (de["region"], de["year"]) == ("DE", "2018")
+    assert front["factors"].startswith("alpha = 2 sigmoid(u)")
+    assert front["units"] == {"ghg": "kg", "employment": "1000 p"}
+    assert de["reference"]["ghg"] == pytest.approx(
+        _paper_ghg(pymrio.parse_exiobase3(exio_archive), "DE"), rel=1e-9
+    )
+    rows = list(csv.DictReader((out / "sectors.csv").open()))
+    assert rows and all(r["year"] == "2018" for r in rows)
+    mine = [r for r in rows if r["sector"] == "Anthracite"]
+    # the coal mine loses half its jobs: its factor is capped just under 2
+    assert len(mine) == 1 and 1.9 < float(mine[0]["factor"]) < 2
+    assert float(mine[0]["employment_change_pct"]) == pytest.approx(-50, abs=3)
+
+
+def test_paper_command_overlays_years(tmp_path, capsys):
+    from jcausal import cli
+    from jcausal.experiments import ghg_employment as exp
+
+    folder = tmp_path / "exiobase"
+    folder.mkdir()
+    for year in (2016, 2017, 2018):  # --paper --smoke takes 2017-2018
+        exiobase_like.write_archive(folder, year)
+    out = tmp_path / "paper"
+    argv = ["--exiobase", str(folder), "--paper", "--smoke", "--lambdas", "0,1.5"]
+    argv += ["--steps", "150"]
+    metrics = exp.main([*argv, "--out", str(out)])
+    front = list(csv.DictReader((out / "front.csv").open()))
+    assert {(r["region"], r["year"]) for r in front} == {
+        (reg, y) for reg in ("FR", "DE") for y in ("2017", "2018")
+    }
+    assert len(front) == 4 * 2
+    doc = json.loads((out / "front.json").read_text())
+    assert doc["ghg"] == eio.PAPER_GHG and doc["employment"] == eio.PAPER_EMPLOYMENT
+    for year in ("2017", "2018"):
+        system = pymrio.parse_exiobase3(folder / f"IOT_{year}_pxp.zip")
+        for reg in ("FR", "DE"):
+            ref = doc["regions"][f"{reg} {year}"]["reference"]
+            assert ref["ghg"] == pytest.approx(_paper_ghg(system, reg), rel=1e-9)
+            F = system.satellite.F.loc[exiobase_like.EMPLOYMENT_ROWS, reg]
+            assert ref["employment"] == pytest.approx(F.to_numpy().sum(), rel=1e-9)
+    # the table: at most six sectors per country and year, all losing jobs, largest drop first
+    table = list(csv.DictReader((out / "sectors.csv").open()))
+    for reg in ("FR", "DE"):
+        for year in ("2017", "2018"):
+            drops = [
+                float(r["employment_change"])
+                for r in table
+                if (r["region"], r["year"]) == (reg, year)
+            ]
+            assert 0 < len(drops) <= 6 and all(d < 0 for d in drops) and drops == sorted(drops)
+    assert all(0 < float(r["factor"]) < 2 for r in table)
+    cfg = json.loads((out / "metrics.json").read_text())["config"]
+    assert cfg["bounded"] and cfg["years"] == ["2017", "2018"] and cfg["regions"] == ["FR", "DE"]
+    assert set(metrics["regions"]) == {"FR 2017", "FR 2018", "DE 2017", "DE 2018"}
+    assert (out / "trade_off.png").stat().st_size > 0
+    # the paper's rows exist only in Exiobase: --paper without archives is refused
+    rc = cli.main(["experiment", "ghg_employment", "--paper", "--out", str(tmp_path / "x")])
+    assert rc == 2 and "--paper needs --exiobase DIR" in capsys.readouterr().err
+    rc = cli.main(["experiment", "ghg_employment", *argv[:3], "--years", "2012-2018"])
+    # (the years are checked before any archive is read)
+    assert rc == 2 and "no Exiobase archive for 2012, 2013, 2014, 2015" in capsys.readouterr().err

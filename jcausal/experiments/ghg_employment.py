@@ -45,10 +45,15 @@ PAPER = design.Config(
     target=0.05,
     n_lambdas=40,
     steps=3000,
-    lr=0.05,
+    lr=0.1,
+    # At the top of the λ grid (λ of several hundred, where every sector is kept) the ℓ1 term
+    # multiplies the optimiser's last jitter around the kink (|Δu| ~ lr / 1000 = 1e-4) by λ:
+    # the excess over the optimum reaches 0.01-0.03 there although the point is the
+    # unintervened economy to 1e-4 (measured on the test archives); below λ ~ 100 it is < 0.01.
+    max_excess=0.05,
 )
-#: ``--paper --smoke``: the paper's objective, few λ and steps (used by the tests).
-PAPER_SMOKE = dataclasses.replace(PAPER, n_lambdas=5, steps=300, lr=0.1)
+#: ``--paper --smoke``: the paper's objective on 2017-2018, few λ and steps (used by the tests).
+PAPER_SMOKE = dataclasses.replace(PAPER, years=("2017", "2018"), n_lambdas=5, steps=500)
 
 
 def paper_config(smoke: bool, exiobase: Any, opts: dict[str, Any]) -> design.Config:

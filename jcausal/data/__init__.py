@@ -6,11 +6,13 @@
 * `load_digit_split` — one of the three by name, with the fixed train / val / test splits.
 * `morphology` — Morpho-MNIST thickness/intensity measurement and editing.
 * `morphomnist` — the Deep SCM eq. (7) generator and its true counterfactuals.
+* `factorial` — one-factor transitions read from dSprites / Shapes3D / smallNORB by index.
 * `transitions` — procedural factors-of-variation scenes and one-factor transitions (CT-VAE).
 """
 
 from . import digits, morphology, morphomnist, tfds, transitions
 from .digits import load_digit_split, load_digits_28, load_mnist, load_mnist_5k
+from .factorial import FactorialSource, dsprites_npz, tfds_factorial
 from .morphology import (
     measure,
     measure_intensity,
@@ -29,12 +31,14 @@ from .tfds import tfds_arrays
 from .transitions import Shapes, TransitionSampler
 
 __all__ = [
+    "FactorialSource",
     "Shapes",
     "TransitionSampler",
     "attribute_scm",
     "counterfactual_image",
     "counterfactual_images",
     "digits",
+    "dsprites_npz",
     "load_digit_split",
     "load_digits_28",
     "load_mnist",
@@ -50,5 +54,6 @@ __all__ = [
     "set_thickness",
     "tfds",
     "tfds_arrays",
+    "tfds_factorial",
     "transitions",
 ]

@@ -24,7 +24,9 @@ import pytest
 import jcausal
 import jcausal as jc
 from jcausal import flows
-from jcausal.image import VAEImage
+from jcausal.ctvae import CTLayer
+from jcausal.image import VAEImage, VQTransition
+from jcausal.nn import MCQVAE
 from jcausal.scm import Mechanism
 
 KEY = jax.random.key(0)
@@ -81,6 +83,22 @@ class _TinyDecoder(eqx.Module):
 
 def _ctx(pa):
     return (pa["x"] - 1.0)[None]
+
+
+def _vq_logits(ct, codec, pa):
+    return ct(codec.codes(pa["x"]), jnp.asarray(pa["a"], jnp.int32))
+
+
+def _vq_transition_scm(key):
+    k1, k2 = jax.random.split(key)
+    codec = MCQVAE(16, dim=4, num_codebooks=2, num_codes=3, width=4, key=k1)
+    ct = CTLayer(codec.grid, 2, 3, 3, hidden=8, layers=1, identity=False, key=k2)
+    box = distrax.Uniform(jnp.zeros((16, 16, 3)), jnp.ones((16, 16, 3)))
+    return jc.SCM(
+        x=jc.Root(distrax.Independent(box, 3)),
+        a=jc.Root(distrax.Categorical(logits=jnp.zeros(3))),
+        y=VQTransition(codec, _vq_logits, ct, ["x", "a"]),
+    )
 
 
 def _root_x():
@@ -204,6 +222,8 @@ def registry() -> list[Entry]:
             "none",
         ),
         Entry("VAEImage", jc.SCM(x=_root_x(), y=vae), True, "bound", bad_value=300.0),
+        # Not a round trip: an untrained codec need not re-encode its decoded codes exactly.
+        Entry("VQTransition", _vq_transition_scm(k[2]), False, "exact", bad_value=300.0),
     ]
 
 

@@ -1,6 +1,21 @@
-"""Networks for image mechanisms (flax NNX) and the adapter that makes any network a pytree."""
+"""Networks for image mechanisms (flax NNX; the MCQ-VAE in equinox) and the pytree adapter."""
 
 from .adapter import Pure, num_params
 from .mnist import FiLM, MNISTDecoder, MNISTEncoder
+from .vq import MultiCodebook, perplexity, slices, usage
+from .vqvae import MCQVAE, restart_dead_codes, vq_loss
 
-__all__ = ["FiLM", "MNISTDecoder", "MNISTEncoder", "Pure", "num_params"]
+__all__ = [
+    "MCQVAE",
+    "FiLM",
+    "MNISTDecoder",
+    "MNISTEncoder",
+    "MultiCodebook",
+    "Pure",
+    "num_params",
+    "perplexity",
+    "restart_dead_codes",
+    "slices",
+    "usage",
+    "vq_loss",
+]

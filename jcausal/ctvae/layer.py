@@ -1,0 +1,256 @@
+"""The causal transition (CT) layer of CT-VAE (sec. 3.4, Figs. 2-3, eqs. 2-5).
+
+Nodes are the cells of the latent code grid (``N = h w``, 64 for an 8x8 grid); a node's
+features are the one-hot codes of its ``C`` codebooks and a sinusoidal encoding of its position.
+For an action ``a`` (or the null action ``A``, "no intervention"):
+
+1. **Intervention mask** ``R_a`` (eq. 4): node ``i`` is affected by ``a`` with probability
+   ``sigmoid(rho_{a,i})``, ``rho = MLP(features_i)_a + b_{a,i}`` (the input decides where the
+   object is, the bias which cells an action reaches); sampled with the straight-through
+   Gumbel-Bernoulli trick. The null action affects no node.
+2. **Adjacency** (eqs. 3-4): ``alpha_ij = MLP^{a}([L_i, L_j])`` for affected targets ``i`` and
+   ``MLP^{null}`` for the others, one MLP per action plus the null one. The MLPs' first layer is
+   factorised, ``W [L_i; L_j] = U L_i + V L_j``, so a pair costs ``O(hidden)`` instead of
+   ``O(features x hidden)``. ``M_ij ~ Bernoulli(sigmoid(alpha_ij))`` (straight-through Gumbel).
+3. **GNN** (eq. 2): GATv2-style attention (Brody et al. 2022) ``e_ij = w . LeakyReLU(W_t h_i +
+   W_s h_j)`` weighted by the edges, ``m_i = sum_j M_ij exp(e_ij) V h_j / sum_j M_ij exp(e_ij)``,
+   residual updates; the action enters the nodes it affects (``R_i onehot(a)``). The readout
+   gives logits over the ``K`` codes of every codebook, plus a learned multiple of the input's
+   one-hot codes (a transition leaves most cells unchanged).
+
+In evaluation (``key=None``) the mask and the graph are the modes of their Bernoullis
+(``sigmoid > 1/2``), so the transition is a deterministic function of ``(codes, a)``: that is
+what the SCM mechanism :class:`jcausal.image.VQTransition` needs for exact abduction.
+The exogenous ``z`` of eq. (2) is not a separate input: the Gumbel noise of the output codes
+(the engine's abduction) plays its part.
+
+Sizes (the seed uses 800-unit pair MLPs; ``hidden = 32`` is enough here): cost
+``O(actions x N^2 x hidden)`` per unit.
+"""
+
+from __future__ import annotations
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, Float, Int, PRNGKeyArray
+
+
+def position_encoding(h: int, w: int, dims: int = 16) -> np.ndarray:
+    """Sinusoidal 2-D position encoding ``(h w, dims)``: ``dims / 2`` features per axis."""
+    if dims % 4:
+        raise ValueError(f"position encoding dims must be a multiple of 4, got {dims}")
+    q = dims // 4
+    freq = 1.0 / (10.0 ** (np.arange(q) / q))
+
+    def axis(n):
+        p = np.arange(n)[:, None] * freq[None] * np.pi / 2
+        return np.concatenate([np.sin(p), np.cos(p)], -1)
+
+    ay, ax = axis(h), axis(w)
+    out = np.concatenate(
+        [np.repeat(ay, w, axis=0), np.tile(ax, (h, 1))], -1
+    )  # row-major cells, like the code grid reshaped to (h w, C)
+    return out.astype(np.float32)
+
+
+def gumbel_bernoulli(
+    key: PRNGKeyArray | None, logits: Array, temperature: float = 1.0
+) -> Float[Array, "..."]:
+    """Straight-through Gumbel-Bernoulli sample of ``Bernoulli(sigmoid(logits))``.
+
+    The forward value is exactly 0 or 1 (``P(1) = sigmoid(logits)``); the gradient is that of
+    the relaxed sample ``sigmoid((logits + L) / temperature)``, ``L ~ Logistic(0, 1)`` (the
+    difference of two Gumbels), as in Jang et al. 2017. With ``key=None`` it is the mode,
+    ``1[logits > 0]``, with the gradient of ``sigmoid(logits / temperature)``.
+    """
+    noise = 0.0 if key is None else jax.random.logistic(key, logits.shape, logits.dtype)
+    soft = jax.nn.sigmoid((logits + noise) / temperature)
+    hard = (logits + noise > 0).astype(soft.dtype)
+    return soft + jax.lax.stop_gradient(hard - soft)
+
+
+class _Attention(eqx.Module):
+    w_t: Array
+    w_s: Array
+    att: Array
+    w_v: Array
+    w_o: Array
+
+    def __init__(self, hidden: int, key: PRNGKeyArray, identity: bool):
+        k = jax.random.split(key, 5)
+        s = 1.0 / np.sqrt(hidden)
+        self.w_t = s * jax.random.normal(k[0], (hidden, hidden))
+        self.w_s = s * jax.random.normal(k[1], (hidden, hidden))
+        self.att = s * jax.random.normal(k[2], (hidden,))
+        self.w_v = s * jax.random.normal(k[3], (hidden, hidden))
+        # The identity initialisation: messages start at zero, the readout sees the input.
+        self.w_o = (0.0 if identity else s) * jax.random.normal(k[4], (hidden, hidden))
+
+    def __call__(self, h: Array, adj: Array) -> Array:
+        e = jax.nn.leaky_relu((h @ self.w_t)[:, None] + (h @ self.w_s)[None], 0.2) @ self.att
+        e = e - jax.lax.stop_gradient(jnp.max(e, axis=1, keepdims=True))
+        w = adj * jnp.exp(e)
+        w = w / (jnp.sum(w, axis=1, keepdims=True) + 1e-6)
+        return h + jax.nn.relu(w @ (h @ self.w_v)) @ self.w_o
+
+
+class CTLayer(eqx.Module):
+    """Causal transition layer on a grid of multi-codebook codes.
+
+    Args:
+        grid: latent grid ``(h, w)``.
+        num_codebooks: ``C``.
+        num_codes: ``K``.
+        num_actions: ``A`` (the null action is ``A``).
+        hidden: width of the mask, pair and GNN networks.
+        layers: attention layers of the GNN.
+        pos_dims: dimensions of the position encoding.
+        identity: start as the identity transition (zero messages, a large skip weight):
+            standard mode then reproduces the input codes exactly.
+        key: initialisation key.
+    """
+
+    mask_w1: Array
+    mask_b1: Array
+    mask_w2: Array
+    mask_bias: Array
+    adj_u: Array
+    adj_v: Array
+    adj_b: Array
+    adj_w: Array
+    adj_c: Array
+    embed: Array
+    gnn: tuple[_Attention, ...]
+    head: Array
+    skip: Array
+    pos_dims: int = eqx.field(static=True)
+    grid: tuple[int, int] = eqx.field(static=True)
+    num_codebooks: int = eqx.field(static=True)
+    num_codes: int = eqx.field(static=True)
+    num_actions: int = eqx.field(static=True)
+
+    def __init__(
+        self,
+        grid: tuple[int, int],
+        num_codebooks: int,
+        num_codes: int,
+        num_actions: int,
+        hidden: int = 32,
+        layers: int = 2,
+        pos_dims: int = 16,
+        identity: bool = True,
+        *,
+        key: PRNGKeyArray,
+    ):
+        if int(num_actions) < 1:
+            raise ValueError(f"CTLayer: num_actions must be >= 1, got {num_actions}")
+        self.grid = (int(grid[0]), int(grid[1]))
+        self.num_codebooks, self.num_codes = int(num_codebooks), int(num_codes)
+        self.num_actions = a = int(num_actions)
+        self.pos_dims = int(pos_dims)
+        position_encoding(*self.grid, self.pos_dims)  # checks pos_dims
+        f = self.num_codebooks * self.num_codes + pos_dims
+        k = jax.random.split(key, 8 + layers)
+
+        def init(kk, shape, fan_in):
+            return jax.random.normal(kk, shape) / np.sqrt(fan_in)
+
+        self.mask_w1 = init(k[0], (f, hidden), f)
+        self.mask_b1 = jnp.zeros(hidden)
+        self.mask_w2 = init(k[1], (hidden, a), hidden)
+        self.mask_bias = jnp.zeros((a, self.grid[0] * self.grid[1]))
+        self.adj_u = init(k[2], (a + 1, f, hidden), f)
+        self.adj_v = init(k[3], (a + 1, f, hidden), f)
+        self.adj_b = jnp.zeros((a + 1, hidden))
+        self.adj_w = init(k[4], (a + 1, hidden), hidden)
+        self.adj_c = jnp.zeros(a + 1)
+        self.embed = init(k[5], (f + a, hidden), f)
+        self.gnn = tuple(_Attention(hidden, k[8 + i], identity) for i in range(layers))
+        ck = self.num_codebooks * self.num_codes
+        self.head = (0.0 if identity else 1.0) * init(k[6], (hidden, ck), hidden)
+        self.skip = jnp.asarray(8.0 if identity else 1.0)
+
+    @property
+    def num_nodes(self) -> int:
+        """``N = h w``."""
+        return self.grid[0] * self.grid[1]
+
+    def features(self, codes: Int[Array, "h w C"]) -> Float[Array, "N F"]:
+        """Node features: one-hot codes of every codebook and the position encoding."""
+        want = (*self.grid, self.num_codebooks)
+        if tuple(codes.shape) != want:
+            raise ValueError(f"CTLayer: a code grid has shape {want}, got {tuple(codes.shape)}")
+        x = jax.nn.one_hot(codes.reshape(self.num_nodes, -1), self.num_codes)
+        return jnp.concatenate(
+            [
+                x.reshape(self.num_nodes, -1),
+                jnp.asarray(position_encoding(*self.grid, self.pos_dims)),
+            ],
+            -1,
+        )
+
+    def mask_logits(self, feats: Float[Array, "N F"]) -> Float[Array, "A N"]:
+        """``rho_{a, i}`` of every action and node."""
+        h = jax.nn.relu(feats @ self.mask_w1 + self.mask_b1)
+        return (h @ self.mask_w2).T + self.mask_bias
+
+    def edge_logits(self, feats: Float[Array, "N F"], a: Int[Array, ""]) -> Float[Array, "N N"]:
+        """``alpha_ij`` of the pair MLP of action ``a`` (``A``: the null action)."""
+        hu = feats @ self.adj_u[a]
+        hv = feats @ self.adj_v[a]
+        h = jax.nn.relu(hu[:, None] + hv[None] + self.adj_b[a])
+        return h @ self.adj_w[a] + self.adj_c[a]
+
+    def graph(
+        self,
+        feats: Float[Array, "N F"],
+        a: Int[Array, ""],
+        key: PRNGKeyArray | None,
+        null_logits: Array | None = None,
+    ) -> dict[str, Array]:
+        """Mask, edge logits and adjacency of action ``a`` (sampled with ``key``, else modes).
+
+        Returns:
+            ``{"mask": (N,), "mask_logits": (N,), "edge_logits": (N, N), "adjacency": (N, N)}``
+            with row ``i`` holding the parents of target node ``i``.
+        """
+        a = jnp.asarray(a, jnp.int32)
+        is_null = a >= self.num_actions
+        ai = jnp.clip(a, 0, self.num_actions - 1)
+        k1, k2 = (None, None) if key is None else jax.random.split(key)
+        rho = self.mask_logits(feats)[ai]
+        mask = jnp.where(is_null, 0.0, gumbel_bernoulli(k1, rho))
+        if null_logits is None:
+            null_logits = self.edge_logits(feats, self.num_actions)
+        alpha = mask[:, None] * self.edge_logits(feats, a) + (1 - mask[:, None]) * null_logits
+        adj = gumbel_bernoulli(k2, alpha)
+        return {"mask": mask, "mask_logits": rho, "edge_logits": alpha, "adjacency": adj}
+
+    def propagate(
+        self, feats: Float[Array, "N F"], a: Int[Array, ""], mask: Array, adj: Array
+    ) -> Float[Array, "h w C K"]:
+        """The GNN (eq. 2): output code logits given the graph."""
+        act = mask[:, None] * jax.nn.one_hot(a, self.num_actions)
+        h = jnp.concatenate([feats, act], -1) @ self.embed
+        for layer in self.gnn:
+            h = layer(h, adj)
+        ck = self.num_codebooks * self.num_codes
+        logits = h @ self.head + self.skip * feats[:, :ck]
+        return logits.reshape(*self.grid, self.num_codebooks, self.num_codes)
+
+    def __call__(
+        self, codes: Int[Array, "h w C"], a: Int[Array, ""], key: PRNGKeyArray | None = None
+    ) -> Float[Array, "h w C K"]:
+        """Logits of the output codes of one unit under action ``a`` (``A``: no action).
+
+        With ``key`` the mask and graph are straight-through samples (training); without, their
+        modes (a deterministic transition).
+        """
+        feats = self.features(codes)
+        g = self.graph(feats, a, key)
+        return self.propagate(feats, a, g["mask"], g["adjacency"])
+
+
+__all__ = ["CTLayer", "gumbel_bernoulli", "position_encoding"]

@@ -1,0 +1,209 @@
+"""CT-VAE training losses (sec. 3.5, eqs. 6-15), causal mode, and the model as an SCM.
+
+Training (the MCQ-VAE frozen, as in the seed): ``params = {"vae": jc.frozen(vae), "ct": ct}``
+and :func:`ct_loss` with :func:`jcausal.train.fit`. Every step has the three modes:
+
+* *standard* (eqs. 6-8): the null action must reproduce the input codes, with a sampled graph
+  (eq. 6) and with the identity graph (eq. 7), and the null graph is pulled to the identity
+  (eq. 8);
+* *action* (eq. 9): the codes of ``Y`` under the true action, with the graph regularisers of
+  eqs. 13-15: KL of the edge probabilities to the uniform prior, the graph's squared norm
+  (sparsity) and "every node keeps a parent";
+* *causal* (eq. 10): ``q = softmax`` over actions of the log-likelihood of ``Y``'s codes,
+  trained by cross-entropy against the true action. Scoring every action costs
+  ``O(actions x N^2 x hidden)``, so training scores the true action against
+  ``num_negatives`` sampled others; evaluation scores all.
+
+The SCM (:func:`scm`): nodes ``x`` (source image, an exogenous root), ``a`` (the action, a
+uniform categorical root) and ``y`` (:class:`jcausal.image.VQTransition`, i.e.
+``decode o CT(codes(x), a)`` with a Gumbel-max per code). Then
+``jc.counterfactual(scm, {"x": X, "a": A, "y": Y}, {"a": jc.Hard(a2)}, key)`` is "what would
+``Y`` have been under ``a2``", and :func:`action_posterior` (causal mode) is ``P(a | x, y)``
+from the engine's ``log_prob``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import distrax
+import jax
+import jax.numpy as jnp
+from jaxtyping import Array, Float, Int, PRNGKeyArray
+
+from ..image.vq_transition import VQTransition
+from ..scm import SCM, Hard, Root, do, log_prob
+from ..scm import sample as _sample_scm
+from .layer import CTLayer
+
+
+@dataclasses.dataclass(frozen=True)
+class Weights:
+    """Weights of the CT-VAE loss terms (the seed's defaults are ones; these are tuned here)."""
+
+    standard: float = 1.0
+    identity_graph: float = 1.0
+    null_to_identity: float = 1.0
+    action: float = 1.0
+    causal: float = 1.0
+    kl: float = 0.01
+    sparsity: float = 0.01
+    dependency: float = 0.1
+
+
+def code_loglik(logits: Float[Array, "h w C K"], codes: Int[Array, "h w C"]) -> Array:
+    """``sum log softmax(logits)[codes]`` over the grid and codebooks."""
+    lp = jax.nn.log_softmax(logits, -1)
+    return jnp.sum(jnp.take_along_axis(lp, codes[..., None], -1))
+
+
+def _unit_terms(ct: CTLayer, cx, cy, a, key, num_negatives: int) -> dict[str, Array]:
+    n_act = ct.num_actions
+    feats = ct.features(cx)
+    null = ct.edge_logits(feats, n_act)
+    k_std, k_neg, k_act = jax.random.split(key, 3)
+    eye = jnp.eye(ct.num_nodes)
+    g0 = ct.graph(feats, n_act, k_std, null)
+    standard = code_loglik(ct.propagate(feats, n_act, g0["mask"], g0["adjacency"]), cx)
+    ident = code_loglik(ct.propagate(feats, n_act, jnp.zeros(ct.num_nodes), eye), cx)
+    null_to_id = jnp.mean((g0["adjacency"] - eye) ** 2)
+    # Negatives: uniform over the other actions (with replacement).
+    shift = 1 + jax.random.randint(k_neg, (num_negatives,), 0, max(n_act - 1, 1))
+    acts = jnp.concatenate([a[None], (a + shift) % n_act])
+
+    def score(b, k):
+        g = ct.graph(feats, b, k, null)
+        return code_loglik(ct.propagate(feats, b, g["mask"], g["adjacency"]), cy), g
+
+    ll, g = jax.vmap(score)(acts, jax.random.split(k_act, len(acts)))
+    p = jax.nn.sigmoid(g["edge_logits"][0])
+    eps = 1e-6
+    kl = jnp.mean(p * jnp.log(p + eps) + (1 - p) * jnp.log(1 - p + eps) + jnp.log(2.0))
+    no_parent = jnp.exp(jnp.sum(jnp.log1p(-p + eps), axis=1))
+    return {
+        "standard": -standard,
+        "identity_graph": -ident,
+        "null_to_identity": null_to_id,
+        "action": -ll[0],
+        "causal": -jax.nn.log_softmax(ll)[0],
+        "kl": kl,
+        "sparsity": jnp.mean(g["adjacency"][0] ** 2),
+        "dependency": jnp.mean(no_parent**2),
+        "mask_rate": jnp.mean(g["mask"][0]),
+        "edges": jnp.mean(g["adjacency"][0]),
+        "negatives_acc": (jnp.argmax(ll) == 0).astype(jnp.float32),
+    }
+
+
+def ct_loss(num_negatives: int = 3, weights: Weights = Weights()):
+    """The loss ``loss(params, batch, key) -> (loss, aux)`` of the CT layer for ``fit``.
+
+    Args:
+        num_negatives: actions scored against the true one in causal mode.
+        weights: the terms' weights. Code log-likelihoods are divided by the number of codes
+            per unit (``h w C``) so the weights are comparable; causal mode uses the raw sum.
+
+    The batch needs ``x``, ``y`` (images) and ``a`` (actions); ``params`` is
+    ``{"vae": MCQVAE, "ct": CTLayer}`` (the VAE wrapped in ``jc.frozen`` for training).
+    """
+    if int(num_negatives) < 1:
+        raise ValueError(f"num_negatives must be >= 1, got {num_negatives}")
+
+    def loss(params, batch, key):
+        vae, ct = params["vae"], params["ct"]
+        cx = jax.lax.stop_gradient(jax.vmap(vae.codes)(batch["x"]))
+        cy = jax.lax.stop_gradient(jax.vmap(vae.codes)(batch["y"]))
+        keys = jax.random.split(key, cx.shape[0])
+        terms = jax.vmap(lambda x, y, a, k: _unit_terms(ct, x, y, a, k, num_negatives))(
+            cx, cy, batch["a"], keys
+        )
+        terms = {k: jnp.mean(v) for k, v in terms.items()}
+        per_code = float(cx[0].size)
+        total = 0.0
+        for name, w in dataclasses.asdict(weights).items():
+            total = total + w * (terms[name] / per_code if name in _LIKELIHOOD else terms[name])
+        return total, terms
+
+    return loss
+
+
+_LIKELIHOOD = ("standard", "identity_graph", "action")
+
+
+def action_logliks(
+    ct: CTLayer, cx: Int[Array, "h w C"], cy: Int[Array, "h w C"]
+) -> Float[Array, " A"]:
+    """Log-likelihood of ``cy`` under every action (modes of mask and graph) for one unit."""
+    acts = jnp.arange(ct.num_actions)
+    return jax.vmap(lambda b: code_loglik(ct(cx, b), cy))(acts)
+
+
+# ----------------------------------------------------------------------------------------------
+# the SCM
+
+
+def _ct_logits(ct, codec, parents):
+    return ct(codec.codes(parents["x"]), jnp.asarray(parents["a"], jnp.int32))
+
+
+def scm(vae, ct: CTLayer) -> SCM:
+    """The image transition as an SCM with nodes ``x``, ``a`` and ``y`` (module docstring).
+
+    ``x`` is a root with a uniform law on ``[0, 1]^(S, S, 3)`` (it is exogenous: the model
+    does not describe the source images), ``a`` a uniform categorical over the actions.
+    """
+    s = vae.image_size
+    x = Root(distrax.Independent(distrax.Uniform(jnp.zeros((s, s, 3)), jnp.ones((s, s, 3))), 3))
+    a = Root(distrax.Categorical(logits=jnp.zeros(ct.num_actions)))
+    y = VQTransition(vae, _ct_logits, ct, ("x", "a"))
+    return SCM(x=x, a=a, y=y)
+
+
+def action_posterior(
+    model: SCM, x: Float[Array, "B S S 3"], y: Float[Array, "B S S 3"]
+) -> Float[Array, "B A"]:
+    """Causal mode, eq. (10): ``P(a | x, y)`` from the engine's ``log_prob`` over actions."""
+    n_act = model.mechanisms["a"].categories
+    n = x.shape[0]
+
+    def joint(b):
+        lp = log_prob(model, {"x": x, "a": jnp.full((n,), b, jnp.int32), "y": y}, per_node=True)
+        return lp["a"] + lp["y"]
+
+    return jax.nn.softmax(jax.vmap(joint)(jnp.arange(n_act)).T, axis=-1)
+
+
+def intervene(
+    model: SCM, x: Float[Array, "B S S 3"], a: Int[Array, " B"], key: PRNGKeyArray | None = None
+) -> Float[Array, "B S S 3"]:
+    """``Y`` under ``do(x = X, a = a)``: the most likely image, or a sample with ``key``."""
+    mech = model.mechanisms["y"]
+    a = jnp.asarray(a, jnp.int32)
+    if key is None:
+        return jax.vmap(lambda xi, ai: mech.mode({"x": xi, "a": ai}))(x, a)
+    return _sample_scm(key, do(model, {"x": Hard(x), "a": Hard(a)}), x.shape[0])["y"]
+
+
+def repeat_action(
+    model: SCM, x: Float[Array, "B S S 3"], a: Int[Array, " B"], times: int
+) -> Float[Array, "T B S S 3"]:
+    """Apply the same action ``times`` times (Fig. 5), each output the next input (a scan)."""
+
+    def step(img, _):
+        out = intervene(model, img, a)
+        return out, out
+
+    _, seq = jax.lax.scan(step, x, None, length=int(times))
+    return seq
+
+
+__all__ = [
+    "Weights",
+    "action_logliks",
+    "action_posterior",
+    "code_loglik",
+    "ct_loss",
+    "intervene",
+    "repeat_action",
+    "scm",
+]

@@ -1,0 +1,166 @@
+"""CT-VAE: the causal transition layer, its losses, and the transition as an SCM."""
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from scipy import stats
+
+import jcausal as jc
+from jcausal.ctvae import (
+    CTLayer,
+    action_logliks,
+    action_posterior,
+    ct_loss,
+    gumbel_bernoulli,
+    intervene,
+    repeat_action,
+    scm,
+)
+from jcausal.data.transitions import Shapes
+from jcausal.nn import MCQVAE
+
+A = 6
+VAE = MCQVAE(16, dim=4, num_codebooks=2, num_codes=5, width=4, key=jax.random.key(0))
+SHAPES = Shapes(16, (3, 2, 2, 2, 3))  # 6 actions, tiny images
+
+
+class BlockCodec(eqx.Module):
+    """An exactly invertible codec for the tests: code c of a 2x2 block is channel c's level."""
+
+    image_size: int = 8
+    grid: tuple = (4, 4)
+    num_codebooks: int = 2
+    num_codes: int = 5
+
+    def check_image(self, image):
+        VAE.__class__.check_image(self, image)
+
+    def codes(self, image):
+        self.check_image(image)
+        block = image.reshape(4, 2, 4, 2, 3).mean((1, 3))[..., :2]
+        return jnp.round(block * (self.num_codes - 1)).astype(jnp.int32)
+
+    def decode_codes(self, idx):
+        level = idx.astype(jnp.float32) / (self.num_codes - 1)
+        img = jnp.concatenate([level, jnp.zeros((4, 4, 1))], -1)
+        return jnp.repeat(jnp.repeat(img, 2, 0), 2, 1)
+
+
+CODEC = BlockCodec()
+
+
+def _blocks(n, seed=0):
+    idx = jax.random.randint(jax.random.key(seed), (n, 4, 4, 2), 0, 5)
+    return jax.vmap(CODEC.decode_codes)(idx)
+
+
+def _images(n, seed=0):
+    return SHAPES.sample_scenes(jax.random.key(seed), n)["image"]
+
+
+def test_gumbel_bernoulli_has_the_stated_probabilities():
+    logits = jnp.array([-2.0, 0.0, 0.7, 2.5])
+    n = 20_000
+    draws = jax.vmap(lambda k: gumbel_bernoulli(k, logits))(jax.random.split(jax.random.key(1), n))
+    d = np.asarray(draws)
+    assert set(np.unique(d)) <= {0.0, 1.0}
+    p = 1 / (1 + np.exp(-np.asarray(logits)))
+    for j in range(4):
+        assert stats.binomtest(int(d[:, j].sum()), n, p[j]).pvalue > 1e-3, j
+    # The relaxed gradient flows (straight-through), and the mode is the threshold.
+    g = jax.grad(lambda z: gumbel_bernoulli(jax.random.key(2), z).sum())(logits)
+    assert np.all(np.asarray(g) > 0)
+    np.testing.assert_array_equal(gumbel_bernoulli(None, logits), [0, 0, 1, 1])
+
+
+def test_identity_initialisation_reproduces_the_input_codes():
+    ct = CTLayer(VAE.grid, 2, 5, A, key=jax.random.key(3))
+    codes = jax.random.randint(jax.random.key(4), (8, *VAE.grid, 2), 0, 5)
+    for key in (None, jax.random.key(5)):  # graph mode and a sampled graph
+        out = jax.vmap(lambda c, key=key: ct(c, A, key))(codes)  # standard mode: null action
+        np.testing.assert_array_equal(jnp.argmax(out, -1), codes)
+    # Standard-mode losses are then small, and every term is finite.
+    x = _images(4)
+    batch = {"x": x, "y": x, "a": jnp.zeros(4, jnp.int32)}
+    loss, aux = ct_loss(2)({"vae": VAE, "ct": ct}, batch, jax.random.key(6))
+    assert np.isfinite(float(loss)) and all(np.isfinite(float(v)) for v in aux.values())
+    assert float(aux["identity_graph"]) / (64 * 2) < 1e-2
+
+
+def _peaked_model(seed=7, grid=(4, 4)):
+    ct = CTLayer(grid, 2, 5, A, identity=False, key=jax.random.key(seed))
+    # Sharp, action-dependent logits: the readout scaled up, every node under the action.
+    ct = eqx.tree_at(lambda c: c.mask_bias, ct, ct.mask_bias + 10.0)
+    return eqx.tree_at(lambda c: c.head, ct, ct.head * 40.0)
+
+
+def test_causal_mode_sums_to_one_and_picks_the_action():
+    ct = _peaked_model()
+    model = scm(CODEC, ct)
+    x = _blocks(6, seed=8)
+    a = jnp.arange(6) % A
+    y = intervene(model, x, a)  # the most likely image under the true action
+    cx = jax.vmap(CODEC.codes)(x)
+    cy = jax.vmap(CODEC.codes)(y)
+    np.testing.assert_array_equal(jax.vmap(CODEC.decode_codes)(cx), x)  # the codec is exact
+    # The construction identifies the action where no other action gives the same code grid.
+    modes = jax.vmap(lambda c: jax.vmap(lambda b: jnp.argmax(ct(c, b), -1))(jnp.arange(A)))(cx)
+    clear = [
+        i
+        for i in range(6)
+        if all(bool(jnp.any(modes[i, b] != modes[i, a[i]])) for b in range(A) if b != int(a[i]))
+    ]
+    assert len(clear) >= 4
+    clear = np.array(clear)
+    np.testing.assert_array_equal(cy, modes[jnp.arange(6), a])
+    q = action_posterior(model, x, y)
+    assert q.shape == (6, A)
+    np.testing.assert_allclose(q.sum(-1), 1.0, rtol=1e-5)
+    np.testing.assert_array_equal(jnp.argmax(q, -1)[clear], a[clear])
+    assert float(jnp.min(q[jnp.arange(6), a][clear])) > 0.99
+    # The engine's posterior is eq. (10) computed directly on the codes.
+    direct = jax.nn.softmax(jax.vmap(lambda u, v: action_logliks(ct, u, v))(cx, cy), -1)
+    np.testing.assert_allclose(q, direct, atol=1e-6)
+
+
+def test_counterfactual_through_the_engine_equals_the_model():
+    ct = _peaked_model(9, VAE.grid)
+    model = scm(VAE, ct)
+    x = _images(5, seed=10)
+    a = jnp.array([0, 1, 2, 3, 4])
+    key = jax.random.key(11)
+    y = jc.sample(key, jc.do(model, {"x": jc.Hard(x), "a": jc.Hard(a)}), 5)["y"]
+    obs = {"x": x, "a": a, "y": y}
+    a2 = jnp.array([5, 5, 0, 1, 2])
+    cf = jc.counterfactual(model, obs, {"a": jc.Hard(a2)}, jax.random.key(12))
+    # Direct: abducted Gumbel noise, CT logits under a2, argmax, decode.
+    g = jc.abduct(model, obs, jax.random.key(12))["y"]
+    cx = jax.vmap(VAE.codes)(x)
+    direct = jax.vmap(lambda c, b, n: VAE.decode_codes(jnp.argmax(ct(c, b) + n, -1)))(cx, a2, g)
+    np.testing.assert_allclose(cf["y"], direct, atol=1e-6)
+    # The abducted noise reproduces the observed codes under the observed action.
+    back = jax.vmap(lambda c, b, n: jnp.argmax(ct(c, b) + n, -1))(cx, a, g)
+    np.testing.assert_array_equal(back, jax.vmap(VAE.codes)(y))
+    # Repeated action (Fig. 5) is a scan of interventions.
+    seq = repeat_action(model, x, a2, 3)
+    np.testing.assert_allclose(seq[1], intervene(model, seq[0], a2), atol=1e-6)
+
+
+def test_bad_input_is_named():
+    model = scm(VAE, _peaked_model(7, VAE.grid))
+    x = _images(2)
+    obs = {"x": x, "a": jnp.array([0, 1]), "y": x}
+    with pytest.raises(ValueError, match="'a'"):
+        jc.counterfactual(model, obs, {"a": jc.Hard(A)}, jax.random.key(0))
+    with pytest.raises(ValueError, match="'a'"):
+        jc.abduct(model, {**obs, "a": jnp.array([0, A])}, jax.random.key(0))
+    with pytest.raises(ValueError, match="node 'y'|shape"):
+        jc.abduct(model, {**obs, "y": jnp.zeros((2, 32, 32, 3))}, jax.random.key(0))
+    with pytest.raises(ValueError, match=r"\(16, 16, 3\)"):
+        VAE.codes(jnp.zeros((16, 16, 4)))
+    with pytest.raises(ValueError, match="code grid"):
+        CTLayer(VAE.grid, 2, 5, A, key=jax.random.key(0))(jnp.zeros((4, 4, 2), jnp.int32), 0)
+    with pytest.raises(ValueError, match="num_negatives"):
+        ct_loss(0)

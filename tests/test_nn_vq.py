@@ -1,0 +1,110 @@
+"""Multi-codebook quantiser and MCQ-VAE: disjoint slices, straight-through, perplexity, restarts."""
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jcausal.nn import MCQVAE, MultiCodebook, perplexity, restart_dead_codes, slices, vq_loss
+
+
+def test_slices_are_disjoint_and_cover():
+    for dim, c in [(32, 4), (12, 3), (8, 8), (5, 1)]:
+        s = slices(dim, c)
+        covered = np.concatenate([np.arange(a, b) for a, b in s])
+        np.testing.assert_array_equal(np.sort(covered), np.arange(dim))
+        assert len(covered) == dim  # no channel twice
+        assert all(b - a == dim // c for a, b in s)
+    with pytest.raises(ValueError, match="must divide"):
+        slices(32, 5)
+    with pytest.raises(ValueError, match="must divide"):
+        MultiCodebook(10, 4, 8, key=jax.random.key(0))
+
+
+def test_codebook_c_reads_only_its_own_slice():
+    q = MultiCodebook(12, 3, 5, key=jax.random.key(0))
+    z = jax.random.normal(jax.random.key(1), (200, 12)) * 0.2
+    idx = np.asarray(q.indices(z))
+    # Independent reference: brute-force nearest code per slice in numpy.
+    cb = np.asarray(q.codebooks)
+    for c, (a, b) in enumerate(slices(12, 3)):
+        d = ((np.asarray(z)[:, None, a:b] - cb[c][None]) ** 2).sum(-1)
+        np.testing.assert_array_equal(idx[:, c], d.argmin(1))
+    # Changing channels of slice 1 moves only codebook 1's choice.
+    z2 = z.at[:, 4:8].add(jax.random.normal(jax.random.key(2), (200, 4)))
+    idx2 = np.asarray(q.indices(z2))
+    np.testing.assert_array_equal(idx2[:, [0, 2]], idx[:, [0, 2]])
+    assert np.any(idx2[:, 1] != idx[:, 1])
+
+
+def test_lookup_and_indices_are_inverse():
+    q = MultiCodebook(8, 2, 6, key=jax.random.key(3))
+    idx = jax.random.randint(jax.random.key(4), (7, 5, 2), 0, 6)
+    np.testing.assert_array_equal(q.indices(q.lookup(idx)), idx)
+    np.testing.assert_allclose(q.lookup(idx)[0, 0, 4:], q.codebooks[1, idx[0, 0, 1]])
+    with pytest.raises(ValueError, match="last axis of C=2"):
+        q.lookup(jnp.zeros((3, 3), jnp.int32))
+
+
+def test_straight_through_gradient_reaches_the_encoder():
+    q = MultiCodebook(4, 2, 3, key=jax.random.key(5))
+    z = jax.random.normal(jax.random.key(6), (4,))
+    # d z_st / d z is the identity, although z_st's value is the code.
+    jac = jax.jacobian(lambda v: q(v)[0])(z)
+    np.testing.assert_allclose(jac, np.eye(4))
+    np.testing.assert_allclose(q(z)[0], q.lookup(q.indices(z)), rtol=1e-6)
+    vae = MCQVAE(16, dim=4, num_codebooks=2, num_codes=4, width=4, key=jax.random.key(7))
+    images = jax.random.uniform(jax.random.key(8), (3, 16, 16, 3))
+    grads = eqx.filter_grad(lambda v: vq_loss(v, images)[0])(vae)
+    for conv in grads.down:
+        assert float(jnp.abs(conv.weight).sum()) > 0
+    assert float(jnp.abs(grads.quantizer.codebooks).sum()) > 0
+    loss, aux = vq_loss(vae, images, beta=0.25)
+    np.testing.assert_allclose(loss, aux["mse"] + aux["codebook"] + 0.25 * aux["commitment"])
+
+
+def test_perplexity_against_numpy():
+    rng = np.random.default_rng(0)
+    idx = np.stack([rng.integers(0, 8, 5000), np.zeros(5000, int)], -1)
+    p = np.asarray(perplexity(jnp.asarray(idx), 8))
+    freq = np.bincount(idx[:, 0], minlength=8) / 5000
+    np.testing.assert_allclose(p[0], np.exp(-(freq * np.log(freq)).sum()), rtol=1e-5)
+    np.testing.assert_allclose(p[1], 1.0)
+    assert 7.9 < p[0] <= 8.0
+
+
+def test_restart_moves_only_dead_codes():
+    vae = MCQVAE(16, dim=4, num_codebooks=2, num_codes=6, width=4, key=jax.random.key(9))
+    # Make code 5 of each codebook far from everything: it is dead.
+    vae = eqx.tree_at(
+        lambda v: v.quantizer.codebooks, vae, vae.quantizer.codebooks.at[:, 5].set(1e3)
+    )
+    images = jax.random.uniform(jax.random.key(10), (4, 16, 16, 3))
+    new, n = restart_dead_codes(vae, images, jax.random.key(11))
+    assert np.all(np.asarray(n) >= 1)
+    old_cb, new_cb = np.asarray(vae.quantizer.codebooks), np.asarray(new.quantizer.codebooks)
+    used = np.zeros((2, 6), bool)
+    idx = np.asarray(jax.vmap(vae.codes)(images)).reshape(-1, 2)
+    for c in range(2):
+        used[c, np.unique(idx[:, c])] = True
+    np.testing.assert_array_equal(new_cb[used], old_cb[used])
+    z = np.asarray(jax.vmap(vae.encode)(images)).reshape(-1, 2, 2)
+    for c in range(2):
+        for k in np.nonzero(~used[c])[0]:
+            assert np.min(np.abs(z[:, c] - new_cb[c, k]).sum(-1)) < 1e-6
+
+
+def test_bad_images_are_named():
+    vae = MCQVAE(16, dim=4, num_codebooks=2, num_codes=4, width=4, key=jax.random.key(0))
+    assert vae.grid == (8, 8)
+    with pytest.raises(ValueError, match=r"shape \(16, 16, 3\)"):
+        vae.codes(jnp.zeros((32, 32, 3)))
+    with pytest.raises(ValueError, match=r"shape \(16, 16, 3\)"):
+        vae.codes(jnp.zeros((16, 16, 1)))
+    with pytest.raises(ValueError, match="power of two"):
+        MCQVAE(24, key=jax.random.key(0))
+    with pytest.raises(ValueError, match="must divide"):
+        MCQVAE(16, dim=6, num_codebooks=4, key=jax.random.key(0))
+    with pytest.raises(ValueError, match="code grid"):
+        vae.decode_codes(jnp.zeros((8, 8, 3), jnp.int32))

@@ -24,7 +24,14 @@ from .leontief import (
     leontief_scm,
     spectral_radius,
 )
-from .prices import check_technical_coefficients, energy_value_added, price_scm, unit_prices
+from .prices import (
+    VALUE_ADDED,
+    check_technical_coefficients,
+    energy_value_added,
+    price_scm,
+    unit_prices,
+    value_added,
+)
 from .rebound import NODES, efficiency, rebound_model
 
 #: Names of :mod:`.io`, resolved on first use so that ``import jcausal`` needs no pandas.
@@ -51,6 +58,7 @@ __all__ = [
     "NODES",
     "PAPER_EMPLOYMENT",
     "PAPER_GHG",
+    "VALUE_ADDED",
     "ConstantElasticity",
     "DemandCurve",
     "DesignDiverged",
@@ -80,4 +88,5 @@ __all__ = [
     "spectral_radius",
     "stressor_table",
     "unit_prices",
+    "value_added",
 ]

@@ -1,0 +1,190 @@
+"""A generator as a sequence of named stages, so its internal activations can be read and set.
+
+Besserve, Mehrjou, Sun & Schölkopf (ICLR 2020) treat the channels of a trained generator's
+internal layers as endogenous variables of an SCM whose exogenous input is the latent ``z``.
+To intervene on them without rewriting the network, the generator is cut into stages
+``G = f_K ∘ ... ∘ f_1``; the activation after stage ``k`` is the layer named ``names[k]``, its
+last axis the channels. :class:`Stages` holds ``(name, fn)`` pairs; :func:`decoder_stages`
+cuts a :class:`jcausal.nn.MNISTDecoder` (the Deep SCM image decoder) at its reshape and its
+first upsampling, calling the network's own sub-layers (so the composition is the network).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+from flax import nnx
+from jaxtyping import Array, Float
+
+from ..nn import MNISTDecoder, Pure
+
+
+class Stages(eqx.Module):
+    """A generator ``G(z) = f_K(... f_1(z))`` as named stages.
+
+    Args:
+        stages: ``(name, fn)`` pairs in order; ``fn`` maps the previous stage's output (for
+            the first stage: the generator's input, one unit, no batch axis) to this stage's
+            output, whose last axis is its channels. Names must be distinct strings. ``fn``
+            may be any callable (a closure, an equinox module, a :class:`jcausal.nn.Pure`
+            wrapper of a flax NNX network); pytree callables keep their arrays as leaves.
+
+    Raises:
+        ValueError: no stages, a name that is not a string, repeated names, or a stage that
+            is not callable.
+    """
+
+    names: tuple[str, ...] = eqx.field(static=True)
+    fns: tuple[Any, ...]
+
+    def __init__(self, stages: Sequence[tuple[str, Callable]]):
+        stages = list(stages)
+        if not stages:
+            raise ValueError("Stages needs at least one (name, fn) pair")
+        names = []
+        for item in stages:
+            if not (isinstance(item, tuple) and len(item) == 2):
+                raise ValueError(f"each stage must be a (name, fn) pair, got {item!r}")
+            name, fn = item
+            if not isinstance(name, str):
+                raise ValueError(f"stage names must be strings, got {name!r}")
+            if not callable(fn):
+                raise ValueError(f"stage {name!r} is not callable: {fn!r}")
+            names.append(name)
+        if len(set(names)) != len(names):
+            raise ValueError(f"stage names must be distinct, got {names}")
+        self.names = tuple(names)
+        self.fns = tuple(fn for _, fn in stages)
+
+    def index(self, layer: str) -> int:
+        """Position of ``layer`` among the stages.
+
+        Raises:
+            ValueError: ``layer`` is not a stage name (the message lists the names).
+        """
+        if layer not in self.names:
+            raise ValueError(f"unknown layer {layer!r}; this generator's layers are {self.names}")
+        return self.names.index(layer)
+
+    def upto(self, z: Any, layer: str) -> Array:
+        """The activation at ``layer`` (the output of that stage) for one input ``z``."""
+        h = z
+        for fn in self.fns[: self.index(layer) + 1]:
+            h = fn(h)
+        return h
+
+    def after(self, h: Array, layer: str) -> Array:
+        """The generator's output from the activation ``h`` at ``layer`` (the later stages)."""
+        for fn in self.fns[self.index(layer) + 1 :]:
+            h = fn(h)
+        return h
+
+    def activations(self, z: Any) -> dict[str, Array]:
+        """Every stage's output for one input ``z``, by name (the last is ``G(z)``)."""
+        out, h = {}, z
+        for name, fn in zip(self.names, self.fns, strict=True):
+            h = fn(h)
+            out[name] = h
+        return out
+
+    def __call__(self, z: Any) -> Array:
+        """``G(z)`` for one input."""
+        h = z
+        for fn in self.fns:
+            h = fn(h)
+        return h
+
+    def channels(self, z: Any, layer: str) -> int:
+        """Number of channels (size of the last axis) at ``layer``, from shapes only."""
+        return int(jax.eval_shape(lambda x: self.upto(x, layer), z).shape[-1])
+
+
+class _DecoderPart(eqx.Module):
+    """One stage of an :class:`MNISTDecoder`, calling the network's own sub-layers."""
+
+    net: Pure
+    part: str = eqx.field(static=True)
+    context: Array | None
+
+    def __call__(self, h: Array) -> Array:
+        m = self.net.module
+        film = m.condition == "film"
+        c = None if self.context is None else self.context[None]
+        h = h[None]  # the normalisations reduce over all axes but the first: a batch of one
+        if self.part == "reshape":
+            if c is not None:
+                h = jnp.concatenate([h, c.astype(h.dtype)], -1)
+            h = m.norm1(m.fc1(h))
+            h = jax.nn.relu(m.film1(h, c) if film else h)
+            h = m.norm2(m.fc2(h))
+            h = jax.nn.relu(m.film2(h, c) if film else h)
+            h = h.reshape(1, 7, 7, m.width)
+        elif self.part == "up1":
+            h = m.norm3(m.up1(h))
+            h = jax.nn.relu(m.film3(h, c) if film else h)
+        else:  # "up2": second upsampling and the 1x1 output convolution
+            h = m.out(m.up2(h))
+            h = (m.film_out(h, c) if film else h)[..., 0]
+        return h[0]
+
+
+def decoder_stages(
+    decoder: MNISTDecoder | Pure, context: Float[Array, " k"] | None = None
+) -> Stages:
+    """An :class:`MNISTDecoder` cut at its reshape and its first upsampling.
+
+    Layers: ``"reshape"`` (``(7, 7, width)``, after the two dense layers), ``"up1"``
+    (``(14, 14, width)``, after the first transposed convolution, its norm and ReLU) and
+    ``"up2"`` (``(28, 28)``, the output). Intervening on ``"reshape"`` or ``"up1"`` channels is
+    what the paper does on a convolutional generator's feature maps.
+
+    The input of the stages is the first dense layer's input. For the paper's wiring
+    (``condition="input"``) that is ``concatenate([z, context])`` of size ``latent + k``: the
+    parents are part of the exogenous input, so a hybrid takes the donor's parents along with
+    its latent through the chosen channels. For ``condition="film"`` every layer also sees
+    the parents; pass ``context`` (``(k,)``) to fix them for both sources of a hybrid (at
+    the input and at every FiLM layer), and the input is ``z`` alone.
+
+    Args:
+        decoder: the decoder (a flax module or its :class:`jcausal.nn.Pure` wrapper, e.g.
+            ``scm.mechanisms["x"].decoder``).
+        context: the fixed parent features of a FiLM decoder; ``None`` otherwise.
+
+    Returns:
+        The :class:`Stages`; ``stages(x)`` equals ``decoder(z, context)``.
+
+    Raises:
+        ValueError: ``decoder`` is not an MNISTDecoder, or ``context`` is given for an
+            ``"input"`` decoder / missing for a FiLM decoder with parents.
+    """
+    net = decoder if isinstance(decoder, Pure) else None
+    if net is None and isinstance(decoder, nnx.Module):
+        net = Pure(decoder)
+    if net is None or not isinstance(net.module, MNISTDecoder):
+        raise ValueError(
+            f"decoder_stages needs a jcausal.nn.MNISTDecoder (or its Pure wrapper), got "
+            f"{type(decoder).__name__}; wrap other networks with Stages([(name, fn), ...])"
+        )
+    m = net.module
+    if m.condition == "film":
+        if context is None:
+            raise ValueError(
+                "this MNISTDecoder uses condition='film' (the parents modulate every layer): "
+                f"pass context=<({m.context},) parent features> to fix them for the hybrids"
+            )
+        context = jnp.asarray(context, jnp.float32)
+        if context.shape != (m.context,):
+            raise ValueError(f"context must have shape ({m.context},), got {context.shape}")
+    elif context is not None:
+        raise ValueError(
+            "this MNISTDecoder uses condition='input': its parents are part of the input "
+            "vector concatenate([z, context]); do not pass context="
+        )
+    return Stages([(p, _DecoderPart(net.eval(), p, context)) for p in ("reshape", "up1", "up2")])
+
+
+__all__ = ["Stages", "decoder_stages"]

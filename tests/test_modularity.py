@@ -1,0 +1,208 @@
+"""Hybrids, influence maps, NMF modules and the classifier probe (jcausal.modularity)."""
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from jcausal.modularity import (
+    Stages,
+    channel_mask,
+    classifier_probe,
+    decoder_stages,
+    find_modules,
+    hybridise,
+    hybrids,
+    influence_maps,
+    measure_slant,
+    measure_width,
+)
+from jcausal.nn import MNISTDecoder, Pure
+
+
+@pytest.fixture(scope="module")
+def decoder():
+    return Pure(MNISTDecoder(4, 2, rngs=nnx.Rngs(0), width=8))
+
+
+@pytest.fixture(scope="module")
+def pairs():
+    k1, k2 = jax.random.split(jax.random.key(1))
+    return jax.random.normal(k1, (5, 6)), jax.random.normal(k2, (5, 6))
+
+
+def test_stages_compose_to_the_decoder(decoder, pairs):
+    st = decoder_stages(decoder)
+    z = pairs[0][0]
+    np.testing.assert_allclose(st(z), decoder(z[:4], z[4:]), rtol=1e-5, atol=1e-5)
+    acts = st.activations(z)
+    assert acts["reshape"].shape == (7, 7, 8) and acts["up1"].shape == (14, 14, 8)
+    assert st.channels(z, "up1") == 8
+
+
+def test_film_decoder_stages_with_fixed_context():
+    net = Pure(MNISTDecoder(4, 2, rngs=nnx.Rngs(3), width=8, condition="film"))
+    # FiLM starts as the identity; perturb it so the context matters.
+    net = jax.tree_util.tree_map(lambda x: x + 0.1 if x.dtype == jnp.float32 else x, net)
+    ctx = jnp.array([0.5, -1.0])
+    st = decoder_stages(net, ctx)
+    z = jnp.linspace(-1, 1, 4)
+    np.testing.assert_allclose(st(z), net(z, ctx), rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="condition='film'"):
+        decoder_stages(net)
+
+
+def test_empty_set_is_receiver_and_full_set_is_donor(decoder, pairs):
+    st = decoder_stages(decoder)
+    z1, z2 = pairs[0][0], pairs[1][0]
+    np.testing.assert_array_equal(hybridise(st, z1, z2, "up1", []), st(z1))
+    for layer in ("reshape", "up1"):
+        full = hybridise(st, z1, z2, layer, np.ones(8, bool))
+        np.testing.assert_allclose(full, st(z2), rtol=1e-6, atol=1e-6)
+        # and at the layer itself: the activation is the donor's
+        h = jnp.where(np.ones(8, bool), st.upto(z2, layer), st.upto(z1, layer))
+        np.testing.assert_array_equal(h, st.upto(z2, layer))
+    # A proper subset is neither.
+    part = hybridise(st, z1, z2, "up1", [0, 1, 2])
+    assert float(jnp.max(jnp.abs(part - st(z1)))) > 1e-3
+    assert float(jnp.max(jnp.abs(part - st(z2)))) > 1e-3
+
+
+def test_vmap_over_pairs_and_sets_equals_a_loop(decoder, pairs):
+    st = decoder_stages(decoder)
+    z1, z2 = pairs
+    masks = np.array([channel_mask(c, 8) for c in ([0], [1, 5], [], list(range(8)))])
+    out = hybrids(st, z1, z2, "reshape", masks)
+    assert out.shape == (5, 4, 28, 28)
+    for n in range(5):
+        for m in range(4):
+            one = hybridise(st, z1[n], z2[n], "reshape", masks[m])
+            np.testing.assert_allclose(out[n, m], one, rtol=1e-5, atol=1e-5)
+
+
+def test_bad_layer_and_channels_are_named(decoder, pairs):
+    st = decoder_stages(decoder)
+    z1, z2 = pairs[0][0], pairs[1][0]
+    with pytest.raises(ValueError, match="unknown layer 'conv9'.*reshape"):
+        hybridise(st, z1, z2, "conv9", [0])
+    with pytest.raises(ValueError, match=r"\[8\] out of range.*8 channels"):
+        hybridise(st, z1, z2, "up1", [1, 8])
+    with pytest.raises(ValueError, match=r"\[-1\] out of range"):
+        hybrids(st, pairs[0], pairs[1], "up1", [-1])
+    with pytest.raises(ValueError, match=r"shape \(8,\) or \(M, 8\)"):
+        hybridise(st, z1, z2, "up1", np.ones(5, bool))
+    with pytest.raises(ValueError, match="must be integers"):
+        hybridise(st, z1, z2, "up1", [0.5])
+    with pytest.raises(ValueError, match="distinct"):
+        Stages([("a", jnp.sin), ("a", jnp.cos)])
+    with pytest.raises(ValueError, match="MNISTDecoder"):
+        decoder_stages(eqx.nn.Linear(2, 2, key=jax.random.key(0)))
+
+
+class _DeadChannelNet(eqx.Module):
+    """3 channels; channel 1 is multiplied by zero before the output, channel 2 feeds only
+    the right half of the output."""
+
+    w: jax.Array
+
+    def hidden(self, z):
+        return jnp.tanh(self.w @ z)  # (3,)
+
+    def out(self, h):
+        left = jnp.full(4, h[0])
+        right = jnp.full(4, h[0] + h[2] ** 2)
+        return jnp.concatenate([left, right]) + 0.0 * h[1]
+
+
+def test_dead_channel_has_zero_influence_and_live_ones_do_not():
+    net = _DeadChannelNet(jax.random.normal(jax.random.key(0), (3, 5)))
+    st = Stages([("hidden", net.hidden), ("out", net.out)])
+    k1, k2 = jax.random.split(jax.random.key(2))
+    z1, z2 = jax.random.normal(k1, (40, 5)), jax.random.normal(k2, (40, 5))
+    infl = influence_maps(st, z1, z2, "hidden", chunk=16)
+    assert infl.shape == (3, 8)
+    np.testing.assert_array_equal(infl[1], 0.0)
+    assert np.all(infl[0] > 0.05)
+    np.testing.assert_array_equal(infl[2, :4], 0.0)  # channel 2 never reaches the left half
+    assert np.all(infl[2, 4:] > 0.01)
+    # independent check of channel 0's map: direct numpy loop
+    h1, h2 = (
+        np.tanh(np.asarray(z1) @ np.asarray(net.w).T),
+        np.tanh(np.asarray(z2) @ np.asarray(net.w).T),
+    )
+    np.testing.assert_allclose(infl[0, 0], np.mean(np.abs(h2[:, 0] - h1[:, 0])), rtol=1e-5)
+
+
+def test_nmf_recovers_planted_blocks():
+    rng = np.random.default_rng(0)
+    pix = 60
+    footprints = np.zeros((3, pix))
+    footprints[0, :20] = 1.0
+    footprints[1, 20:40] = 1.0
+    footprints[2, 40:] = 1.0
+    truth = np.repeat(np.arange(3), [4, 5, 3])
+    infl = footprints[truth] * rng.uniform(0.5, 2.0, (12, 1)) + rng.uniform(0, 0.02, (12, pix))
+    infl = np.concatenate([infl, np.zeros((1, pix))])  # a dead channel
+    rng.shuffle(order := np.arange(13))
+    mods = find_modules(infl[order], explained=0.95)
+    assert mods.rank == 3
+    assign = np.empty(13, int)
+    assign[order] = mods.assignment
+    assert assign[12] == -1  # the dead channel is unassigned
+    # same partition as the truth, up to relabelling
+    for k in range(3):
+        labels = set(assign[:12][truth == k])
+        assert len(labels) == 1 and -1 not in labels
+    assert len(set(assign[:12])) == 3
+    assert mods.masks().shape == (3, 13) and mods.masks().sum() == 12
+    assert mods.explained[2] < 0.95 <= mods.explained[3]
+
+
+def test_mixed_channel_is_unassigned_and_bad_input_refused():
+    a = np.r_[np.ones(10), np.zeros(10)]
+    b = np.r_[np.zeros(10), np.ones(10)]
+    infl = np.stack([a, a * 2, b, b * 3, a + b])  # the last channel is an even mix
+    mods = find_modules(infl, rank=2)
+    assert mods.assignment[4] == -1 and mods.purity[4] < 0.1
+    assert mods.assignment[0] == mods.assignment[1] != mods.assignment[2] == mods.assignment[3]
+    with pytest.raises(ValueError, match="non-negative"):
+        find_modules(-infl)
+    with pytest.raises(ValueError, match="rank"):
+        find_modules(infl, rank=6)
+    with pytest.raises(ValueError, match="every influence map is zero"):
+        find_modules(np.zeros((3, 4)))
+
+
+def test_classifier_probe_counts_agreement_and_entropy():
+    # a "classifier" that reads the class off the first pixel: 0 or 1, with certainty
+    def classify(x):
+        c = (x.reshape(len(x), -1)[:, 0] > 0.5).astype(int)
+        return np.eye(2)[c]
+
+    r = np.zeros((4, 2, 2))
+    d = np.ones((4, 2, 2))
+    h = np.stack([r, d, d], 1)  # per pair: one hybrid like the receiver, two like the donor
+    out = classifier_probe(classify, h, r, d)
+    assert out["entropy"] == 0.0
+    assert out["receiver_agreement"] == pytest.approx(1 / 3)
+    assert out["donor_agreement"] == pytest.approx(2 / 3)
+    uniform = classifier_probe(lambda x: np.full((len(x), 2), 0.5), h, r, d)
+    assert uniform["entropy"] == pytest.approx(np.log(2))
+    with pytest.raises(ValueError, match="probabilities"):
+        classifier_probe(lambda x: np.ones((len(x), 2)), h, r, d)
+
+
+def test_slant_and_width_of_drawn_shapes():
+    img = np.zeros((28, 28))
+    img[4:24, 10:14] = 255.0  # an upright bar 4 pixels wide
+    assert measure_slant(img) == pytest.approx(0.0, abs=1e-12)
+    assert measure_width(img) == pytest.approx(4.0)
+    sheared = np.zeros((28, 28))
+    for r in range(4, 24):  # moves right by 0.5 px per row going up: slant arctan(0.5)
+        c = 8 + (23 - r) // 2
+        sheared[r, c : c + 4] = 255.0
+    assert measure_slant(sheared) == pytest.approx(np.arctan(0.5), abs=0.03)
+    assert measure_width(sheared) == pytest.approx(4.0, abs=1.0)
+    assert measure_slant(np.zeros((28, 28))) == 0.0 and measure_width(np.zeros((28, 28))) == 0.0

@@ -19,6 +19,7 @@ EXPERIMENTS = {
     "rebound": "jcausal.experiments.rebound",
     "compartments": "jcausal.experiments.compartments",
     "deepscm": "jcausal.experiments.deepscm",
+    "ctvae": "jcausal.experiments.ctvae",
 }
 
 

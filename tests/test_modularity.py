@@ -102,8 +102,7 @@ def test_bad_layer_and_channels_are_named(decoder, pairs):
 
 
 class _DeadChannelNet(eqx.Module):
-    """3 channels; channel 1 is multiplied by zero before the output, channel 2 feeds only
-    the right half of the output."""
+    """3 channels: channel 1 is multiplied by zero, channel 2 feeds only the right half."""
 
     w: jax.Array
 

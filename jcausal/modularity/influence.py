@@ -22,7 +22,7 @@ def influence_maps(
     layer: str,
     masks: ArrayLike | None = None,
     chunk: int = 64,
-) -> Float[np.ndarray, "M *out"]:
+) -> Float[np.ndarray, "M ..."]:
     """Mean absolute change of the output under single-channel (or channel-group) hybrids.
 
     Args:

@@ -58,7 +58,7 @@ def _nmf(matrix: np.ndarray, rank: int, seed: int) -> tuple[np.ndarray, np.ndarr
 
 
 def find_modules(
-    influence: Float[np.ndarray, "C *out"],
+    influence: Float[np.ndarray, "C ..."],
     rank: int | None = None,
     *,
     max_rank: int = 6,

@@ -15,9 +15,9 @@ from jaxtyping import Float
 
 def classifier_probe(
     classify: Callable[[np.ndarray], np.ndarray],
-    hybrid_images: Float[np.ndarray, "N M *image"],
-    receivers: Float[np.ndarray, "N *image"],
-    donors: Float[np.ndarray, "N *image"],
+    hybrid_images: Float[np.ndarray, "N M ..."],
+    receivers: Float[np.ndarray, "N ..."],
+    donors: Float[np.ndarray, "N ..."],
 ) -> dict[str, float]:
     """Entropy and source agreement of a classifier's decisions on hybrids.
 

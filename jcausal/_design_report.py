@@ -348,7 +348,7 @@ def plot_years(
         cells = [
             [
                 _cut(r["sector"]),
-                f"{r['factor']:.3g}",
+                f"{r['factor']:.4g}",  # 4 digits: a factor capped just under 2 is not "2"
                 f"{r['employment_change']:+.4g}",
                 f"{r['employment_change_pct']:+.1f} %",
             ]

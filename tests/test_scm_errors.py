@@ -194,3 +194,9 @@ def test_equilibrium_noise_of_the_wrong_shape_is_named():
         jc.solve(scm, {"x": "1, 1, 1"})
     values, _ = jc.solve(scm, {"x": [[1.0, 1.0, 1.0]]})  # nested lists are arrays
     np.testing.assert_allclose(values["x"][0], np.linalg.solve(np.eye(3) - 0.1, np.ones(3)))
+
+
+@pytest.mark.parametrize("make", [jc.Hard, jc.Shift, jc.Scale])
+def test_non_numeric_intervention_values_are_named(make):
+    with pytest.raises(TypeError, match=rf"{make.__name__}\(.*='a'\).*number"):
+        make("a")

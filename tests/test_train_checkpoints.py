@@ -256,3 +256,13 @@ def test_checkpoint_with_non_finite_parameters_is_not_used(tmp_path):
 def test_keep_below_two_is_refused(tmp_path):
     with pytest.raises(ValueError, match="keep must be >= 2"):
         fit(_loss, _params(), _data(), steps=5, checkpoint_dir=tmp_path, keep=1, **KW)
+
+
+def test_checkpoint_dir_that_is_a_file_is_refused_before_training(tmp_path):
+    path = tmp_path / "file"
+    path.write_text("not a folder")
+    calls = []
+    with pytest.raises(ValueError, match="is a file, not a folder"):
+        fit(_loss, _params(), _data(), steps=20, checkpoint_dir=path,
+            callback=lambda *a: calls.append(1), **KW)  # fmt: skip
+    assert calls == []  # refused before any step

@@ -187,6 +187,22 @@ class _Partial(Intervention):
         return tuple(shape) if sel is None else (shape[0], len(sel), *shape[2:])
 
 
+def _numeric(value: ArrayLike, cls: str, name: str) -> Array:
+    """``value`` as a numeric JAX array, or a TypeError naming the intervention."""
+    if isinstance(value, jax.Array):
+        return value
+    try:
+        arr = np.asarray(value)
+    except (TypeError, ValueError):
+        arr = None
+    if arr is None or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
+        raise TypeError(
+            f"{cls}({name}={value!r}): the {name} must be a number or a numeric array (a "
+            "category of a categorical node is its integer index)"
+        )
+    return jnp.asarray(arr)
+
+
 class Hard(_Partial):
     """Atomic intervention ``do(x := value)``: cuts the node from its parents and its noise.
 
@@ -207,7 +223,7 @@ class Hard(_Partial):
     value: Array
 
     def __init__(self, value: ArrayLike, *, index: Sequence[int] | None = None):
-        self.value = jnp.asarray(value)
+        self.value = _numeric(value, "Hard", "value")
         self.index = as_index(index, "Hard")
 
     @property
@@ -283,7 +299,7 @@ class Shift(_Partial):
     delta: Array
 
     def __init__(self, delta: ArrayLike, *, index: Sequence[int] | None = None):
-        self.delta = jnp.asarray(delta)
+        self.delta = _numeric(delta, "Shift", "delta")
         self.index = as_index(index, "Shift")
 
     def validate(self, node, mech):
@@ -320,7 +336,7 @@ class Scale(_Partial):
     alpha: Array
 
     def __init__(self, alpha: ArrayLike, *, index: Sequence[int] | None = None):
-        self.alpha = jnp.asarray(alpha)
+        self.alpha = _numeric(alpha, "Scale", "alpha")
         self.index = as_index(index, "Scale")
 
     def validate(self, node, mech):

@@ -176,6 +176,11 @@ class Checkpoints:
 
         self._ocp = ocp
         self.directory = os.path.abspath(directory)
+        if os.path.exists(self.directory) and not os.path.isdir(self.directory):
+            raise ValueError(
+                f"checkpoint_dir {self.directory} is a file, not a folder; name a folder (it "
+                "is created if missing)"
+            )
         self._keep = keep
         self.manager = self._open()
 

@@ -2,6 +2,7 @@
 
 python experiments/ghg_employment.py --smoke
 python experiments/ghg_employment.py --region reg3,reg5 --steps 3000
+python experiments/ghg_employment.py --exiobase DIR --paper   # the paper's configuration
 """
 
 from jcausal.experiments.ghg_employment import main

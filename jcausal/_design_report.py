@@ -130,12 +130,19 @@ def plot(path: Path, fronts: dict[str, dict[str, Any]], emp_label: str, ghg_labe
     import matplotlib.pyplot as plt
 
     regs = list(fronts)
+    # Long sector names (Exiobase's run to 40 characters here) take room from the bars: widen
+    # the figure by it (nothing changes for names up to 14 characters, as in pymrio's table).
+    longest = max(
+        (len(_cut(r["sector"], 40)) for f in fronts.values() for r in f["table"]), default=0
+    )
+    extra = max(0.0, 0.05 * (longest - 14))
+    grow = 1.0 + extra / 4.4
     fig, axes = plt.subplots(
         1,
         1 + len(regs),
-        figsize=(6.0 + 4.4 * len(regs), 4.8),
+        figsize=(6.0 * grow + (4.4 + extra) * len(regs), 4.8),
         squeeze=False,
-        gridspec_kw={"width_ratios": [1.35] + [1.0] * len(regs)},
+        gridspec_kw={"width_ratios": [1.35 * grow] + [grow] * len(regs)},
     )
     ax = axes[0, 0]
     markers = "osD^v<>p"
@@ -202,7 +209,7 @@ def plot(path: Path, fronts: dict[str, dict[str, Any]], emp_label: str, ghg_labe
         ax = axes[0, 1 + j]
         f = fronts[reg]
         rows = f["table"]
-        names = [r["sector"] for r in rows][::-1]
+        names = [_cut(r["sector"], 40) for r in rows][::-1]  # Exiobase names run to 70 chars
         vals = np.array([r["employment_change_pct"] for r in rows][::-1])
         ax.barh(names, vals, color=np.where(vals < 0, "tab:red", "tab:green"))
         span = max(10.0, float(np.abs(vals).max()) * 1.35)

@@ -686,8 +686,9 @@ def run(
     emp_label = ", ".join(employment) + (" — value-added labour proxy" if proxy else "")
     emp_label = report.short_label(employment, emp_label)
     ghg_label = " + ".join(n if w == 1 else f"{w:g}·{n}" for n, w in ghg.items())
-    if len(labels) > 1:
+    if len(ghg_label) > 60:  # e.g. three Exiobase rows: their common suffix once
         ghg_label = report.weighted_label(ghg)
+    if len(labels) > 1:
         report.plot_years(path / "trade_off.png", fronts, cases, emp_label, ghg_label, units)
     else:
         report.plot(path / "trade_off.png", fronts, emp_label, ghg_label)

@@ -164,3 +164,13 @@ def test_bad_input_is_named():
         CTLayer(VAE.grid, 2, 5, A, key=jax.random.key(0))(jnp.zeros((4, 4, 2), jnp.int32), 0)
     with pytest.raises(ValueError, match="num_negatives"):
         ct_loss(0)
+
+
+def test_actions_out_of_range_raise_inside_the_layer():
+    ct = CTLayer(VAE.grid, 2, 5, A, key=jax.random.key(0))
+    codes = jnp.zeros((*VAE.grid, 2), jnp.int32)
+    with pytest.raises(Exception, match="action out of range"):
+        jax.block_until_ready(ct(codes, A + 1))
+    model = scm(VAE, ct)
+    with pytest.raises(Exception, match="action out of range"):
+        jax.block_until_ready(intervene(model, _images(2), jnp.array([0, -1])))

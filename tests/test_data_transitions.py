@@ -78,3 +78,8 @@ def test_bad_input():
         Shapes(32, (3, 1, 5, 6, 12))
     with pytest.raises(ValueError, match="batch_size"):
         SHAPES.sampler("train", 0)
+
+
+def test_factor_values_out_of_range_raise():
+    with pytest.raises(Exception, match="out of range"):
+        jax.block_until_ready(SHAPES.render(np.array([0, 0, 0, 0, 12])))

@@ -217,6 +217,12 @@ class CTLayer(eqx.Module):
             with row ``i`` holding the parents of target node ``i``.
         """
         a = jnp.asarray(a, jnp.int32)
+        a = eqx.error_if(
+            a,
+            (a < 0) | (a > self.num_actions),
+            f"CTLayer: action out of range: actions are 0..{self.num_actions - 1}, and "
+            f"{self.num_actions} is the null action (no intervention)",
+        )
         is_null = a >= self.num_actions
         ai = jnp.clip(a, 0, self.num_actions - 1)
         k1, k2 = (None, None) if key is None else jax.random.split(key)

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -111,6 +112,13 @@ class Shapes:
                 f"({', '.join(NAMES)}), got shape {factors.shape}"
             )
         flat = factors.reshape(-1, self.num_factors)
+        card = jnp.asarray(self.cardinalities)
+        flat = eqx.error_if(
+            flat,
+            jnp.any((flat < 0) | (flat >= card)),
+            f"Shapes.render: a factor value is out of range; the factors {NAMES} take "
+            f"values 0..n-1 with n = {self.cardinalities}",
+        )
         out = jax.vmap(self._render_one)(flat)
         return out.reshape(*factors.shape[:-1], self.size, self.size, 3)
 

@@ -81,3 +81,28 @@ def test_dsprites_npz(tmp_path):
     np.savez(tmp_path / "other.npz", imgs=imgs)
     with pytest.raises(ValueError, match="latents_classes"):
         dsprites_npz(tmp_path / "other.npz")
+
+
+def test_cars3d_mat(tmp_path):
+    from scipy.io import savemat
+
+    from jcausal.data.factorial import cars3d_mat
+
+    for c in range(3):
+        im = np.zeros((128, 128, 3, 24, 4), np.uint8)
+        az, el = np.meshgrid(np.arange(24), np.arange(4), indexing="ij")
+        im[:, :, 0] = az  # red = azimuth, green = elevation, blue = car
+        im[:, :, 1] = el
+        im[:, :, 2] = c
+        savemat(tmp_path / f"car_{c:03d}_mesh.mat", {"im": im})
+    src = cars3d_mat(tmp_path, size=32)
+    assert src.cardinalities == (4, 24, 3)
+    t = src.transitions(40, seed=3)
+    assert t["x"].shape == (40, 32, 32, 3)
+    np.testing.assert_array_equal(np.count_nonzero(t["fy"] - t["fx"], 1), 1)
+    read = np.round(t["x"][:, 5, 7] * 255).astype(int)  # one pixel: (azimuth, elevation, car)
+    np.testing.assert_array_equal(read, t["fx"][:, [1, 0, 2]])
+    with pytest.raises(ValueError, match="divide 128"):
+        cars3d_mat(tmp_path, size=48)
+    with pytest.raises(FileNotFoundError, match="nips2015"):
+        cars3d_mat(tmp_path / "none")

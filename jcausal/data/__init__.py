@@ -6,13 +6,13 @@
 * `load_digit_split` — one of the three by name, with the fixed train / val / test splits.
 * `morphology` — Morpho-MNIST thickness/intensity measurement and editing.
 * `morphomnist` — the Deep SCM eq. (7) generator and its true counterfactuals.
-* `factorial` — one-factor transitions read from dSprites / Shapes3D / smallNORB by index.
+* `factorial` — one-factor transitions read by index from dSprites, Shapes3D, smallNORB, Cars3D.
 * `transitions` — procedural factors-of-variation scenes and one-factor transitions (CT-VAE).
 """
 
 from . import digits, morphology, morphomnist, tfds, transitions
 from .digits import load_digit_split, load_digits_28, load_mnist, load_mnist_5k
-from .factorial import FactorialSource, dsprites_npz, tfds_factorial
+from .factorial import FactorialSource, cars3d_mat, dsprites_npz, tfds_factorial
 from .morphology import (
     measure,
     measure_intensity,
@@ -35,6 +35,7 @@ __all__ = [
     "Shapes",
     "TransitionSampler",
     "attribute_scm",
+    "cars3d_mat",
     "counterfactual_image",
     "counterfactual_images",
     "digits",

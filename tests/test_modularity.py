@@ -205,3 +205,23 @@ def test_slant_and_width_of_drawn_shapes():
     assert measure_slant(sheared) == pytest.approx(np.arctan(0.5), abs=0.03)
     assert measure_width(sheared) == pytest.approx(4.0, abs=1.0)
     assert measure_slant(np.zeros((28, 28))) == 0.0 and measure_width(np.zeros((28, 28))) == 0.0
+
+
+def test_transfer_and_module_table_of_known_hybrids():
+    from jcausal.experiments.modularity import module_table, transfer
+
+    rng = np.random.default_rng(0)
+    r, d = rng.normal(size=50), rng.normal(size=50)
+    assert transfer(d, r, d) == pytest.approx(1.0)
+    assert transfer(r, r, d) == pytest.approx(0.0)
+    assert transfer(0.3 * d + 0.7 * r, r, d) == pytest.approx(0.3)
+    # module 0 swaps in the donor image, module 1 keeps the receiver: all transfer is module 0's
+    rec = np.zeros((6, 28, 28))
+    don = np.zeros((6, 28, 28))
+    for k in range(6):
+        rec[k, 6:22, 12 : 14 + k % 2] = 200.0
+        don[k, 5:23, 10 : 15 + k % 3] = 120.0 + 20 * k
+    table, summary = module_table(np.stack([don, rec], 1), rec, don)
+    for a in ("thickness", "intensity", "width"):
+        assert table[a][0] == pytest.approx(1.0) and table[a][1] == pytest.approx(0.0)
+    assert summary["score"] == pytest.approx(1.0)

@@ -19,6 +19,7 @@ EXPERIMENTS = {
     "rebound": "jcausal.experiments.rebound",
     "compartments": "jcausal.experiments.compartments",
     "deepscm": "jcausal.experiments.deepscm",
+    "modularity": "jcausal.experiments.modularity",
     "ctvae": "jcausal.experiments.ctvae",
 }
 

@@ -314,5 +314,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
 
 
+def run() -> None:
+    """The console entry point: :func:`main`, then exit with its code.
+
+    After Ctrl-C (code 130) the process leaves with ``os._exit`` once the output streams are
+    flushed (the run's staged output is already removed by then): an interrupt that lands
+    while XLA is still compiling in its own threads would otherwise crash the interpreter's
+    shutdown (a segmentation fault instead of exit status 130).
+    """
+    code = main()
+    if code == 130:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(130)
+    sys.exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()

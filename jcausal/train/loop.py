@@ -445,6 +445,7 @@ def fit(
     # CALL_SECONDS per call (the first call's time is mostly compilation, so it is not used).
     budget = length if length <= 64 else 8
     warm = False
+    out = None
     try:
         while done < steps:
             count = min(next_stop(done), done + budget) - done
@@ -499,6 +500,16 @@ def fit(
                 report(ran)
             if callback is not None:
                 callback(done, unfreeze(eqx.combine(dyn, static)), float(loss_f))
+    except BaseException:
+        # Ctrl-C (or any error) while a compiled call runs: let that call finish before the
+        # exception unwinds, so the interpreter never exits under a running XLA computation
+        # (a crash at exit). A call lasts at most about CALL_SECONDS once compiled.
+        if out is not None:
+            try:
+                jax.block_until_ready(out)
+            except Exception:
+                pass
+        raise
     finally:
         history.loss = np.concatenate(loss_parts) if loss_parts else np.zeros(0)
         if bar is not None:

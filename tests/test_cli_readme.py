@@ -38,7 +38,7 @@ def test_readme_commands_match_ci():
     first = (ROOT / "README.md").read_text().splitlines()[:5]
     ci = (ROOT / ".ci" / "run").read_text()
     test_cmd = next(line for line in first if "pytest" in line)
-    assert '-e ".[dev,bench,data]"' in test_cmd and '-e ".[dev,bench,data]"' in ci
+    assert '-e ".[dev,bench,data,docs]"' in test_cmd and '-e ".[dev,bench,data,docs]"' in ci
     assert test_cmd.split("&& ")[-1].strip() in ci
     assert any("jcausal design" in line for line in first)
 

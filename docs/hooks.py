@@ -1,7 +1,8 @@
 """MkDocs hooks that fill pages from the code and from the gallery's measured metrics.
 
 * ``<!-- cli: ARGS -->`` becomes the output of ``jcausal ARGS --help``, read from the parser at
-  build time, so the CLI reference cannot go stale.
+  build time, so the CLI reference cannot go stale; ``<!-- cli-experiments -->`` becomes one
+  such section per registered experiment (``jcausal.experiments.available()``).
 * Sphinx roles left in docstrings (``:func:`name```) render as plain code, not as the literal
   ``:func:`` text (the docstrings are Google style; a few use the roles inline).
 * ``<!-- metric: ENTRY a/b/c -->`` becomes the value at keys ``a``, ``b``, ``c`` of
@@ -57,8 +58,16 @@ def _help(args: list[str]) -> str:
     return text
 
 
+def _experiments() -> str:
+    from jcausal.experiments import available
+
+    return "\n\n".join(f"### {name}\n\n<!-- cli: experiment {name} -->" for name in available())
+
+
 def on_page_markdown(markdown: str, page, config, files) -> str:
     """Replace every metric marker with its value and every CLI marker with the help."""
+    if "<!-- cli-experiments -->" in markdown:
+        markdown = markdown.replace("<!-- cli-experiments -->", _experiments())
 
     def block(m: re.Match) -> str:
         args = m.group(1).split()

@@ -1,7 +1,7 @@
 """Invariant and compartmentalized soft interventions in equilibrium SCMs.
 
-(Just over 500 lines: Propositions 3 and 4 and the learned compensator share the equilibrium
-helpers; one section per result.)
+(About 620 lines: Propositions 3 and 4 and the learned compensator, with its input features and
+standardization, share the equilibrium helpers; one section per result.)
 
 Besserve & Schölkopf (UAI 2022), sections 3.3-3.4 and 4: an intervention on node ``i`` (e.g. a
 Lie intervention ``u``) usually moves every node downstream, feedback included. An *invariant*

@@ -13,6 +13,7 @@ def test_rebound_smoke(tmp_path):
     assert set(m["value_added"]) == {"energy_output", "energy_input"}
     assert m["training"]["invariant"] == "target_demand"  # the paper's invariant node
     for kind, res in m["value_added"].items():
+        assert res["proposition_3"]["holds"], res["proposition_3"]["reasons"]
         for alpha, r in res["per_alpha"].items():
             ref = np.asarray(r["target_price"]["reference"])
             # Every energy on the grid agrees with the numpy closed form.

@@ -225,3 +225,21 @@ def test_transfer_and_module_table_of_known_hybrids():
     for a in ("thickness", "intensity", "width"):
         assert table[a][0] == pytest.approx(1.0) and table[a][1] == pytest.approx(0.0)
     assert summary["score"] == pytest.approx(1.0)
+
+
+def test_object_alpha_recomposes_the_rendered_scene():
+    from jcausal.data import Shapes
+    from jcausal.experiments.modularity_scenes import object_alpha
+
+    shapes = Shapes(size=32)
+    f = jnp.array([[0, 3, 1, 2, 5], [2, 0, 4, 0, 11]])
+    alpha = np.asarray(object_alpha(shapes, f))
+    img = np.asarray(shapes.render(f))
+    for k in range(2):
+        bg = img[k, 0, 0]
+        i, j = np.unravel_index(np.argmax(alpha[k]), alpha[k].shape)
+        colour = (img[k, i, j] - (1 - alpha[k, i, j]) * bg) / alpha[k, i, j]
+        assert alpha[k, i, j] > 0.9 and alpha[k, 0, 0] < 1e-3
+        a = alpha[k][..., None]
+        np.testing.assert_allclose(a * colour + (1 - a) * bg, img[k], atol=2e-3)
+    assert alpha[0].mean() > alpha[1].mean()  # scale 3 vs scale 0

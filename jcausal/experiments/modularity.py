@@ -20,8 +20,9 @@ means of held-out digits, concatenated with their parent features. Then, per lay
 * the classifier probe: entropy and source agreement of a digit classifier
   (:func:`jcausal.metrics.train_digit_classifier`) on the module hybrids.
 
-Not done here: the procedural-scenes part of the issue (object vs background influence), which
-needs object masks that :mod:`jcausal.data.transitions` does not expose.
+With ``--scenes``, also the procedural scenes (:mod:`jcausal.experiments.modularity_scenes`):
+a small VAE trained on :class:`jcausal.data.Shapes`, its modules and each module's share of
+influence on the object pixels (``scenes_<layer>.png``).
 """
 
 from __future__ import annotations
@@ -74,6 +75,8 @@ class Config:
     max_rank: int = 6
     classifier_steps: int = 1000
     grid_pairs: int = 6
+    scene_steps: int = 3000
+    scene_pairs: int = 128
 
 
 # The smoke sizes are the deepscm smoke's, so its cached Morpho-MNIST units are reused.
@@ -87,6 +90,8 @@ SMOKE = Config(
     table_pairs=16,
     classifier_steps=50,
     grid_pairs=3,
+    scene_steps=200,
+    scene_pairs=32,
 )
 FULL = Config()
 
@@ -235,6 +240,7 @@ def run(
     out: str | Path | None = None,
     seed: int = 0,
     steps: int | None = None,
+    scenes: bool = False,
 ) -> dict:
     """Train a small Deep SCM and measure the modularity of its image decoder.
 
@@ -243,6 +249,7 @@ def run(
         out: output folder (default ``results/modularity``).
         seed: seed of the model, the pairs and the classifier (the data are fixed).
         steps: training steps of the Deep SCM (default: the config's).
+        scenes: also run the procedural-scenes part (a scene VAE is trained first).
 
     Returns:
         The metrics written to ``metrics.json``.
@@ -303,15 +310,30 @@ def run(
         g = cfg.grid_pairs
         _plot_hybrids(rec[:g], don[:g], hyb[:g], layer, path / f"hybrids_{layer}.png")
         figures += [f"influence_{layer}.png", f"hybrids_{layer}.png"]
+    if scenes:
+        from .modularity_scenes import plot_scene_hybrids, scenes_modularity
+
+        t1 = time.time()
+        metrics["scenes"], draw = scenes_modularity(
+            jax.random.fold_in(key, 3), cfg.scene_steps, cfg.scene_pairs, seed
+        )
+        for layer, arrays in draw.items():
+            plot_scene_hybrids(arrays, layer, path / f"scenes_{layer}.png")
+            figures.append(f"scenes_{layer}.png")
+        times["scenes"] = time.time() - t1
     times["total"] = time.time() - t0
     metrics["seconds"] = times
     metrics["figures"] = figures
-    write_metrics(path, metrics, dataclasses.asdict(cfg) | {"smoke": smoke, "seed": seed})
+    config = dataclasses.asdict(cfg) | {"smoke": smoke, "seed": seed, "scenes": scenes}
+    write_metrics(path, metrics, config)
     return metrics
 
 
 def _extra(parser) -> None:
     parser.add_argument("--steps", type=int, default=None, help="training steps of the Deep SCM")
+    parser.add_argument(
+        "--scenes", action="store_true", help="also the procedural scenes (trains a scene VAE)"
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> dict:

@@ -68,7 +68,7 @@ def ex_post_prior(scm, train: dict, n: int = 4000, components: int = 10, seed: i
             )
             for a in range(0, len(x), 500)
         ]
-    )
+    ).astype(np.float64)  # float32 covariances fail numpy's PSD check when sampled
     # At least ~50 points per component, so each full covariance is well determined.
     k = max(1, min(components, len(mu) // 50))
     return GaussianMixture(k, covariance_type="full", reg_covar=1e-4, random_state=seed).fit(mu)

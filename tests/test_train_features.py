@@ -268,3 +268,5 @@ def test_long_calls_give_the_same_run_records_and_progress():
     assert sum(seen) == 45 and len(seen) < 9  # fewer host reads than log records
     with pytest.raises(ValueError, match="steps_per_call must be >= 1"):
         fit(loss, {"w": jnp.zeros(3)}, _data(), steps_per_call=0, **kw)
+    with pytest.raises(TypeError, match="progress must be True, False or a function"):
+        fit(loss, {"w": jnp.zeros(3)}, _data(), **(kw | {"progress": "yes"}))

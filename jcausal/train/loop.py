@@ -173,6 +173,11 @@ def fit(
     log_every = integer("log_every", log_every, 1)
     if steps_per_call is not None:
         steps_per_call = integer("steps_per_call", steps_per_call, 1)
+    if not (isinstance(progress, bool) or callable(progress)):
+        raise TypeError(
+            f"progress must be True, False or a function progress(k) of the steps just run; "
+            f"got {progress!r}"
+        )
     keep = integer("keep", keep, 1)
     if keep < 2 and checkpoint_dir is not None:
         raise ValueError(
@@ -507,7 +512,7 @@ def fit(
         if out is not None:
             try:
                 jax.block_until_ready(out)
-            except Exception:
+            except Exception:  # the call's own failure: the exception being raised says more
                 pass
         raise
     finally:

@@ -23,7 +23,7 @@ _NAMES = {
             "solvability", "solve"),
     "solvers": ("RESULTS", "Anderson", "FixedPointError", "FixedPointReport", "Forward",
                 "Newton", "fixed_point"),
-    "train": ("History", "fit", "frozen", "unfreeze"),
+    "train": ("History", "buffer", "fit", "frozen", "unfreeze"),
 }  # fmt: skip
 _WHERE = {name: module for module, names in _NAMES.items() for name in names}
 
@@ -77,7 +77,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see
         solve,
     )
     from .solvers import RESULTS, Anderson, FixedPointError, FixedPointReport, Forward, fixed_point
-    from .train import History, fit, frozen, unfreeze
+    from .train import History, buffer, fit, frozen, unfreeze
 
 __all__ = [
     "RESULTS",
@@ -109,6 +109,7 @@ __all__ = [
     "Translation",
     "__version__",
     "abduct",
+    "buffer",
     "check_compartments",
     "counterfactual",
     "distributed",

@@ -27,7 +27,9 @@ the latest.
 For the next model families: ``ema=`` keeps an exponential moving average of the parameters;
 a loss that takes a ``step`` keyword receives the step number (annealing, alternating modes);
 :func:`frozen` marks leaves (schedules, position tables) that get no optimiser state and are
-never moved, not even by decoupled weight decay.
+never moved, not even by decoupled weight decay; :func:`buffer` marks leaves that the loss
+updates without a gradient (EMA codebooks, running statistics) by returning
+``(loss, aux, new_params)``.
 
 Data parallelism: pass ``sharding=jax.make_mesh(...)`` (or a ``NamedSharding`` for the batch
 axis). Parameters, optimizer state and data are replicated; each batch is split along its
@@ -39,8 +41,8 @@ data layout and non-trained parameters reuses the first one's program (a loop of
 compiles once); :func:`cache_clear` empties the cache.
 """
 
-from .frozen import Frozen, frozen, unfreeze
+from .frozen import Buffer, Frozen, buffer, frozen, unfreeze
 from .loop import History, fit
 from .step import cache_clear
 
-__all__ = ["Frozen", "History", "cache_clear", "fit", "frozen", "unfreeze"]
+__all__ = ["Buffer", "Frozen", "History", "buffer", "cache_clear", "fit", "frozen", "unfreeze"]

@@ -29,7 +29,7 @@ from .checkpoint import (
     to_numpy,
 )
 from .checks import fault, integer, key_data, leaf_names, num_units
-from .frozen import trainable_mask, unfreeze
+from .frozen import buffer_flags, is_none, trainable_mask, unfreeze
 from .step import call_loss, make_chunk, permutation, split_loss, takes_step
 
 CALL_SECONDS = 0.25  # target wall time of one compiled call when steps_per_call is large
@@ -235,6 +235,7 @@ def fit(
     # Only arrays are trained: a Python number picked by a custom filter stays as it is.
     dyn, scalars = eqx.partition(dyn, eqx.is_array)
     static = eqx.combine(static, fixed, scalars)
+    buffers = buffer_positions(params, dyn)
     opt_state = optimizer.init(dyn)
     ema_dyn = dyn if ema is not None else None
     names = leaf_names(dyn)
@@ -376,6 +377,7 @@ def fit(
         batch_sharding=batch_sharding,
         ema_decay=ema,
         length=length,
+        buffers=buffers,
     )
     eval_with_step = takes_step(eval_fn if eval_fn is not None else loss_fn)
 
@@ -537,6 +539,32 @@ def fit(
     if ema is not None:
         history.ema_params = eqx.combine(ema_dyn, static)
     return eqx.combine(dyn, static), history
+
+
+def buffer_positions(params: PyTree, dyn: PyTree) -> tuple[tuple[int, int], ...]:
+    """``(index among the leaves of params, index among the leaves of dyn)`` of each buffer leaf.
+
+    Raises:
+        ValueError: a buffer leaf is not a floating-point array selected by ``trainable``.
+    """
+    flags = buffer_flags(params)
+    slots = jax.tree_util.tree_leaves(dyn, is_leaf=is_none)
+    if not any(flags):
+        return ()
+    if len(slots) != len(flags):
+        raise ValueError("a buffer may not hold None leaves; mark arrays with buffer(...)")
+    out, j = [], 0
+    for i, (flag, slot) in enumerate(zip(flags, slots, strict=True)):
+        if flag and slot is None:
+            raise ValueError(
+                f"parameter leaf {i} is marked as a buffer but is not a floating-point array "
+                "chosen by `trainable`; buffers must be float arrays (keep counters as floats)"
+            )
+        if slot is not None:
+            if flag:
+                out.append((i, j))
+            j += 1
+    return tuple(out)
 
 
 __all__ = ["History", "fit"]

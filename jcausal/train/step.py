@@ -25,17 +25,65 @@ from .. import parallel
 from .frozen import unfreeze
 
 
-def split_loss(out: Any) -> tuple[Array, dict[str, Array]]:
-    """Accept ``loss`` or ``(loss, aux)`` from a loss function."""
+def split_output(out: Any) -> tuple[Array, dict[str, Array], PyTree | None]:
+    """Accept ``loss``, ``(loss, aux)`` or ``(loss, aux, new_params)`` from a loss function."""
     if isinstance(out, tuple):
-        if len(out) != 2 or not isinstance(out[1], Mapping):
+        if len(out) not in (2, 3) or not isinstance(out[1], Mapping):
             raise ValueError(
-                "loss_fn must return a scalar loss or a pair (loss, aux) with aux a dict of "
-                f"named scalar terms; got a tuple of length {len(out)}"
+                "loss_fn must return a scalar loss, a pair (loss, aux) with aux a dict of "
+                "named terms, or a triple (loss, aux, new_params) whose buffers are kept; got "
+                f"a tuple of length {len(out)}"
             )
-        loss, aux = out
-        return jnp.asarray(loss), dict(aux)
-    return jnp.asarray(out), {}
+        return jnp.asarray(out[0]), dict(out[1]), (out[2] if len(out) == 3 else None)
+    return jnp.asarray(out), {}, None
+
+
+def split_loss(out: Any) -> tuple[Array, dict[str, Array]]:
+    """Accept ``loss``, ``(loss, aux)`` or ``(loss, aux, new_params)``; return the first two."""
+    loss, aux, _ = split_output(out)
+    return loss, aux
+
+
+def take_buffers(
+    d: PyTree, new: PyTree | None, expected: Any, buffers: tuple[tuple[int, int], ...]
+) -> PyTree:
+    """``d`` with its buffer leaves replaced by their values in ``new`` (gradients stopped).
+
+    Args:
+        d: the trained leaves (the partition of the parameters that the optimiser sees).
+        new: the parameters the loss returned as its third output (unmarked), or ``None``.
+        expected: tree structure of the unmarked parameters (``None`` counted as a leaf).
+        buffers: ``(leaf index in the full parameters, leaf index in d)`` of every buffer leaf.
+    """
+    if new is None or not buffers:
+        return d
+    leaves, treedef = jax.tree_util.tree_flatten(new, is_leaf=lambda x: x is None)
+    if treedef != expected:
+        raise ValueError(
+            "the third output of loss_fn (new parameters carrying the updated buffers) must "
+            "have the structure of the parameters the loss received; build it with "
+            f"eqx.tree_at on them. Expected {expected}, got {treedef}"
+        )
+    d_leaves, d_def = jax.tree_util.tree_flatten(d)
+    for i, j in buffers:
+        old, value = d_leaves[j], jnp.asarray(leaves[i])
+        if value.shape != old.shape:
+            raise ValueError(
+                f"loss_fn returned buffer leaf {i} with shape {value.shape}; it has shape "
+                f"{old.shape} and must keep it"
+            )
+        d_leaves[j] = jax.lax.stop_gradient(value).astype(old.dtype)
+    return jax.tree_util.tree_unflatten(d_def, d_leaves)
+
+
+def stop_buffers(d: PyTree, buffers: tuple[tuple[int, int], ...]) -> PyTree:
+    """``d`` with gradients through its buffer leaves stopped."""
+    if not buffers:
+        return d
+    d_leaves, d_def = jax.tree_util.tree_flatten(d)
+    for _, j in buffers:
+        d_leaves[j] = jax.lax.stop_gradient(d_leaves[j])
+    return jax.tree_util.tree_unflatten(d_def, d_leaves)
 
 
 def takes_step(fn: Callable) -> bool:
@@ -119,6 +167,7 @@ def make_chunk(
     batch_sharding,
     ema_decay: float | None,
     length: int,
+    buffers: tuple[tuple[int, int], ...] = (),
 ) -> Callable[..., Chunk]:
     """Build ``chunk(dyn, opt_state, ema, data, perm, start, count) -> Chunk``.
 
@@ -135,7 +184,7 @@ def make_chunk(
     static_arrays, static_rest = eqx.partition(static, eqx.is_array)
     rest_leaves, rest_def = jax.tree_util.tree_flatten(static_rest)
     config = (loss_fn, with_step, optimizer, sampled, sampler, n, batch_size, steps_per_epoch,
-              batch_sharding, ema_decay, length, rest_def, tuple(rest_leaves))  # fmt: skip
+              batch_sharding, ema_decay, length, buffers, rest_def, tuple(rest_leaves))  # fmt: skip
     key = _cache_key(config)
     compiled = _CACHE.get(key) if key is not None else None
     if compiled is None:
@@ -152,6 +201,7 @@ def make_chunk(
             batch_sharding=batch_sharding,
             ema_decay=ema_decay,
             length=length,
+            buffers=buffers,
         )
         if key is not None:
             _CACHE[key] = compiled
@@ -183,17 +233,26 @@ def _compile(
     batch_sharding,
     ema_decay,
     length,
+    buffers,
 ) -> Callable[..., Chunk]:
     def objective(d, static_arrays, batch, k, step):
         static = eqx.combine(static_arrays, static_rest)
-        loss, aux = split_loss(call_loss(loss_fn, with_step, eqx.combine(d, static), batch, k,
-                                         step))  # fmt: skip
+        params = eqx.combine(stop_buffers(d, buffers), static)
+        loss, aux, new = split_output(call_loss(loss_fn, with_step, params, batch, k, step))
         if loss.shape != ():
             raise ValueError(
                 f"loss_fn must return a scalar loss, got shape {loss.shape}; reduce it over "
                 "the batch (e.g. with jnp.mean)"
             )
-        return loss, aux
+        if new is not None and not buffers:
+            raise ValueError(
+                "loss_fn returned new parameters (a third output) but no parameter is marked "
+                "as a buffer; wrap the leaves it updates in jcausal.train.buffer(...)"
+            )
+        if new is not None:
+            expected = jax.tree_util.tree_structure(unfreeze(params), is_leaf=lambda x: x is None)
+            new = take_buffers(d, new, expected, buffers)
+        return loss, (aux, new)
 
     def one_step(static_arrays, data_key, loss_key, d, state, ema, data, perm, step):
         if sampled:
@@ -212,7 +271,7 @@ def _compile(
         if batch_sharding is not None and batch is not None:
             batch = parallel.constrain_batch(batch, batch_sharding)
         k = jax.random.fold_in(loss_key, step)
-        (loss, aux), grads = eqx.filter_value_and_grad(objective, has_aux=True)(
+        (loss, (aux, with_buffers)), grads = eqx.filter_value_and_grad(objective, has_aux=True)(
             d, static_arrays, batch, k, step
         )
         if isinstance(optimizer, optax.GradientTransformationExtraArgs):
@@ -221,6 +280,8 @@ def _compile(
         else:
             updates, new_state = optimizer.update(grads, state, d)
         new_d = eqx.apply_updates(d, updates)
+        # Buffers take the loss's new values (or keep their own): the optimiser never moves them.
+        new_d = _restore_buffers(new_d, d if with_buffers is None else with_buffers, buffers)
         new_ema = None if ema is None else optax.incremental_update(new_d, ema, 1.0 - ema_decay)
         return new_d, new_state, new_ema, perm, loss, aux, all_finite(grads), all_finite(new_d)
 
@@ -298,6 +359,16 @@ def _compile(
     return call
 
 
+def _restore_buffers(d: PyTree, source: PyTree, buffers: tuple[tuple[int, int], ...]) -> PyTree:
+    if not buffers:
+        return d
+    d_leaves, d_def = jax.tree_util.tree_flatten(d)
+    src = jax.tree_util.tree_leaves(source)
+    for _, j in buffers:
+        d_leaves[j] = src[j]
+    return jax.tree_util.tree_unflatten(d_def, d_leaves)
+
+
 @functools.partial(jax.jit, static_argnums=2)
 def permutation(data_key: Array, epoch: Array, n: int) -> Array:
     """The order of the ``n`` units in epoch ``epoch`` (a permutation of ``arange(n)``)."""
@@ -312,5 +383,6 @@ __all__ = [
     "make_chunk",
     "permutation",
     "split_loss",
+    "split_output",
     "takes_step",
 ]

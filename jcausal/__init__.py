@@ -11,12 +11,13 @@ from ._version import __version__
 
 # Names are resolved on first use (PEP 562), so that `import jcausal` and `jcausal --help` do
 # not pay for JAX, distrax/TensorFlow Probability, optax, flax or pandas until they are needed.
-_SUBMODULES = ("economy", "examples", "flows", "invariance", "lie", "parallel", "scm", "solvers",
-               "train")  # fmt: skip
+_SUBMODULES = ("economy", "examples", "flows", "invariance", "lie", "parallel", "policy", "scm",
+               "solvers", "train")  # fmt: skip
 _NAMES = {
     "invariance": ("check_compartments", "invariance_conditions", "learn_compartmentalized",
                    "learn_invariant"),
     "lie": ("SO", "Lie", "LieGroup", "Multiplicative", "Translation", "distributed"),
+    "policy": ("Action", "Box", "Policy"),
     "scm": ("SCM", "Additive", "Amortized", "CycleError", "EquilibriumSCM", "GumbelMax", "Hard",
             "Intervention", "Invertible", "Mechanism", "Root", "Scale", "Shift", "Soft",
             "Solvability", "Solver", "abduct", "counterfactual", "do", "log_prob", "sample",
@@ -43,7 +44,7 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # what type checkers and IDEs see
-    from . import economy, examples, flows, invariance, lie, parallel, solvers, train
+    from . import economy, examples, flows, invariance, lie, parallel, policy, solvers, train
     from .invariance import (
         check_compartments,
         invariance_conditions,
@@ -51,6 +52,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see
         learn_invariant,
     )
     from .lie import SO, Lie, LieGroup, Multiplicative, Translation, distributed
+    from .policy import Action, Box, Policy
     from .scm import (
         SCM,
         Additive,
@@ -83,9 +85,11 @@ __all__ = [
     "RESULTS",
     "SCM",
     "SO",
+    "Action",
     "Additive",
     "Amortized",
     "Anderson",
+    "Box",
     "CycleError",
     "EquilibriumSCM",
     "FixedPointError",
@@ -100,6 +104,7 @@ __all__ = [
     "LieGroup",
     "Mechanism",
     "Multiplicative",
+    "Policy",
     "Root",
     "Scale",
     "Shift",
@@ -127,6 +132,7 @@ __all__ = [
     "lie",
     "log_prob",
     "parallel",
+    "policy",
     "sample",
     "solvability",
     "solve",

@@ -1,0 +1,149 @@
+"""The gradient-free peer: evolution strategies (evosax) on the same objective.
+
+:func:`evolve` flattens the policy's trainable arrays into one vector and searches it with an
+evosax strategy (CMA-ES by default), each generation scoring the whole population on the same
+objective as :func:`jcausal.policy.train` (full batch of units, a fixed set of trade-off
+weights), with a constraint as the quadratic penalty of :class:`Penalty`. It needs no
+gradient, so it also serves objectives that are not differentiable. Generations run in one
+``lax.scan`` per call of ``chunk`` generations.
+
+evosax is an optional dependency (the ``bench`` extra).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.flatten_util import ravel_pytree
+from jaxtyping import Array, PRNGKeyArray
+
+from .module import Policy
+from .problem import Problem
+
+STRATEGIES = ("CMA_ES", "Sep_CMA_ES", "SNES", "Open_ES")
+
+
+@dataclasses.dataclass
+class EvolveResult:
+    """What :func:`evolve` did.
+
+    Attributes:
+        best_fitness: ``(G,)`` best fitness so far after each generation.
+        mean_fitness: ``(G,)`` mean fitness of each generation's population.
+        generations: generations run.
+        evaluations: objective evaluations (generations × population).
+        seconds: wall time (compilation included).
+    """
+
+    best_fitness: np.ndarray
+    mean_fitness: np.ndarray
+    generations: int
+    evaluations: int
+    seconds: float
+
+
+def _fitness_fn(problem: Problem, rest: Policy, unravel, data, lams, penalty: float):
+    def one(flat):
+        policy = eqx.combine(unravel(flat), rest)
+        if lams is None:
+            f, g, ok = problem.terms(policy, data, None)
+        else:
+            f, g, ok = jax.vmap(lambda lam: problem.terms(policy, data, lam[None]))(lams)
+        val = jnp.mean(f)
+        if g is not None:
+            val = val + penalty / 2 * jnp.maximum(0.0, jnp.mean(g)) ** 2
+        # A failed equilibrium solve or a NaN scores worst, never best.
+        return jnp.where(ok & jnp.isfinite(val), val, jnp.inf)
+
+    return one
+
+
+def evolve(
+    problem: Problem,
+    policy: Policy,
+    data: Mapping[str, Any],
+    *,
+    generations: int,
+    key: PRNGKeyArray,
+    population: int = 32,
+    sigma: float = 0.1,
+    strategy: str = "CMA_ES",
+    lambdas: Array | None = None,
+    penalty: float = 100.0,
+) -> tuple[Policy, EvolveResult]:
+    """Search the policy's parameters with an evolution strategy.
+
+    Args:
+        problem: the objective.
+        policy: the initial policy (the search starts at its parameters).
+        data: the units (:meth:`Problem.prepare`), all scored every generation.
+        generations: number of generations.
+        key: ``jax.random`` key.
+        population: candidates per generation.
+        sigma: initial search scale, in the units of the network's weights.
+        strategy: one of :data:`STRATEGIES` (evosax names).
+        lambdas: ``(L,)`` or ``(L, k)`` trade-off weights scored (required when the policy
+            reads λ).
+        penalty: weight of the quadratic constraint penalty.
+
+    Returns:
+        ``(best policy found, EvolveResult)``.
+
+    Raises:
+        ValueError: an unknown strategy, missing λ, or bad counts.
+        ImportError: evosax is not installed (``pip install jcausal[bench]``).
+    """
+    import evosax.algorithms as algorithms  # optional dependency
+
+    if strategy not in STRATEGIES:
+        raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
+    for name, v in (("generations", generations), ("population", population)):
+        if isinstance(v, bool) or not isinstance(v, int | np.integer) or v < 2:
+            raise ValueError(f"{name} must be an integer >= 2, got {v!r}")
+    if not (np.isfinite(sigma) and sigma > 0):
+        raise ValueError(f"sigma must be a positive number, got {sigma!r}")
+    problem.check(policy, data)
+    if policy.num_lambdas:
+        if lambdas is None:
+            raise ValueError("this policy reads trade-off weights: pass lambdas=(L,) values")
+        lams = jnp.asarray(lambdas, jnp.result_type(float)).reshape(-1, policy.num_lambdas)
+    else:
+        lams = None
+    t0 = time.perf_counter()
+    dyn, rest = eqx.partition(policy, policy.trainable())
+    flat0, unravel = ravel_pytree(dyn)
+    fitness = _fitness_fn(problem, rest, unravel, data, lams, float(penalty))
+    es = getattr(algorithms, strategy)(population_size=int(population), solution=flat0)
+    params = es.default_params
+    if hasattr(params, "std_init"):
+        params = params.replace(std_init=float(sigma))
+    k0, key = jax.random.split(key)
+    state = es.init(k0, flat0, params)
+
+    @jax.jit
+    def run(state, key):
+        def gen(state, k):
+            k1, k2 = jax.random.split(k)
+            pop, state = es.ask(k1, state, params)
+            fit = jax.vmap(fitness)(pop)
+            state, _ = es.tell(k2, pop, fit, state, params)
+            return state, (state.best_fitness, jnp.mean(jnp.where(jnp.isfinite(fit), fit, jnp.nan)))
+
+        return jax.lax.scan(gen, state, jax.random.split(key, generations))
+
+    state, (best, mean) = run(state, key)
+    best = np.asarray(best)
+    policy = eqx.combine(unravel(state.best_solution), rest)
+    result = EvolveResult(best, np.asarray(mean), int(generations), int(generations * population),
+                          time.perf_counter() - t0)  # fmt: skip
+    return policy, result
+
+
+__all__ = ["STRATEGIES", "EvolveResult", "evolve"]

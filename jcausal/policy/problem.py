@@ -1,0 +1,197 @@
+"""Objectives on outcomes: what a policy should achieve, per unit or over a population.
+
+A :class:`Problem` ties a model, the covariates a policy reads, and an ``outcome`` written for
+**one unit** (like a mechanism): ``outcome(values, theta, lam) -> scalar`` to minimise, where
+``values`` are the unit's node values under the policy's interventions, ``theta`` the
+policy's bounded parameters for the unit and ``lam`` its trade-off weights. An optional
+``constraint(values, theta, lam) -> scalar`` is held on average over the population:
+``mean g <= 0`` (e.g. ``g = dose - budget``).
+
+Two levels:
+
+* ``"unit"`` — each observed unit's counterfactual: its noise is abducted **once**
+  (:func:`prepare`, with :func:`jcausal.abduct`), then every training step only predicts under
+  the policy (``SCM.predict``; for an :class:`~jcausal.EquilibriumSCM`, its equilibrium solve
+  with implicit gradients, started at the observation);
+* ``"population"`` — the interventional distribution: fresh noise is drawn every step
+  (``SCM.sample_noise``), the units' unintervened values are predicted, the policy reads their
+  covariates and the intervened values are predicted from the same noise.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+from jaxtyping import Array, Float, PRNGKeyArray
+
+from ..scm import SCM, EquilibriumSCM, abduct
+from .module import Policy
+
+LEVELS = ("unit", "population")
+
+
+class Problem(eqx.Module):
+    """A policy-learning problem: model, covariates, outcome and constraint.
+
+    Args:
+        scm: the unintervened model (acyclic or :class:`~jcausal.EquilibriumSCM`).
+        outcome: ``outcome(values, theta, lam) -> scalar`` for one unit, to minimise
+            (``values``: ``{node: value}``, ``theta``: ``{node: (size,)}``, ``lam``: ``(k,)`` or
+            ``None``).
+        covariates: nodes whose observed values the policy reads (flattened and concatenated
+            per unit, in this order); none may descend from an acted node.
+        constraint: optional ``g(values, theta, lam) -> scalar`` per unit; the policy must keep
+            ``mean g <= 0`` over the population.
+        level: ``"unit"`` (counterfactual) or ``"population"`` (interventional).
+
+    Raises:
+        ValueError: an unknown level or covariate, or a non-callable outcome.
+    """
+
+    scm: SCM
+    outcome: Callable = eqx.field(static=True)
+    constraint: Callable | None = eqx.field(static=True)
+    covariates: tuple[str, ...] = eqx.field(static=True)
+    level: str = eqx.field(static=True)
+
+    def __init__(
+        self,
+        scm: SCM,
+        outcome: Callable,
+        covariates: Sequence[str] = (),
+        *,
+        constraint: Callable | None = None,
+        level: str = "unit",
+    ):
+        if not isinstance(scm, SCM):
+            raise ValueError(f"Problem needs an SCM, got {type(scm).__name__}")
+        if level not in LEVELS:
+            raise ValueError(f"level must be one of {LEVELS}, got {level!r}")
+        if not callable(outcome):
+            raise ValueError("outcome must be a function outcome(values, theta, lam) -> scalar")
+        if constraint is not None and not callable(constraint):
+            raise ValueError("constraint must be a function g(values, theta, lam) -> scalar")
+        covariates = (covariates,) if isinstance(covariates, str) else tuple(covariates)
+        unknown = [c for c in covariates if c not in scm.mechanisms]
+        if unknown:
+            raise ValueError(f"unknown covariates {unknown}; known nodes: {list(scm.order)}")
+        self.scm, self.outcome, self.constraint = scm, outcome, constraint
+        self.covariates, self.level = covariates, level
+
+    # ------------------------------------------------------------------------------------------
+
+    def features(self, values: Mapping[str, Array]) -> Float[Array, "n d"] | None:
+        """The covariates of ``n`` units as one ``(n, d)`` array (``None`` if there are none)."""
+        if not self.covariates:
+            return None
+        cols = [
+            jnp.asarray(values[c]).reshape(jnp.shape(values[c])[0], -1) for c in self.covariates
+        ]
+        return jnp.concatenate([c.astype(jnp.result_type(float)) for c in cols], axis=1)
+
+    def check(self, policy: Policy, data: Mapping[str, Any] | None = None) -> None:
+        """Refuse a policy or data that do not fit (named ``ValueError``), before training.
+
+        Checks the actions against the model, the covariates (pre-treatment, right count) and
+        that ``outcome`` and ``constraint`` return one scalar per unit.
+        """
+        if not isinstance(policy, Policy):
+            raise ValueError(f"expected a jcausal.policy.Policy, got {type(policy).__name__}")
+        policy.check(self.scm, self.covariates)
+        if data is None:
+            data = jax.eval_shape(lambda: self.draw(jax.random.key(0), 2))
+        feats = data["features"]
+        d = 0 if feats is None else feats.shape[1]
+        if d != policy.num_features:
+            raise ValueError(
+                f"the covariates {list(self.covariates)} give {d} features per unit, the policy "
+                f"reads {policy.num_features}"
+            )
+        lam = None if not policy.num_lambdas else jnp.ones((1, policy.num_lambdas))
+        f, g, _ = jax.eval_shape(lambda: self.terms(policy, _first(data), lam))
+        for name, out in (("outcome", f), ("constraint", g)):
+            if out is not None and out.shape != (1,):
+                raise ValueError(
+                    f"the {name} must return a scalar per unit; it returned shape "
+                    f"{out.shape[1:]} (reduce it, e.g. with jnp.sum)"
+                )
+
+    def prepare(
+        self, observations: Mapping[str, Array], key: PRNGKeyArray | None = None
+    ) -> dict[str, Any]:
+        """Unit level: abduct each unit's noise once. Returns the training data pytree.
+
+        Args:
+            observations: ``{node: (n, *shape)}`` for every node.
+            key: for mechanisms whose abduction samples a posterior (one draw is kept).
+
+        Returns:
+            ``{"obs", "noise", "features"}`` with a leading unit axis ``n``.
+        """
+        obs = {k: jnp.asarray(v) for k, v in observations.items()}
+        feats = self.features(obs)
+        if feats is not None and not bool(jnp.all(jnp.isfinite(feats))):
+            bad = [c for c in self.covariates if not bool(jnp.all(jnp.isfinite(obs[c])))]
+            raise ValueError(
+                f"covariates {bad} contain NaN or infinite values; impute or drop those units"
+            )
+        noise = abduct(self.scm, obs, key)
+        return {"obs": obs, "noise": noise, "features": feats}
+
+    def draw(self, key: PRNGKeyArray, n: int) -> dict[str, Any]:
+        """Population level: ``n`` fresh units (noise and unintervened values)."""
+        noise = self.scm.sample_noise(key, n)
+        obs, _ = _predict(self.scm, noise, {}, self.scm.order, {}, None)
+        return {"obs": obs, "noise": noise, "features": self.features(obs)}
+
+    def terms(
+        self, policy: Policy, data: Mapping[str, Any], lam: Float[Array, "n k"] | None
+    ) -> tuple[Float[Array, " n"], Float[Array, " n"] | None, Array]:
+        """Per-unit outcome, constraint and whether every equilibrium solve converged.
+
+        Args:
+            policy: the policy.
+            data: ``{"obs", "noise", "features"}`` of ``n`` units (:meth:`prepare`/:meth:`draw`).
+            lam: ``(n, k)`` trade-off weights (or ``None``).
+
+        Returns:
+            ``(f (n,), g (n,) or None, converged ())``.
+        """
+        obs, noise = data["obs"], data["noise"]
+        n = jax.tree_util.tree_leaves(obs)[0].shape[0]
+        theta = policy.parameters(data["features"], lam, n)
+        ivs = policy.interventions(self.scm, theta)
+        acted = tuple(ivs)
+        desc = self.scm.descendants(*acted)
+        targets = tuple(k for k in self.scm.order if k in desc)
+        values, ok = _predict(self.scm, noise, obs, targets, ivs, obs)
+        lam_u = None if lam is None else jnp.broadcast_to(lam, (n, policy.num_lambdas))
+        axes = (0, 0, None if lam_u is None else 0)
+        f = jax.vmap(self.outcome, in_axes=axes)(values, theta, lam_u)
+        g = None
+        if self.constraint is not None:
+            g = jax.vmap(self.constraint, in_axes=axes)(values, theta, lam_u)
+        return f, g, ok
+
+
+def _first(data):
+    return jax.tree_util.tree_map(lambda x: x[:1], data)
+
+
+def _predict(scm, noise, obs, targets, ivs, init):
+    """Values of every node with ``targets`` predicted under ``ivs`` (and a converged flag)."""
+    if not targets:
+        return dict(obs), jnp.asarray(True)
+    if isinstance(scm, EquilibriumSCM):
+        new, report = scm.solve_targets(noise, obs, targets, ivs, init, throw=False)
+        ok = jnp.asarray(True) if report is None else jnp.all(report.converged)
+    else:
+        new, ok = scm.predict(noise, obs, targets, ivs), jnp.asarray(True)
+    return {**obs, **new}, ok
+
+
+__all__ = ["LEVELS", "Problem"]

@@ -1,0 +1,187 @@
+"""jcausal.policy: bounds, identity, closed-form optima, constraints, the peer, bad input."""
+
+import distrax
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jcausal as jc
+from jcausal import examples
+from jcausal import policy as jp
+from jcausal.economy import IOModel
+
+
+def _linear_gaussian():
+    # x -> t -> y, x -> y; additive Gaussian noise.
+    return jc.SCM(
+        x=jc.Root(distrax.Normal(0.0, 1.0)),
+        t=jc.Additive(lambda p, pa: 0.5 * pa["x"], None, distrax.Normal(0.0, 1.0), ["x"]),
+        y=jc.Additive(
+            lambda p, pa: 1.0 * pa["x"] + 2.0 * pa["t"], None, distrax.Normal(0.0, 0.5), ["x", "t"]
+        ),
+    )
+
+
+def test_identity_policy_reproduces_the_observations_counterfactual():
+    scm = examples.treatment()
+    obs = jc.sample(jax.random.key(0), scm, 64)
+    problem = jp.Problem(scm, lambda v, th, lam: -v["y"], ["x"])
+    pol = jp.Policy([jp.Action("t", "shift", jp.Box(-1.0, 1.0))], 2, key=jax.random.key(1))
+    data = problem.prepare(obs)
+    theta = pol.parameters(data["features"])
+    np.testing.assert_array_equal(theta["t"], 0.0)
+    cf = jc.counterfactual(scm, obs, pol.interventions(scm, theta))
+    f, _, ok = problem.terms(pol, data, None)
+    np.testing.assert_allclose(cf["y"], obs["y"], rtol=0, atol=1e-5)
+    np.testing.assert_allclose(-f, obs["y"], rtol=0, atol=1e-5)
+    assert bool(ok)
+
+
+def test_identity_policy_on_an_equilibrium_model():
+    # Scale in (0, 2) starts at alpha = 1 (the paper's 2 sigmoid(0)): the table's equilibrium.
+    A = np.array([[0.1, 0.2, 0.0], [0.05, 0.1, 0.3], [0.2, 0.0, 0.1]])
+    model = IOModel(A, [1.0, 2.0, 1.5])
+    scm = model.scm()
+    obs = {"x": model.x_observed[None]}
+    problem = jp.Problem(scm, lambda v, th, lam: jnp.sum(v["x"]))
+    pol = jp.Policy([jp.Action("x", "scale", jp.Box(0.0, 2.0), size=3)], key=jax.random.key(0))
+    data = problem.prepare(obs)
+    f, _, ok = problem.terms(pol, data, None)
+    assert bool(ok)
+    np.testing.assert_allclose(f, model.x_observed.sum(), rtol=1e-5)
+    # ... and a non-identity factor moves it as the closed form says: x = (I - aA)^-1 a y.
+    alpha = np.array([0.5, 1.5, 1.0])
+    net = eqx.tree_at(
+        lambda m: m.layers[-1].bias, pol.net, jnp.asarray(np.log(alpha / (2 - alpha)))
+    )
+    pol2 = eqx.tree_at(lambda p: p.net, pol, net)
+    f2, _, _ = problem.terms(pol2, data, None)
+    x = np.linalg.solve(np.eye(3) - alpha[:, None] * A, alpha * np.asarray(model.y))
+    np.testing.assert_allclose(f2, x.sum(), rtol=1e-4)
+
+
+def test_linear_gaussian_quadratic_matches_the_closed_form():
+    scm = _linear_gaussian()
+    obs = jc.sample(jax.random.key(0), scm, 512)
+    rho, target = 0.5, 1.0
+
+    def outcome(v, th, lam):
+        return (v["y"] - target) ** 2 + rho * th["t"][0] ** 2
+
+    problem = jp.Problem(scm, outcome, ["x"])
+    pol = jp.Policy([jp.Action("t", "shift")], 1, key=jax.random.key(1), depth=0)
+    data = problem.prepare(obs)
+    pol, info = jp.train(problem, pol, data, steps=600, key=jax.random.key(2), lr=0.1)
+    # y_cf = y + 2 delta with delta = w x + b: least squares in (w, b), closed form.
+    x, y = np.asarray(obs["x"], float), np.asarray(obs["y"], float)
+    X = np.stack([x, np.ones_like(x)], 1)
+    r = y - target
+    w = np.linalg.solve((4 + rho) * X.T @ X, -2 * X.T @ r)
+    delta = pol.parameters(data["features"])["t"][:, 0]
+    np.testing.assert_allclose(delta, X @ w, atol=2e-3)
+    assert info.feasible and info.steps == 600
+
+
+@pytest.mark.parametrize("box", [jp.Box(0.0, 2.0), jp.Box(-1.0, 3.0), jp.Box(lower=0.5),
+                                 jp.Box(upper=-2.0)])  # fmt: skip
+def test_bounds_never_violated_even_at_extreme_inputs(box):
+    z = jnp.array([-1e30, -1e4, -50.0, -1.0, 0.0, 1.0, 50.0, 1e4, 1e30, jnp.inf, -jnp.inf])
+    v = np.asarray(box(z))
+    assert np.all(v >= box.lower) and np.all(v <= box.upper), v
+    pol = jp.Policy([jp.Action("t", "hard", jp.Box(0.0, 2.0))], 2, key=jax.random.key(0))
+    # Huge weights and huge covariates: still inside.
+    big = jax.tree_util.tree_map(lambda a: a * 1e6 + 1e3 if eqx.is_inexact_array(a) else a, pol)
+    feats = jnp.array([[1e12, -1e12], [0.0, 0.0], [-3e8, 5.0]])
+    t = np.asarray(big.parameters(feats)["t"])
+    assert np.all((t >= 0.0) & (t <= 2.0)), t
+
+
+def test_box_inverse_roundtrip():
+    for box, v in ((jp.Box(0.0, 2.0), 1.0), (jp.Box(lower=1.0), 3.0), (jp.Box(upper=0.0), -0.2)):
+        np.testing.assert_allclose(box(box.inverse(v)), v, rtol=1e-6)
+
+
+def test_budget_with_augmented_lagrangian_near_the_oracle():
+    scm = examples.treatment()
+    obs = jc.sample(jax.random.key(0), scm, 400)
+    budget = 0.5
+    problem = jp.Problem(
+        scm, lambda v, th, lam: -v["y"], ["x"], constraint=lambda v, th, lam: v["t"] - budget
+    )
+    pol = jp.Policy([jp.Action("t", "hard", jp.Box(0.0, 2.0))], 2, key=jax.random.key(1))
+    data = problem.prepare(obs)
+    tol = 5e-3
+    pol, info = jp.train(problem, pol, data, steps=1200, key=jax.random.key(2), lr=2e-2,
+                         constraint=jp.AugmentedLagrangian(rho=10.0, tol=tol))  # fmt: skip
+    d = pol.parameters(data["features"])["t"][:, 0]
+    assert info.feasible and float(d.mean()) <= budget + tol
+    oracle = examples.treatment_oracle(scm, obs["x"], budget)
+    assert abs(float(oracle.mean()) - budget) < 1e-6
+
+    def value(dose):
+        return float(jc.counterfactual(scm, obs, {"t": jc.Hard(dose)})["y"].mean())
+
+    gain = value(oracle) - value(jnp.zeros(400))
+    regret = value(oracle) - value(d)
+    assert gain > 0.5
+    assert regret < 0.02 * gain, (regret, gain)
+    # The multiplier is the oracle's KKT multiplier of the budget, 2 kappa (tau - 2 kappa d).
+    assert info.multiplier > 0
+
+
+def test_evolve_finds_the_best_constant_dose():
+    pytest.importorskip("evosax")
+    scm = examples.treatment()
+    obs = jc.sample(jax.random.key(0), scm, 256)
+    problem = jp.Problem(scm, lambda v, th, lam: -v["y"])
+    pol = jp.Policy([jp.Action("t", "hard", jp.Box(0.0, 2.0))], key=jax.random.key(1), depth=0)
+    data = problem.prepare(obs)
+    best, res = jp.evolve(problem, pol, data, generations=60, key=jax.random.key(2),
+                          population=16, sigma=0.5)  # fmt: skip
+    p = scm.mechanisms["y"].params
+    tau = 1.0 + 0.8 * np.tanh(2 * np.asarray(obs["x"][:, 0])) + 0.4 * np.asarray(obs["x"][:, 1])
+    d_const = np.clip(tau.mean() / (2 * float(p["kappa"])), 0, 2)
+    d = np.asarray(best.parameters(None, n=1)["t"])
+    np.testing.assert_allclose(d, d_const, atol=1e-2)
+    assert np.all(np.diff(res.best_fitness) <= 1e-7)  # best-so-far never worsens
+
+
+# ---------------------------------------------------------------------------------------------
+# bad input
+
+
+def test_bad_input_raises_named_value_errors():
+    scm = examples.treatment()
+    obs = jc.sample(jax.random.key(0), scm, 8)
+    act = jp.Action("t", "hard", jp.Box(0.0, 2.0))
+    with pytest.raises(ValueError, match="lower must be smaller than upper"):
+        jp.Box(2.0, 1.0)
+    with pytest.raises(ValueError, match="lower must be smaller than upper"):
+        jp.Box(1.0, 1.0)
+    with pytest.raises(ValueError, match="NaN"):
+        jp.Box(float("nan"), 1.0)
+    with pytest.raises(ValueError, match=r"actions need \(1,\) outputs"):
+        jp.Policy([act], 2, key=jax.random.key(0), net=eqx.nn.Linear(2, 3, key=jax.random.key(0)))
+    pol = jp.Policy([act], 2, key=jax.random.key(0))
+    vec = jp.Problem(scm, lambda v, th, lam: jnp.stack([v["y"], v["t"]]), ["x"])
+    with pytest.raises(ValueError, match="outcome must return a scalar per unit"):
+        jp.train(vec, pol, vec.prepare(obs), steps=1, key=jax.random.key(0))
+    problem = jp.Problem(scm, lambda v, th, lam: -v["y"], ["x"])
+    bad = dict(obs, x=obs["x"].at[3, 1].set(jnp.nan))
+    with pytest.raises(ValueError, match=r"covariates \['x'\] contain NaN"):
+        problem.prepare(bad)
+    with pytest.raises(ValueError, match="policy covariates contain NaN"):
+        pol.parameters(bad["x"])
+    with pytest.raises(ValueError, match="descend from them"):
+        jp.train(jp.Problem(scm, lambda v, th, lam: -v["y"], ["y"]),
+                 jp.Policy([act], 1, key=jax.random.key(0)), None, steps=1,
+                 key=jax.random.key(0))  # fmt: skip
+    with pytest.raises(ValueError, match="needs bounds"):
+        jp.Action("t", "hard")
+    with pytest.raises(ValueError, match="unknown node"):
+        problem.check(jp.Policy([jp.Action("z", "shift")], 2, key=jax.random.key(0)))
+    with pytest.raises(ValueError, match="policy reads trade-off weights"):
+        jp.train(problem, jp.Policy([act], 2, 1, key=jax.random.key(0)), problem.prepare(obs),
+                 steps=1, key=jax.random.key(0))  # fmt: skip

@@ -3,6 +3,7 @@
 import dataclasses
 import json
 
+import jax
 import numpy as np
 import pytest
 
@@ -51,3 +52,18 @@ def test_tiny_run_writes_table_and_figures(tmp_path):
     assert "table1" in json.dumps(saved)
     with pytest.raises(ValueError, match="--steps"):
         ctvae.run(out=tmp_path / "bad", config=TINY, steps=0)
+
+
+def test_ema_codebooks_pretrain_in_rounds(tmp_path):
+    from jcausal.data.transitions import Shapes
+
+    cfg = dataclasses.replace(TINY, codebook="ema", vae_steps=6, vae_rounds=2)
+    vae, info = ctvae.train_vae(cfg, Shapes(cfg.size), jax.random.key(0), tmp_path, False)
+    q = vae.quantizer  # unmarked: usable directly after training
+    assert q.ema and np.all(np.asarray(q.ema_counts) > 0)
+    total = np.asarray(q.ema_counts).sum(-1, keepdims=True)
+    smooth = (np.asarray(q.ema_counts) + 1e-5) / (total + cfg.codes * 1e-5) * total
+    np.testing.assert_allclose(q.codebooks, np.asarray(q.ema_sums) / smooth[..., None], rtol=1e-4)
+    assert len(info["restarted_codes"]) == 1
+    with pytest.raises(ValueError, match="codebook must be"):
+        ctvae.train_vae(dataclasses.replace(cfg, codebook="kmeans"), Shapes(16), None, tmp_path, 0)

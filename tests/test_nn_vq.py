@@ -1,12 +1,22 @@
-"""Multi-codebook quantiser and MCQ-VAE: disjoint slices, straight-through, perplexity, restarts."""
+"""Multi-codebook quantiser and MCQ-VAE: slices, straight-through, perplexity, restarts, EMA."""
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
-from jcausal.nn import MCQVAE, MultiCodebook, perplexity, restart_dead_codes, slices, vq_loss
+from jcausal.nn import (
+    MCQVAE,
+    MultiCodebook,
+    ema_buffers,
+    perplexity,
+    restart_dead_codes,
+    slices,
+    vq_loss,
+)
+from jcausal.train import fit, unfreeze
 
 
 def test_slices_are_disjoint_and_cover():
@@ -108,3 +118,43 @@ def test_bad_images_are_named():
         MCQVAE(16, dim=6, num_codebooks=4, key=jax.random.key(0))
     with pytest.raises(ValueError, match="code grid"):
         vae.decode_codes(jnp.zeros((8, 8, 3), jnp.int32))
+
+
+def test_ema_update_against_numpy():
+    q = MultiCodebook(4, 2, 3, key=jax.random.key(1), ema=True)
+    z = jax.random.normal(jax.random.key(2), (5, 7, 4))
+    idx = q.indices(z)
+    new = q.ema_update(z, idx, decay=0.8, eps=1e-3)
+    zs, ii = np.asarray(z).reshape(-1, 2, 2), np.asarray(idx).reshape(-1, 2)
+    for c in range(2):
+        n = np.array([(ii[:, c] == k).sum() for k in range(3)], float)
+        s = np.stack([zs[ii[:, c] == k, c].sum(0) for k in range(3)])
+        counts = 0.8 * 1.0 + 0.2 * n
+        sums = 0.8 * np.asarray(q.codebooks[c]) + 0.2 * s
+        smooth = (counts + 1e-3) / (counts.sum() + 3e-3) * counts.sum()
+        np.testing.assert_allclose(new.ema_counts[c], counts, rtol=1e-6)
+        np.testing.assert_allclose(new.codebooks[c], sums / smooth[:, None], rtol=1e-5)
+    with pytest.raises(ValueError, match="ema=True"):
+        MultiCodebook(4, 2, 3, key=jax.random.key(1)).ema_update(z, idx)
+
+
+def test_ema_codebooks_train_through_fit_and_resume(tmp_path):
+    vae = MCQVAE(16, dim=8, num_codebooks=2, num_codes=8, width=8, key=jax.random.key(0), ema=True)
+    colours = jax.random.uniform(jax.random.key(3), (32, 1, 1, 3))
+    images = jnp.broadcast_to(colours, (32, 16, 16, 3))  # flat colours: learnable in 30 steps
+    kw = dict(optimizer=optax.adam(3e-3), batch_size=16, key=jax.random.key(4), progress=False)
+    params = ema_buffers(vae)
+    out, h = fit(lambda p, b, k: vq_loss(p, b, ema_decay=0.9), params, images, steps=30, **kw)
+    trained = unfreeze(out)
+    assert h.train[-1]["mse"] < h.train[0]["mse"]
+    # The codes moved by EMA (not by gradient): each equals its averages' ratio.
+    qz = trained.quantizer
+    total = qz.ema_counts.sum(-1, keepdims=True)
+    smooth = (qz.ema_counts + 1e-5) / (total + 8e-5) * total
+    np.testing.assert_allclose(qz.codebooks, qz.ema_sums / smooth[..., None], rtol=1e-4)
+    assert not np.allclose(qz.codebooks, vae.quantizer.codebooks)
+    fit(lambda p, b, k: vq_loss(p, b, ema_decay=0.9), params, images, steps=10,
+        checkpoint_dir=tmp_path, **kw)  # fmt: skip
+    resumed, _ = fit(lambda p, b, k: vq_loss(p, b, ema_decay=0.9), params, images, steps=30,
+                     checkpoint_dir=tmp_path, **kw)  # fmt: skip
+    np.testing.assert_array_equal(unfreeze(resumed).quantizer.codebooks, qz.codebooks)

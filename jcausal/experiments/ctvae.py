@@ -36,8 +36,8 @@ import optax
 
 from .. import ctvae
 from ..data.transitions import Shapes
-from ..nn import MCQVAE, perplexity, restart_dead_codes, vq_loss
-from ..train import fit, frozen
+from ..nn import MCQVAE, ema_buffers, perplexity, restart_dead_codes, vq_loss
+from ..train import fit, frozen, unfreeze
 from ._common import output_dir, run_cli, write_metrics
 from .ctvae_parts import (
     FactorReader,
@@ -75,6 +75,7 @@ class Config:
     eval_units: int = 1000
     chunk: int = 50
     repeats: int = 5
+    codebook: str = "loss"  # "loss": codebook loss; "ema": EMA codebook updates
 
 
 SMOKE = Config(
@@ -112,9 +113,11 @@ def _fit(loss, params, data, steps, key, lr, path: Path, name: str, progress: bo
 
 def train_vae(cfg: Config, shapes: Shapes, key, path: Path, progress: bool):
     """Pretrain the MCQ-VAE in rounds, restarting dead codes between rounds."""
-    vae = MCQVAE(
-        cfg.size, cfg.dim, cfg.codebooks, cfg.codes, cfg.width, key=jax.random.fold_in(key, 0)
-    )
+    if cfg.codebook not in ("loss", "ema"):
+        raise ValueError(f"codebook must be 'loss' or 'ema', got {cfg.codebook!r}")
+    ema = cfg.codebook == "ema"
+    vae = MCQVAE(cfg.size, cfg.dim, cfg.codebooks, cfg.codes, cfg.width,
+                 key=jax.random.fold_in(key, 0), ema=ema)  # fmt: skip
 
     def data(k):
         return shapes.sample_scenes(k, cfg.vae_batch)["image"]
@@ -122,9 +125,10 @@ def train_vae(cfg: Config, shapes: Shapes, key, path: Path, progress: bool):
     restarted = []
     per_round = max(1, cfg.vae_steps // cfg.vae_rounds)
     for r in range(cfg.vae_rounds):
-        vae, hist = _fit(
+        # EMA codes are buffers: `fit` stores the loss's update of them at every step.
+        trained, hist = _fit(
             lambda p, b, k: vq_loss(p, b),
-            vae,
+            ema_buffers(vae) if ema else vae,
             data,
             per_round,
             jax.random.fold_in(key, 10 + r),
@@ -133,6 +137,7 @@ def train_vae(cfg: Config, shapes: Shapes, key, path: Path, progress: bool):
             f"vae_{r}",
             progress,
         )
+        vae = unfreeze(trained)
         if r < cfg.vae_rounds - 1:
             probe = shapes.sample_scenes(jax.random.fold_in(key, 100 + r), 256)["image"]
             vae, n = restart_dead_codes(vae, probe, jax.random.fold_in(key, 200 + r))
@@ -215,6 +220,7 @@ def run(
     steps: int | None = None,
     vae_steps: int | None = None,
     config: Config | None = None,
+    codebook: str | None = None,
 ) -> dict:
     """Train the MCQ-VAE, the CT layer and the baselines; write metrics and figures.
 
@@ -226,6 +232,8 @@ def run(
         size: image side (overrides the config; a power of two >= 16).
         steps: CT-layer and baseline steps (overrides the config).
         vae_steps: MCQ-VAE pretraining steps (overrides the config).
+        codebook: ``"loss"`` (codebook loss) or ``"ema"`` (EMA codebook updates, van den Oord
+            et al. 2017 App. A.1); overrides the config.
         config: a whole :class:`Config` (scripts), instead of ``SMOKE`` / ``FULL``.
 
     Returns:
@@ -241,6 +249,8 @@ def run(
         cfg = dataclasses.replace(cfg, ct_steps=int(steps))
     if vae_steps is not None:
         cfg = dataclasses.replace(cfg, vae_steps=int(vae_steps))
+    if codebook is not None:
+        cfg = dataclasses.replace(cfg, codebook=str(codebook))
     shapes = Shapes(cfg.size)
     path = output_dir(NAME, out)
     key = jax.random.key(seed)
@@ -309,6 +319,12 @@ def _extra(parser) -> None:
     parser.add_argument("--size", type=int, default=None, help="image side (default: config)")
     parser.add_argument("--steps", type=int, default=None, help="CT-layer training steps")
     parser.add_argument("--vae-steps", type=int, default=None, help="MCQ-VAE training steps")
+    parser.add_argument(
+        "--codebook",
+        choices=("loss", "ema"),
+        default=None,
+        help="how the codes move: codebook loss (default) or EMA updates",
+    )
     parser.add_argument("--no-progress", dest="progress", action="store_false")
 
 

@@ -2,7 +2,7 @@
 
 from .adapter import Pure, num_params
 from .mnist import FiLM, MNISTDecoder, MNISTEncoder
-from .vq import MultiCodebook, perplexity, slices, usage
+from .vq import MultiCodebook, ema_buffers, perplexity, slices, usage
 from .vqvae import MCQVAE, restart_dead_codes, vq_loss
 
 __all__ = [
@@ -12,6 +12,7 @@ __all__ = [
     "MNISTEncoder",
     "MultiCodebook",
     "Pure",
+    "ema_buffers",
     "num_params",
     "perplexity",
     "restart_dead_codes",

@@ -57,6 +57,8 @@ class MCQVAE(eqx.Module):
         num_codes: ``K`` codes per codebook.
         width: channels of the convolutions.
         res_blocks: residual blocks in the encoder and in the decoder.
+        ema: EMA codebook updates instead of the codebook loss (train with
+            ``vq_loss(..., ema_decay=...)`` on ``ema_buffers(vae)``).
         key: initialisation key.
 
     Raises:
@@ -83,6 +85,7 @@ class MCQVAE(eqx.Module):
         res_blocks: int = 1,
         *,
         key: PRNGKeyArray,
+        ema: bool = False,
     ):
         s = int(image_size)
         if s < 16 or s & (s - 1):
@@ -97,7 +100,7 @@ class MCQVAE(eqx.Module):
         self.enc_mid = eqx.nn.Conv2d(width, width, 3, padding=1, key=next(keys))
         self.enc_res = tuple(_Residual(width, next(keys)) for _ in range(res_blocks))
         self.enc_out = eqx.nn.Conv2d(width, dim, 1, key=next(keys))
-        self.quantizer = MultiCodebook(dim, num_codebooks, num_codes, key=next(keys))
+        self.quantizer = MultiCodebook(dim, num_codebooks, num_codes, key=next(keys), ema=ema)
         self.dec_in = eqx.nn.Conv2d(dim, width, 3, padding=1, key=next(keys))
         self.dec_res = tuple(_Residual(width, next(keys)) for _ in range(res_blocks))
         outs = [width] * (n_down - 1) + [3]
@@ -174,20 +177,35 @@ class MCQVAE(eqx.Module):
         return self.decode(z_q), idx, losses
 
 
-def vq_loss(vae: MCQVAE, images: Float[Array, "B S S 3"], beta: float = 0.25):
-    """VQ-VAE training loss on a batch: ``mse + codebook + beta * commitment``.
+def vq_loss(
+    vae: MCQVAE,
+    images: Float[Array, "B S S 3"],
+    beta: float = 0.25,
+    ema_decay: float = 0.99,
+):
+    """VQ-VAE training loss on a batch.
+
+    With the codebook loss (the default quantiser): ``mse + codebook + beta * commitment``,
+    returned as ``(loss, aux)``. With an EMA quantiser (``MCQVAE(..., ema=True)``): ``mse +
+    beta * commitment``, returned as ``(loss, aux, new_vae)`` where ``new_vae`` holds the codes
+    after one EMA step of decay ``ema_decay`` on this batch; train ``ema_buffers(vae)`` with
+    :func:`jcausal.train.fit`, which keeps the update.
 
     Returns:
-        ``(loss, aux)`` with ``aux`` holding ``mse``, ``codebook``, ``commitment`` and
-        ``perplexity_<c>`` for every codebook ``c`` (on this batch).
+        ``aux`` holds ``mse``, ``codebook``, ``commitment`` and ``perplexity_<c>`` for every
+        codebook ``c`` (on this batch).
     """
-    recon, idx, losses = jax.vmap(vae)(images)
+    z = jax.vmap(vae.encode)(images)
+    z_q, idx, losses = vae.quantizer(z)
+    recon = jax.vmap(vae.decode)(z_q)
     mse = jnp.mean((recon - images) ** 2)
-    codebook = jnp.mean(losses["codebook"])
-    commit = jnp.mean(losses["commitment"])
+    codebook, commit = losses["codebook"], losses["commitment"]
     aux = {"mse": mse, "codebook": codebook, "commitment": commit}
     for c, p in enumerate(perplexity(idx, vae.num_codes)):
         aux[f"perplexity_{c}"] = p
+    if vae.quantizer.ema:
+        new = eqx.tree_at(lambda v: v.quantizer, vae, vae.quantizer.ema_update(z, idx, ema_decay))
+        return mse + beta * commit, aux, new
     return mse + codebook + beta * commit, aux
 
 
@@ -211,7 +229,14 @@ def restart_dead_codes(
     pick = jax.random.randint(key, (q.num_codebooks, q.num_codes), 0, zs.shape[0])
     fresh = zs[pick, jnp.arange(q.num_codebooks)[:, None]]
     new = jnp.where(dead[..., None], fresh, q.codebooks)
-    return eqx.tree_at(lambda v: v.quantizer.codebooks, vae, new), jnp.sum(dead, -1)
+    if q.ema:  # the moving averages restart with the code (one member: itself)
+        counts = jnp.where(dead, 1.0, q.ema_counts)
+        sums = jnp.where(dead[..., None], fresh, q.ema_sums)
+        moved = eqx.tree_at(lambda v: (v.codebooks, v.ema_counts, v.ema_sums), q,
+                            (new, counts, sums))  # fmt: skip
+    else:
+        moved = eqx.tree_at(lambda v: v.codebooks, q, new)
+    return eqx.tree_at(lambda v: v.quantizer, vae, moved), jnp.sum(dead, -1)
 
 
 __all__ = ["GRID", "MCQVAE", "restart_dead_codes", "vq_loss"]

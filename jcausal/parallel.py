@@ -23,6 +23,10 @@ from jaxtyping import PyTree
 
 #: Name of the mesh axis the units are split over.
 UNITS = "units"
+#: Name of the mesh axis a sweep (λ, regions, years, ...) is split over.
+SWEEP = "sweep"
+#: Name of the mesh axis the rows of a large matrix (an MRIO table's A) are split over.
+ROWS = "rows"
 
 
 def unit_mesh(devices: int | None = None) -> Mesh:
@@ -138,11 +142,180 @@ def constrain_batch(batch: PyTree, sharding: NamedSharding) -> PyTree:
     return jax.lax.with_sharding_constraint(batch, sharding)
 
 
+def sweep_mesh(devices: int | None = None, rows: int = 1) -> Mesh:
+    """A ``("sweep", "rows")`` mesh: a sweep split over ``devices // rows``, matrices over ``rows``.
+
+    ``rows=1`` (default) replicates the table on every device and splits only the sweep; a
+    table too large for one device takes ``rows > 1``: its ``A`` is split by rows and the
+    fixed point's matrix-vector products (and their transposes in the implicit gradient) run
+    sharded. In a multi-process run (after ``jax.distributed.initialize()``) the mesh spans
+    every process's devices.
+
+    Args:
+        devices: number of devices (default all, ``jax.devices()``: every process's).
+        rows: devices per row group (must divide ``devices``).
+
+    Raises:
+        ValueError: more devices than available, or ``rows`` not dividing ``devices``.
+    """
+    available = jax.devices()
+    k = len(available) if devices is None else devices
+    if isinstance(k, bool) or int(k) != k or not 1 <= k <= len(available):
+        raise ValueError(
+            f"asked for {devices} devices, {len(available)} available; on CPU, set "
+            "XLA_FLAGS=--xla_force_host_platform_device_count=N before importing jax to test"
+        )
+    k = int(k)
+    if isinstance(rows, bool) or int(rows) != rows or rows < 1 or k % int(rows):
+        raise ValueError(f"rows={rows!r} must be a positive divisor of the {k} devices")
+    rows = int(rows)
+    return jax.make_mesh(
+        (k // rows, rows),
+        (SWEEP, ROWS),
+        axis_types=(AxisType.Auto, AxisType.Auto),
+        devices=available[:k],
+    )
+
+
+def _axis_size(mesh: Mesh, axis: str, what: str) -> int:
+    if not isinstance(mesh, Mesh):
+        raise TypeError(f"mesh must be a jax.sharding.Mesh, got {type(mesh).__name__}")
+    if axis not in mesh.axis_names:
+        raise ValueError(
+            f"the mesh has no axis {axis!r} to split {what} over (its axes: "
+            f"{list(mesh.axis_names)}); build it with jcausal.parallel.sweep_mesh or name "
+            "an existing axis"
+        )
+    return int(mesh.shape[axis])
+
+
+def shard_sweep(tree: PyTree, mesh: Mesh, axis: str = SWEEP) -> PyTree:
+    """Place every array of ``tree`` on ``mesh``, its leading (sweep) axis split over ``axis``.
+
+    The other mesh axes replicate. Scalars are replicated.
+
+    Args:
+        tree: pytree of arrays with a leading sweep axis (λ values, per-λ parameters, ...).
+        mesh: the mesh (e.g. :func:`sweep_mesh`).
+        axis: the mesh axis to split over.
+
+    Raises:
+        ValueError: ``axis`` is not an axis of ``mesh``, or a leading axis not divisible by
+            its size (naming the leaf).
+    """
+    k = _axis_size(mesh, axis, "the sweep")
+    split = NamedSharding(mesh, PartitionSpec(axis))
+    whole = NamedSharding(mesh, PartitionSpec())
+
+    def place(path, x):
+        if np.ndim(x) == 0:
+            return _put(x, whole)
+        if np.shape(x)[0] % k:
+            name = jax.tree_util.keystr(path) or "the sweep"
+            raise ValueError(
+                f"{name} has {np.shape(x)[0]} entries, not divisible by the {k} devices of "
+                f"mesh axis {axis!r}; use a sweep length that is a multiple of {k} (pad the "
+                "λ grid) or fewer devices"
+            )
+        return _put(x, split)
+
+    return jax.tree_util.tree_map_with_path(place, tree)
+
+
+def split_rows(matrix: jax.Array, mesh: Mesh, axis: str = ROWS) -> jax.Array:
+    """Place a matrix on ``mesh`` with its rows split over ``axis`` (columns whole).
+
+    Raises:
+        ValueError: ``axis`` is not an axis of ``mesh``, or the rows do not divide evenly.
+    """
+    k = _axis_size(mesh, axis, "the rows")
+    if np.shape(matrix)[0] % k:
+        raise ValueError(
+            f"a matrix of {np.shape(matrix)[0]} rows cannot be split over the {k} devices of "
+            f"mesh axis {axis!r}; use a number of row devices that divides it"
+        )
+    return _put(matrix, NamedSharding(mesh, PartitionSpec(axis, None)))
+
+
+def replicate_arrays(tree: PyTree, mesh: Mesh) -> PyTree:
+    """Copy the array leaves of ``tree`` to every device of ``mesh``; other leaves are kept.
+
+    Unlike :func:`replicate`, Python numbers stay numbers (static under ``eqx.filter_jit``).
+    """
+    whole = NamedSharding(mesh, PartitionSpec())
+    return jax.tree_util.tree_map(
+        lambda x: _put(x, whole) if isinstance(x, jax.Array | np.ndarray) else x, tree
+    )
+
+
+def _put(x, sharding: NamedSharding) -> jax.Array:
+    # Several processes: every process holds the whole (same) value; each keeps its shards.
+    if jax.process_count() > 1 and not getattr(x, "is_fully_addressable", True):
+        return jax.device_put(x, sharding)
+    if jax.process_count() > 1:
+        x = np.asarray(x)
+        return jax.make_array_from_callback(x.shape, sharding, lambda i: x[i])
+    return jax.device_put(x, sharding)
+
+
+def process_local_data(tree: PyTree, sharding: Mesh | NamedSharding) -> PyTree:
+    """Global arrays built from each process's slice of the units (multi-process training).
+
+    Each process passes only its own units (``n / process_count`` of them, in process order);
+    the result is one global array per leaf, its leading axis split over the devices of the
+    mesh, that :func:`jcausal.train.fit` and the engine use like any sharded array. One
+    process: the data are simply placed.
+
+    Args:
+        tree: this process's units, a pytree of arrays with a leading unit axis.
+        sharding: a mesh (units split over all its axes) or the batch ``NamedSharding``.
+
+    Returns:
+        The pytree of global ``jax.Array``.
+    """
+    _, batch, _ = batch_shardings(sharding)
+    return jax.tree_util.tree_map(
+        lambda x: jax.make_array_from_process_local_data(batch, np.asarray(x)), tree
+    )
+
+
+def to_host(tree: PyTree) -> PyTree:
+    """Copy every array of ``tree`` to numpy, gathering arrays spread over processes.
+
+    A fully addressable array is copied; a replicated one is read from a local device; a
+    sharded one is gathered from every process (``process_allgather``: a collective, so
+    every process must call this together). Other leaves are returned as they are.
+    """
+
+    def get(x):
+        if not isinstance(x, jax.Array):
+            return x
+        if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
+            return x
+        if x.is_fully_addressable:
+            return np.asarray(x)
+        if x.is_fully_replicated:
+            return np.asarray(x.addressable_data(0))
+        from jax.experimental import multihost_utils
+
+        return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+
+    return jax.tree_util.tree_map(get, tree)
+
+
 __all__ = [
+    "ROWS",
+    "SWEEP",
     "UNITS",
     "batch_shardings",
     "constrain_batch",
+    "process_local_data",
     "replicate",
+    "replicate_arrays",
+    "shard_sweep",
     "shard_units",
+    "split_rows",
+    "sweep_mesh",
+    "to_host",
     "unit_mesh",
 ]

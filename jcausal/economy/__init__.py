@@ -5,13 +5,14 @@ Exiobase adapter (:mod:`.io`, imported on first use: it needs pandas and pymrio)
 an archive before pymrio reads it (:mod:`.archive`), the design of interventions that trade
 emission cuts against employment (:mod:`.design`), unit prices ``p = A^T p + value added``
 (:mod:`.prices`), demand curves (:mod:`.demand`) and the coupled price-quantity rebound model
-(:mod:`.rebound`).
+(:mod:`.rebound`); the multi-regional design with trade (:mod:`.mrio`), a synthetic
+Exiobase-shaped table (:mod:`.synthetic`) and sweeps on a device mesh (:mod:`.sharding`).
 """
 
 import importlib
 from typing import Any
 
-from . import design
+from . import design, mrio, sharding, synthetic
 from .archive import check_archive, find_archives
 from .demand import ConstantElasticity, DemandCurve, Logistic
 from .design import DesignDiverged, DesignProblem, DesignResult
@@ -33,6 +34,7 @@ from .prices import (
     value_added,
 )
 from .rebound import NODES, efficiency, rebound_model
+from .synthetic import synthetic_mrio
 
 #: Names of :mod:`.io`, resolved on first use so that ``import jcausal`` needs no pandas.
 _IO_NAMES = (
@@ -81,12 +83,16 @@ __all__ = [
     "load",
     "load_exiobase",
     "load_test",
+    "mrio",
     "price_scm",
     "rebound_model",
     "regions",
     "reproduction_error",
+    "sharding",
     "spectral_radius",
     "stressor_table",
+    "synthetic",
+    "synthetic_mrio",
     "unit_prices",
     "value_added",
 ]

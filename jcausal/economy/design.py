@@ -69,8 +69,10 @@ import numpy as np
 import optax
 from jaxtyping import Array, ArrayLike, Bool, Float
 
+from .. import parallel
 from ..train import fit, frozen
 from .leontief import IOModel, StressorSpec
+from .sharding import place_sweep
 
 #: Most steps in one compiled call (fit shortens calls to ~0.25 s; this bounds its buffers).
 MAX_CALL = 4096
@@ -188,6 +190,11 @@ class DesignProblem(eqx.Module):
                     f"the {name} indicator {spec!r} totals {float(total):.3g} in this model; it "
                     "must be a positive finite number to be cut or preserved"
                 )
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        """The labels of the designed sectors (the model's)."""
+        return self.model.labels
 
     def log_factor(self, u: Float[Array, "*batch n"]) -> Float[Array, "*batch n"]:
         """``log α(u)``: ``u`` itself, or ``log 2 + log sigmoid(u)`` when :attr:`bounded`."""
@@ -346,6 +353,7 @@ def sweep(
     lr: float,
     vectorise: bool = True,
     progress: Callable[[int], None] | None = None,
+    mesh: jax.sharding.Mesh | None = None,
 ) -> DesignResult:
     """Minimise eq. 5 for every λ, from ``u = 0``, with Adam (cosine-decayed step).
 
@@ -357,16 +365,22 @@ def sweep(
         vectorise: one ``jax.vmap``-ed program for all λ (default), or a Python loop over λ of
             the same jitted single-λ program (the baseline of ``benchmarks/lambda_sweep.py``).
         progress: called with the number of steps just done (for a progress bar).
+        mesh: a device mesh with a ``"sweep"`` axis (:func:`jcausal.parallel.sweep_mesh`):
+            the λ are split over it and the table replicated, or split by rows over a
+            ``"rows"`` axis (:mod:`jcausal.economy.sharding`); equal to one device's run.
 
     Returns:
         The front, with its distance to the analytic optimum. Check it with
         :meth:`DesignResult.check` (a too large step size diverges).
 
     Raises:
-        ValueError: bad ``lambdas``, ``steps`` or ``lr``.
+        ValueError: bad ``lambdas``, ``steps`` or ``lr``; a mesh without a ``"sweep"`` axis
+            or whose size does not divide the number of λ; ``mesh`` with ``vectorise=False``.
     """
     lam_np = np.asarray(lambdas, np.float64)
     _check_run(lam_np, steps, lr)
+    if mesh is not None and not vectorise:
+        raise ValueError("mesh= splits the vectorised sweep; it cannot go with vectorise=False")
     steps = int(steps)
     dtype = problem.x_ref.dtype
     lam = jnp.asarray(lam_np, dtype)
@@ -376,8 +390,10 @@ def sweep(
     t0 = time.perf_counter()
 
     def optimise(lams: Array) -> tuple[Array, Array, Array, Array]:
-        params = {"u": jnp.zeros((*lams.shape, n), dtype),
-                  "problem": frozen(problem), "lambdas": frozen(lams)}  # fmt: skip
+        prob, u0 = problem, jnp.zeros((*lams.shape, n), dtype)
+        if mesh is not None:
+            prob, u0, lams = place_sweep(prob, u0, lams, mesh)
+        params = {"u": u0, "problem": frozen(prob), "lambdas": frozen(lams)}
         try:
             out, hist = fit(
                 _sweep_loss,
@@ -406,8 +422,12 @@ def sweep(
     else:
         outs = [optimise(lam[i]) for i in range(lam.shape[0])]
         u, ok, hist, last = (jnp.stack(z) for z in zip(*outs, strict=True))
-    ghg, dev, x, conv = _evaluate(problem, u)
-    u, x, ok, conv = jax.block_until_ready((u, x, ok, conv))
+    if mesh is not None:
+        ghg, dev, x, conv = _evaluate(*place_sweep(problem, u, lam, mesh)[:2])
+    else:
+        ghg, dev, x, conv = _evaluate(problem, u)
+    # (parallel.to_host: a sweep spread over several processes is gathered first)
+    u, ghg, dev, x, ok, conv = parallel.to_host((u, ghg, dev, x, ok, conv))
     seconds = time.perf_counter() - t0
     G, E = float(problem.G), float(problem.E)
     ghg, dev = np.asarray(ghg, np.float64), np.asarray(dev, np.float64)
@@ -420,7 +440,7 @@ def sweep(
         u=np.asarray(u),
         x=np.asarray(x),
         ghg=ghg * G,
-        employment=np.asarray(x @ problem.r),
+        employment=np.asarray(jnp.asarray(x) @ problem.r),
         deviation=dev * E,
         ghg_ref=G,
         employment_ref=E,
@@ -580,7 +600,7 @@ def sector_table(
         Rows ``{"sector", "factor" (α), "output_change_pct", "employment_change"
         (indicator unit), "employment_change_pct", "ghg_change" (indicator unit)}``.
     """
-    m = problem.model
+    labels = problem.labels
     x_ref = np.asarray(problem.x_ref, float)
     c, r = np.asarray(problem.c, float), np.asarray(problem.r, float)
     x = result.x[index]
@@ -594,7 +614,7 @@ def sector_table(
     for i in order:
         rows.append(
             {
-                "sector": m.labels[i],
+                "sector": labels[i],
                 "factor": float(alpha[i]),
                 "output_change_pct": float(100 * (x[i] / x_ref[i] - 1)) if x_ref[i] else 0.0,
                 "employment_change": float(de[i]),

@@ -1,0 +1,95 @@
+"""Multi-regional design with trade (jcausal.economy.mrio) and the synthetic MRIO table."""
+
+import jax
+import numpy as np
+import pytest
+
+from jcausal.economy import design, io, mrio, spectral_radius
+from jcausal.economy.synthetic import parse_shape, synthetic_mrio
+
+LAMBDAS = [0.0, 0.3, 1.0, 3.0]
+KW = dict(steps=300, lr=0.1)
+
+
+@pytest.fixture(scope="module")
+def table():
+    system = io.load_test()
+    return system, io.from_pymrio(system, None)
+
+
+@pytest.fixture(scope="module")
+def result(table):
+    problem = mrio.MRIOProblem(table[1], "reg2", io.TEST_GHG, io.TEST_EMPLOYMENT)
+    return problem, mrio.sweep(problem, LAMBDAS, **KW)
+
+
+def test_zero_trade_reduces_to_the_domestic_design(table):
+    system, full = table
+    nt = mrio.without_trade(full)
+    got = mrio.sweep(mrio.MRIOProblem(nt, "reg2", io.TEST_GHG, io.TEST_EMPLOYMENT), LAMBDAS, **KW)
+    dom = design.DesignProblem(io.from_pymrio(system, "reg2"), io.TEST_GHG, io.TEST_EMPLOYMENT)
+    ref = design.sweep(dom, LAMBDAS, **KW)
+    # (to the solvers' tolerance: one solves 48 sectors, the other 8; relative to the totals)
+    np.testing.assert_allclose(got.design.ghg, ref.ghg, rtol=0, atol=1e-9 * ref.ghg_ref)
+    np.testing.assert_allclose(got.design.employment, ref.employment, rtol=0,
+                               atol=1e-9 * ref.employment_ref)  # fmt: skip
+    np.testing.assert_allclose(got.design.u, ref.u, atol=1e-6)
+    # nothing abroad moves when there is no trade
+    assert np.max(np.abs(got.leakage)) <= 1e-12 * got.ghg_ref_by_region.sum()
+
+
+def test_leakage_accounting_and_independent_solve(table, result):
+    _, full = table
+    problem, res = result
+    assert res.design.max_excess_loss < 0.01  # the closed-form optimum on the whole table
+    assert res.converged.all()
+    # GHG counted where it happens: domestic + abroad = global, and each term is independent
+    np.testing.assert_allclose(res.domestic_change + res.leakage, res.global_change, rtol=1e-12)
+    np.testing.assert_allclose(res.domestic_change, res.design.ghg - res.design.ghg_ref, rtol=1e-9)
+    # the whole table's outputs against numpy: x = (I - diag(α) A)^{-1} diag(α) y
+    A, y = np.asarray(full.A), np.asarray(full.y)
+    idx = np.asarray(problem.index)
+    c = np.asarray(full.intensity(io.TEST_GHG))
+    for k in range(len(LAMBDAS)):
+        alpha = np.ones(full.n)
+        alpha[idx] = np.exp(res.design.u[k])
+        x = np.linalg.solve(np.eye(full.n) - alpha[:, None] * A, alpha * y)
+        np.testing.assert_allclose(res.x_all[k], x, rtol=1e-8, atol=1e-8 * x.max())
+        np.testing.assert_allclose(res.global_change[k], c @ (x - np.asarray(full.x_observed)),
+                                   rtol=0, atol=1e-8 * res.ghg_ref_by_region.sum())  # fmt: skip
+    # closing the region's dirty sectors cuts the foreign production of their inputs too
+    assert res.domestic_change[0] < 0 and res.leakage[0] < 0
+    assert np.isfinite(res.leakage_share[0])
+
+
+def test_bad_input(table):
+    system, full = table
+    with pytest.raises(ValueError, match="unknown region 'nowhere'.*reg1"):
+        mrio.MRIOProblem(full, "nowhere", io.TEST_GHG, io.TEST_EMPLOYMENT)
+    with pytest.raises(ValueError, match="needs a table of several regions"):
+        mrio.MRIOProblem(io.from_pymrio(system, "reg1"), "reg1", io.TEST_GHG, io.TEST_EMPLOYMENT)
+    with pytest.raises(ValueError, match="REGIONSxSECTORS"):
+        parse_shape("49by200")
+    with pytest.raises(ValueError, match="rho"):
+        synthetic_mrio(2, 3, rho=1.2)
+
+
+def test_synthetic_table_shape_radius_and_seed():
+    m = synthetic_mrio(5, 12, seed=3, rho=0.55, trade_share=0.2)
+    A = np.asarray(m.A)
+    assert m.n == 60 and mrio.region_names(m)[:2] == ["R1", "R2"]
+    assert abs(spectral_radius(A) - 0.55) < 1e-12  # exact by construction, checked by eig
+    assert A.min() >= 0 and A.sum(0).max() < 1 and A.sum(0).min() < A.sum(0).max()
+    reg = np.asarray(m.regions)
+    same = reg[:, None] == reg[None, :]
+    # block structure: the diagonal blocks hold most inputs, in units where columns sum to ρ
+    assert 0.7 < A[same].sum() / A.sum() < 0.9
+    x, y = np.asarray(m.x_observed), np.asarray(m.y)
+    np.testing.assert_allclose(x, np.linalg.solve(np.eye(60) - A, y), rtol=1e-12)
+    assert np.array_equal(np.asarray(synthetic_mrio(5, 12, seed=3).A), A)
+    assert not np.array_equal(np.asarray(synthetic_mrio(5, 12, seed=4).A), A)
+    # the design runs on it and reaches its optimum
+    p = mrio.MRIOProblem(m, "R2", "GHG", "Employment")
+    res = mrio.sweep(p, [0.0, 1.0], steps=300, lr=0.1)
+    assert res.design.max_excess_loss < 0.01 and res.converged.all()
+    assert jax.numpy.asarray(res.ghg_by_region).shape == (2, 5)

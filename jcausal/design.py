@@ -13,6 +13,7 @@ import argparse
 import contextlib
 import dataclasses
 import math
+import os
 import re
 import signal
 import sys
@@ -144,6 +145,11 @@ class Config:
             ``α = exp(u)`` (see :class:`jcausal.economy.design.DesignProblem`).
         drops: tabulate the largest employment *drops* (the paper's table) instead of the
             largest changes of either sign.
+        mrio: design each region on the whole multi-regional table, trade included, and
+            count GHG where it happens (leakage); see :mod:`jcausal._design_mrio`.
+        synthetic_mrio: ``"RxS"``: the same on a synthetic Exiobase-shaped table of ``R``
+            regions × ``S`` sectors (:func:`jcausal.economy.synthetic_mrio`; implies ``mrio``).
+        devices: split the λ sweep over this many devices (``None``: one).
     """
 
     regions: tuple[str, ...] | None = None
@@ -163,6 +169,9 @@ class Config:
     years: tuple[str, ...] | None = None
     bounded: bool = False
     drops: bool = False
+    mrio: bool = False
+    synthetic_mrio: str | None = None
+    devices: int | None = None
 
 
 #: The default of ``jcausal design``: one region, meaningful and fast.
@@ -334,7 +343,13 @@ def check_config(cfg: Config) -> None:
             "--years selects Exiobase archives by year; give them with --exiobase (an archive "
             "or a folder of archives)"
         )
-    for flag in ("bounded", "drops"):
+    if cfg.devices is not None and (
+        isinstance(cfg.devices, bool) or not isinstance(cfg.devices, int) or cfg.devices < 1
+    ):
+        raise ValueError(f"--devices must be a positive whole number, got {cfg.devices!r}")
+    if cfg.synthetic_mrio is not None and cfg.exiobase is not None:
+        raise ValueError("--synthetic-mrio builds its own table; it cannot go with --exiobase")
+    for flag in ("bounded", "drops", "mrio"):
         if not isinstance(getattr(cfg, flag), bool):
             raise ValueError(f"{flag} must be True or False, got {getattr(cfg, flag)!r}")
 
@@ -450,6 +465,9 @@ OPTION_FIELDS = (
     "years",
     "bounded",
     "drops",
+    "mrio",
+    "synthetic_mrio",
+    "devices",
 )
 
 
@@ -479,6 +497,26 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="replace the results already in --out (without it, a folder holding results is "
         "refused)",
+    )
+    p.add_argument(
+        "--mrio",
+        action="store_true",
+        default=None,
+        help="design on the whole multi-regional table (trade included); report the GHG "
+        "that moves abroad (leakage) next to the domestic-block design",
+    )
+    p.add_argument(
+        "--synthetic-mrio",
+        default=None,
+        metavar="RxS",
+        help="--mrio on a synthetic Exiobase-shaped table of R regions x S sectors (seeded; "
+        "49x200 is Exiobase's size)",
+    )
+    p.add_argument(
+        "--devices",
+        type=int,
+        default=None,
+        help="split the λ sweep over N devices (must divide the number of λ)",
     )
     p.add_argument("--smoke", action="store_true", help="small, fast configuration (tests, CI)")
     p.add_argument("--list", action="store_true", help="list the table's regions and rows, exit")
@@ -575,6 +613,7 @@ def run(
     from rich.console import Console
 
     from . import _design_report as report
+    from . import parallel
     from .economy import design as edesign
     from .economy import io as eio
     from .economy.archive import check_archive
@@ -583,6 +622,10 @@ def run(
     cfg = config
     check_config(cfg)
     console = console or Console()
+    if cfg.mrio or cfg.synthetic_mrio is not None:
+        from . import _design_mrio
+
+        return _design_mrio.run(cfg, out, progress=progress, console=console)
     sources = archives(cfg)
     for source in sources.values():  # every archive before any is read (no code from data)
         if source is not None:
@@ -611,6 +654,7 @@ def run(
     latest = labels[-1] if labels else None
 
     results = {}
+    mesh = None if cfg.devices is None else parallel.sweep_mesh(cfg.devices)
     title = ", ".join(dict.fromkeys(r for r, _ in cases.values()))
     if len(labels) > 1:
         title += f" × {len(labels)} years"
@@ -621,7 +665,8 @@ def run(
                 if cfg.lambdas is not None
                 else edesign.auto_lambdas(prob, cfg.n_lambdas, cfg.include_zero)
             )
-            res = edesign.sweep(prob, lams, steps=cfg.steps, lr=cfg.lr, progress=_checked(tick))
+            res = edesign.sweep(prob, lams, steps=cfg.steps, lr=cfg.lr, progress=_checked(tick),
+                                mesh=mesh)  # fmt: skip
             results[key] = res.check(cfg.max_excess)
 
     fronts = {key: report.summarise(problems[key], res, cfg) for key, res in results.items()}
@@ -718,6 +763,14 @@ def run(
     return metrics
 
 
+def _cpu_devices(n: int) -> None:
+    # Before JAX starts its backends: let a CPU-only machine show n devices (the flag only
+    # concerns the host platform; accelerators are unaffected). A count set by the user wins.
+    flags = os.environ.get("XLA_FLAGS", "")
+    if "xla_force_host_platform_device_count" not in flags:
+        os.environ["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count={n}".strip()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``jcausal design``; return the exit status.
 
@@ -738,6 +791,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 check_archive(source)
         if args.list:
             return _list(cfg)
+        if cfg.devices is not None:
+            _cpu_devices(cfg.devices)
         import jax
         from rich.console import Console
 

@@ -105,6 +105,39 @@ def without_trade(model: IOModel) -> IOModel:
     )
 
 
+def domestic_block(model: IOModel, region: str) -> IOModel:
+    """The region's domestic block, closed as :func:`~jcausal.economy.io.from_pymrio` does.
+
+    ``A_rr``, ``x_r``, ``S[:, r]`` and ``y_r = x_r - A_rr x_r`` (the region's final demand,
+    exports and intermediate exports, held fixed): the paper's model of one country, for any
+    multi-regional :class:`IOModel` (e.g. a synthetic one).
+
+    Raises:
+        ValueError: an unknown region.
+    """
+    idx = region_index(model, region)
+    A = np.asarray(model.A, np.float64)[np.ix_(idx, idx)]
+    x = np.asarray(model.x_observed, np.float64)[idx]
+    y = x - A @ x
+    y = np.where(np.abs(y) <= 1e-12 * np.max(np.abs(x), initial=0.0), 0.0, y)
+    return IOModel(
+        A,
+        y,
+        x_observed=x,
+        S=np.asarray(model.S)[:, idx],
+        sectors=[model.sectors[i] for i in idx],
+        regions=[model.regions[i] for i in idx],
+        stressors=model.stressors,
+        stressor_units=model.stressor_units,
+        extensions=model.extensions,
+        stressor_keys=model.stressor_keys,
+        solver=model.solver,
+        dtype=model.A.dtype,
+        allow_negative_demand=True,
+        note=f"domestic block of region {region!r} (cross-country flows neglected)",
+    )
+
+
 class MRIOProblem(eqx.Module):
     """Eq. 5 of one region, solved on the whole multi-regional table.
 
@@ -326,6 +359,7 @@ __all__ = [
     "MRIOProblem",
     "MRIOResult",
     "by_region",
+    "domestic_block",
     "region_index",
     "region_names",
     "sweep",

@@ -1,0 +1,50 @@
+"""`jcausal design --mrio` / `--synthetic-mrio`: outputs, leakage columns, bad input."""
+
+import csv
+import json
+
+import numpy as np
+
+from jcausal.design import main
+
+
+def test_design_mrio_writes_leakage(tmp_path, capsys):
+    out = tmp_path / "mrio"
+    args = ["--mrio", "--smoke", "--region", "reg2", "--lambdas", "0,1,10", "--quiet"]
+    assert main([*args, "--out", str(out)]) == 0
+    files = {p.name for p in out.iterdir()}
+    assert {"trade_off.png", "leakage.png", "front.csv", "front.json", "metrics.json"} <= files
+    rows = list(csv.DictReader((out / "front.csv").open()))
+    assert [float(r["lambda"]) for r in rows] == [0.0, 1.0, 10.0]
+    metrics = json.loads((out / "metrics.json").read_text())["metrics"]["regions"]["reg2"]
+    by_region = metrics["ghg_change_by_region_at_marked"]
+    k = [r["marked"] for r in rows].index("True")
+    # the per-region bars: reg2's bar is the domestic change, the others sum to the leakage
+    leak = sum(v for r, v in by_region.items() if r != "reg2")
+    assert np.isclose(leak, float(rows[k]["leakage"]), rtol=1e-9)
+    dom = float(rows[k]["ghg"]) - metrics["reference_ghg"]
+    assert np.isclose(by_region["reg2"], dom, rtol=1e-9)
+    # same front as the domestic-block design, to the optimiser's tolerance
+    for r in rows:
+        assert abs(float(r["ghg_change_pct"]) - float(r["domestic_block_ghg_change_pct"])) < 1.0
+
+
+def test_design_synthetic_mrio_and_bad_input(tmp_path, capsys):
+    out = tmp_path / "syn"
+    assert main(["--synthetic-mrio", "3x6", "--smoke", "--lambdas", "0,1", "--region", "R2",
+                 "--quiet", "--out", str(out)]) == 0  # fmt: skip
+    doc = json.loads((out / "metrics.json").read_text())
+    assert doc["metrics"]["sectors_in_table"] == 18
+    capsys.readouterr()
+    bad = [
+        (["--mrio", "--region", "nowhere"], "unknown region 'nowhere'"),
+        (["--synthetic-mrio", "3by6"], "REGIONSxSECTORS"),
+        (["--synthetic-mrio", "3x6", "--exiobase", str(tmp_path)], "cannot go with --exiobase"),
+        (["--mrio", "--bounded"], "--bounded is not available with --mrio"),
+        (["--mrio", "--devices", "0"], "--devices must be a positive whole number"),
+    ]
+    for extra, message in bad:
+        code = main([*extra, "--smoke", "--quiet", "--out", str(tmp_path / "bad")])
+        err = capsys.readouterr().err
+        assert code == 2 and message in err, (extra, err)
+    assert not (tmp_path / "bad").exists()

@@ -243,3 +243,20 @@ def test_object_alpha_recomposes_the_rendered_scene():
         a = alpha[k][..., None]
         np.testing.assert_allclose(a * colour + (1 - a) * bg, img[k], atol=2e-3)
     assert alpha[0].mean() > alpha[1].mean()  # scale 3 vs scale 0
+
+
+def test_mcqvae_decoder_stages_compose_and_hybridise():
+    from jcausal.modularity import mcqvae_stages
+    from jcausal.nn import MCQVAE
+
+    vae = MCQVAE(32, dim=8, num_codebooks=2, num_codes=8, width=8, key=jax.random.key(0))
+    imgs = jax.random.uniform(jax.random.key(1), (2, 32, 32, 3))
+    zq = jax.vmap(lambda x: vae.quantizer.lookup(vae.codes(x)))(imgs)
+    st = mcqvae_stages(vae)
+    assert st.names == ("res", "up1", "out")  # 32 px: two upsamplings
+    np.testing.assert_allclose(st(zq[0]), vae.decode(zq[0]), rtol=1e-5, atol=1e-6)
+    assert st.upto(zq[0], "res").shape == (8, 8, 8) and st.upto(zq[0], "up1").shape[-1] == 8
+    full = hybridise(st, zq[0], zq[1], "up1", np.ones(8, bool))
+    np.testing.assert_allclose(full, vae.decode(zq[1]), rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="MCQVAE"):
+        mcqvae_stages(Pure(MNISTDecoder(4, 2, rngs=nnx.Rngs(0), width=8)))

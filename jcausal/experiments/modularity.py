@@ -241,6 +241,7 @@ def run(
     seed: int = 0,
     steps: int | None = None,
     scenes: bool = False,
+    scenes_model: str = "vae",
 ) -> dict:
     """Train a small Deep SCM and measure the modularity of its image decoder.
 
@@ -249,7 +250,9 @@ def run(
         out: output folder (default ``results/modularity``).
         seed: seed of the model, the pairs and the classifier (the data are fixed).
         steps: training steps of the Deep SCM (default: the config's).
-        scenes: also run the procedural-scenes part (a scene VAE is trained first).
+        scenes: also run the procedural-scenes part (a scene generator is trained first).
+        scenes_model: the scene generator, ``"vae"`` (a small VAE) or ``"mcqvae"`` (the
+            CT-VAE's MCQ-VAE decoder).
 
     Returns:
         The metrics written to ``metrics.json``.
@@ -315,7 +318,7 @@ def run(
 
         t1 = time.time()
         metrics["scenes"], draw = scenes_modularity(
-            jax.random.fold_in(key, 3), cfg.scene_steps, cfg.scene_pairs, seed
+            jax.random.fold_in(key, 3), cfg.scene_steps, cfg.scene_pairs, seed, scenes_model
         )
         for layer, arrays in draw.items():
             plot_scene_hybrids(arrays, layer, path / f"scenes_{layer}.png")
@@ -324,7 +327,8 @@ def run(
     times["total"] = time.time() - t0
     metrics["seconds"] = times
     metrics["figures"] = figures
-    config = dataclasses.asdict(cfg) | {"smoke": smoke, "seed": seed, "scenes": scenes}
+    config = dataclasses.asdict(cfg) | {"smoke": smoke, "seed": seed, "scenes": scenes,
+                                        "scenes_model": scenes_model}  # fmt: skip
     write_metrics(path, metrics, config)
     return metrics
 
@@ -333,6 +337,12 @@ def _extra(parser) -> None:
     parser.add_argument("--steps", type=int, default=None, help="training steps of the Deep SCM")
     parser.add_argument(
         "--scenes", action="store_true", help="also the procedural scenes (trains a scene VAE)"
+    )
+    parser.add_argument(
+        "--scenes-model",
+        choices=("vae", "mcqvae"),
+        default="vae",
+        help="scene generator: a small VAE, or the CT-VAE's MCQ-VAE decoder",
     )
 
 

@@ -21,8 +21,8 @@ from flax import nnx
 from jaxtyping import Array, Float, Int, PRNGKeyArray
 
 from ..data import Shapes
-from ..modularity import Stages, find_modules, hybrids, influence_maps
-from ..nn import Pure
+from ..modularity import Stages, find_modules, hybrids, influence_maps, mcqvae_stages
+from ..nn import MCQVAE, Pure, vq_loss
 from ..train import fit
 
 
@@ -101,26 +101,60 @@ def train_scene_vae(shapes: Shapes, key: PRNGKeyArray, steps: int, latent: int =
     return vae
 
 
-def scenes_modularity(key: PRNGKeyArray, steps: int, pairs: int, seed: int = 0) -> tuple:
-    """Train the scene VAE and measure each module's object share of influence, per layer.
+def train_scene_mcqvae(shapes: Shapes, key: PRNGKeyArray, steps: int) -> MCQVAE:
+    """Train a CT-VAE MCQ-VAE (codebook loss) on random scenes with ``fit``."""
+    k0, k1 = jax.random.split(key)
+    vae = MCQVAE(shapes.size, dim=16, num_codebooks=2, num_codes=16, width=32, key=k0)
+    vae, _ = fit(
+        lambda p, b, k: vq_loss(p, b),
+        vae,
+        lambda k: shapes.sample_scenes(k, 32)["image"],
+        optimizer=optax.adam(1e-3),
+        steps=steps,
+        key=k1,
+        progress=False,
+    )
+    return vae
+
+
+def scenes_modularity(
+    key: PRNGKeyArray, steps: int, pairs: int, seed: int = 0, model: str = "vae"
+) -> tuple:
+    """Train a scene generator and measure each module's object share of influence, per layer.
+
+    Args:
+        key: training and scene key.
+        steps: training steps of the generator.
+        pairs: (receiver, donor) pairs of scenes.
+        seed: seed of the NMF.
+        model: ``"vae"`` (the small :class:`SceneVAE`, latent vector input, layers ``"fc"`` and
+            ``"up1"``) or ``"mcqvae"`` (the CT-VAE's MCQ-VAE, quantised latent grid input,
+            layers ``"res"`` and ``"up1"`` of :func:`jcausal.modularity.mcqvae_stages`).
 
     Returns:
         ``(metrics, figures)``: metrics per layer (rank, assignment, ``object_share`` per
         module, ``max_object_share``, ``max_background_share``) and, per layer, the arrays to
         draw ``(receivers, donors, hybrids, alpha)``.
     """
+    if model not in ("vae", "mcqvae"):
+        raise ValueError(f"scenes model must be 'vae' or 'mcqvae', got {model!r}")
     shapes = Shapes(size=32)
     k_train, k_scene = jax.random.split(key)
-    vae = train_scene_vae(shapes, k_train, steps)
     scenes = shapes.sample_scenes(k_scene, 2 * pairs)
+    if model == "vae":
+        vae = train_scene_vae(shapes, k_train, steps)
+        z = vae.module.encode(scenes["image"])[0]
+        st, layers = scene_stages(vae), ("fc", "up1")
+    else:
+        mcq = train_scene_mcqvae(shapes, k_train, steps)
+        z = jax.jit(jax.vmap(lambda x: mcq.quantizer.lookup(mcq.codes(x))))(scenes["image"])
+        st, layers = mcqvae_stages(mcq), ("res", "up1")
     alpha = np.asarray(object_alpha(shapes, scenes["factors"]))
-    z = vae.module.encode(scenes["image"])[0]
     z1, z2 = z[:pairs], z[pairs:]
     obj = np.maximum(alpha[:pairs], alpha[pairs:]) > 0.5  # receiver's or donor's object
-    st = scene_stages(vae)
     out, draw = {}, {}
     recon_err = float(jnp.mean(jnp.abs(jax.vmap(st)(z) - scenes["image"])))
-    for layer in ("fc", "up1"):
+    for layer in layers:
         maps = influence_maps(st, z1, z2, layer, chunk=32)
         mods = find_modules(maps.sum(-1), seed=seed)
         hyb = np.asarray(hybrids(st, z1, z2, layer, mods.masks()))  # (n, r, S, S, 3)
@@ -137,7 +171,7 @@ def scenes_modularity(key: PRNGKeyArray, steps: int, pairs: int, seed: int = 0) 
             "object_pixel_fraction": float(obj.mean()),
         }
         draw[layer] = (np.asarray(jax.vmap(st)(z1)), np.asarray(jax.vmap(st)(z2)), hyb, share)
-    return {"reconstruction_mae": recon_err, "layers": out}, draw
+    return {"model": model, "reconstruction_mae": recon_err, "layers": out}, draw
 
 
 def plot_scene_hybrids(draw: tuple, layer: str, path, rows: int = 4) -> None:
@@ -158,11 +192,18 @@ def plot_scene_hybrids(draw: tuple, layer: str, path, rows: int = 4) -> None:
             axes[p, j].axis("off")
             if p == 0:
                 axes[p, j].set_title(title, fontsize=7)
-    fig.suptitle(f"scene VAE, module hybrids at layer {layer} (share of change on objects)",
+    fig.suptitle(f"scene generator, module hybrids at layer {layer} (share of change on objects)",
                  fontsize=9)  # fmt: skip
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
 
-__all__ = ["SceneVAE", "object_alpha", "plot_scene_hybrids", "scene_stages", "scenes_modularity"]
+__all__ = [
+    "SceneVAE",
+    "object_alpha",
+    "plot_scene_hybrids",
+    "scene_stages",
+    "scenes_modularity",
+    "train_scene_mcqvae",
+]

@@ -1,12 +1,13 @@
 """Modularity of generative models by counterfactuals on internal channels.
 
 Besserve, Mehrjou, Sun & Schölkopf, "Counterfactuals uncover the modular structure of deep
-generative models" (ICLR 2020): a generator cut into named stages (:class:`Stages`,
-:func:`decoder_stages`); hybrids, i.e. counterfactual outputs with chosen channels of a layer
-taken from another latent (:func:`hybridise`, :func:`hybrids`, vmapped over pairs and channel
-masks); influence maps (:func:`influence_maps`); modules by NMF of the influence matrix
-(:func:`find_modules`); the classifier probe (:func:`classifier_probe`); and slant/width
-measurements of digit images (:func:`measure_slant`, :func:`measure_width`).
+generative models" (ICLR 2020): a generator cut into named stages (:class:`Stages`;
+:func:`decoder_stages` for the Deep SCM decoder, :func:`mcqvae_stages` for the CT-VAE's);
+hybrids, i.e. counterfactual outputs with chosen channels of a layer taken from another latent
+(:func:`hybridise`, :func:`hybrids`, vmapped over pairs and channel masks); influence maps
+(:func:`influence_maps`); modules by NMF of the influence matrix (:func:`find_modules`); the
+classifier probe (:func:`classifier_probe`); and slant/width measurements of digit images
+(:func:`measure_slant`, :func:`measure_width`).
 """
 
 from .hybrid import channel_mask, hybridise, hybrids
@@ -14,7 +15,7 @@ from .influence import influence_maps
 from .modules import Modules, find_modules
 from .probe import classifier_probe
 from .shape import measure_shape, measure_slant, measure_width
-from .stages import Stages, decoder_stages
+from .stages import Stages, decoder_stages, mcqvae_stages
 
 __all__ = [
     "Modules",
@@ -26,6 +27,7 @@ __all__ = [
     "hybridise",
     "hybrids",
     "influence_maps",
+    "mcqvae_stages",
     "measure_shape",
     "measure_slant",
     "measure_width",

@@ -187,4 +187,51 @@ def decoder_stages(
     return Stages([(p, _DecoderPart(net.eval(), p, context)) for p in ("reshape", "up1", "up2")])
 
 
-__all__ = ["Stages", "decoder_stages"]
+class _MCQPart(eqx.Module):
+    """One stage of an MCQ-VAE decoder, channels last (equinox convolutions are channels first)."""
+
+    vae: Any
+    part: int = eqx.field(static=True)
+
+    def __call__(self, h: Array) -> Array:
+        v = self.vae
+        x = jnp.transpose(h, (2, 0, 1))
+        if self.part == 0:  # input convolution and residual blocks, then the ReLU
+            x = v.dec_in(x)
+            for block in v.dec_res:
+                x = block(x)
+            x = jax.nn.relu(x)
+        else:
+            x = v.up[self.part - 1](x)
+            if self.part < len(v.up):
+                x = jax.nn.leaky_relu(x, 0.2)
+            else:
+                x = 0.5 * (jnp.tanh(x) + 1.0)
+        return jnp.transpose(x, (1, 2, 0))
+
+
+def mcqvae_stages(vae: Any) -> Stages:
+    """The decoder of a CT-VAE MCQ-VAE (:class:`jcausal.nn.MCQVAE`) as stages.
+
+    The input is one quantised latent grid ``(h, w, D)`` (e.g.
+    ``vae.quantizer.lookup(vae.codes(image))``). Layers: ``"res"`` (``(h, w, width)``, after the
+    input convolution, the residual blocks and the ReLU), ``"up1"``, ``"up2"``, ... after each
+    transposed convolution and its LeakyReLU, and ``"out"``, the image ``(S, S, 3)`` in
+    ``[0, 1]``. ``stages(z_q)`` equals ``vae.decode(z_q)``.
+
+    Raises:
+        ValueError: ``vae`` is not an MCQVAE (marks of :func:`jcausal.train.buffer` are
+            removed with :func:`jcausal.train.unfreeze` first).
+    """
+    from ..nn import MCQVAE
+
+    if not isinstance(vae, MCQVAE):
+        raise ValueError(
+            f"mcqvae_stages needs a jcausal.nn.MCQVAE, got {type(vae).__name__}; after "
+            "training with EMA codebooks, pass jcausal.train.unfreeze(vae)"
+        )
+    names = ["res"] + [f"up{i}" for i in range(1, len(vae.up))] + ["out"]
+    return Stages([(name, _MCQPart(vae, i)) for i, name in enumerate(names)])
+
+
+__all__ = ["Stages", "decoder_stages", "mcqvae_stages"]

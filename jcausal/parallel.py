@@ -249,13 +249,40 @@ def replicate_arrays(tree: PyTree, mesh: Mesh) -> PyTree:
 
 
 def _put(x, sharding: NamedSharding) -> jax.Array:
-    # Several processes: every process holds the whole (same) value; each keeps its shards.
-    if jax.process_count() > 1 and not getattr(x, "is_fully_addressable", True):
+    if jax.process_count() == 1 or not getattr(x, "is_fully_addressable", True):
         return jax.device_put(x, sharding)
-    if jax.process_count() > 1:
-        x = np.asarray(x)
-        return jax.make_array_from_callback(x.shape, sharding, lambda i: x[i])
-    return jax.device_put(x, sharding)
+    # Several processes: every process holds the whole (same) value and keeps its shards.
+    x = np.asarray(x)
+    return jax.make_array_from_callback(x.shape, sharding, lambda i: x[i])
+
+
+def put(tree: PyTree, sharding: NamedSharding) -> PyTree:
+    """``jax.device_put(tree, sharding)``, also for a mesh spanning several processes.
+
+    With several processes each must pass the same values (e.g. parameters initialised from
+    the same key); each process keeps the shards of its own devices. Arrays that already
+    span several processes are resharded.
+    """
+    return jax.tree_util.tree_map(lambda x: _put(x, sharding), tree)
+
+
+def local(tree: PyTree) -> PyTree:
+    """Make arrays spread over several processes process-local.
+
+    A replicated array becomes a copy on a local device; a sharded one is gathered from every
+    process (a collective: every process calls this together). Others are returned as they are.
+    """
+
+    def get(x):
+        if not isinstance(x, jax.Array) or x.is_fully_addressable:
+            return x
+        if x.is_fully_replicated:
+            return x.addressable_data(0)
+        from jax.experimental import multihost_utils
+
+        return jax.numpy.asarray(multihost_utils.process_allgather(x, tiled=True))
+
+    return jax.tree_util.tree_map(get, tree)
 
 
 def process_local_data(tree: PyTree, sharding: Mesh | NamedSharding) -> PyTree:
@@ -309,7 +336,9 @@ __all__ = [
     "UNITS",
     "batch_shardings",
     "constrain_batch",
+    "local",
     "process_local_data",
+    "put",
     "replicate",
     "replicate_arrays",
     "shard_sweep",

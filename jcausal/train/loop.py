@@ -241,9 +241,13 @@ def fit(
     names = leaf_names(dyn)
     fingerprint = optimizer_fingerprint(optimizer, opt_state)
     if replicated is not None:
-        dyn, opt_state, ema_dyn = jax.device_put((dyn, opt_state, ema_dyn), replicated)
+        dyn, opt_state, ema_dyn = parallel.put((dyn, opt_state, ema_dyn), replicated)
         if not sampled and data is not None:
-            data = jax.device_put(data, replicated)
+            # Data already spread over processes (parallel.process_local_data: each process
+            # holds its slice) stays so; the step gathers each batch across them.
+            data = jax.tree_util.tree_map(
+                lambda x: x if not x.is_fully_addressable else parallel.put(x, replicated), data
+            )
 
     # Best evaluation so far (keep_best): its step, value and trainable leaves. Step -1 means
     # no finite evaluation yet; the leaves then hold the initial parameters.
@@ -329,7 +333,7 @@ def fit(
                     ),
                 }
             if replicated is not None:
-                dyn, opt_state, ema_dyn = jax.device_put((dyn, opt_state, ema_dyn), replicated)
+                dyn, opt_state, ema_dyn = parallel.put((dyn, opt_state, ema_dyn), replicated)
     if start > steps:
         raise ValueError(
             f"checkpoint_dir holds step {start}, beyond steps={steps}; use a new checkpoint_dir"
@@ -337,7 +341,9 @@ def fit(
 
     def save(step: int) -> None:
         def group(tree):
-            return {str(i): to_numpy(x) for i, x in enumerate(jax.tree_util.tree_leaves(tree))}
+            # (parallel.local: parameters spread over processes are gathered before writing)
+            leaves = jax.tree_util.tree_leaves(parallel.local(tree))
+            return {str(i): to_numpy(x) for i, x in enumerate(leaves)}
 
         arrays = {"params": group(dyn), "opt": group(opt_state)}
         info = {
@@ -445,7 +451,7 @@ def fit(
         # The permutation of the current epoch; the compiled step redraws it at each new epoch.
         perm = permutation(data_key, jnp.asarray(start // steps_per_epoch), n)
     if replicated is not None:
-        perm = jax.device_put(perm, replicated)
+        perm = parallel.put(perm, replicated)
     running = None
     done = start
     # Steps per call: all of `length` when it is short; else start small and grow towards
@@ -459,7 +465,7 @@ def fit(
             tick = time.perf_counter()
             out = chunk(dyn, opt_state, ema_dyn, data, perm, jnp.asarray(done, jnp.int32),
                         jnp.asarray(count, jnp.int32))  # fmt: skip
-            ran, bad, losses, trace, loss_f, aux_f, grads_ok, params_ok = jax.device_get(
+            ran, bad, losses, trace, loss_f, aux_f, grads_ok, params_ok = parallel.to_host(
                 (out.done, out.bad, out.losses, out.trace, out.loss, out.aux, out.grads_ok,
                  out.params_ok)
             )  # fmt: skip
@@ -537,8 +543,9 @@ def fit(
         if best["step"] >= 0:
             dyn = best["dyn"]
     if ema is not None:
-        history.ema_params = eqx.combine(ema_dyn, static)
-    return eqx.combine(dyn, static), history
+        history.ema_params = eqx.combine(parallel.local(ema_dyn), static)
+    # Several processes: the returned parameters are process-local copies (gathered).
+    return eqx.combine(parallel.local(dyn), static), history
 
 
 def buffer_positions(params: PyTree, dyn: PyTree) -> tuple[tuple[int, int], ...]:

@@ -1,0 +1,121 @@
+"""Sharded sweeps, counterfactuals and training on 8 fake CPU devices equal one device.
+
+One subprocess (the device count is fixed when JAX starts) runs every check and prints the
+differences; the test asserts them. Tolerances: 1e-12 in float64 for the λ sweeps and the
+counterfactuals (measured ~2e-14), 1e-10 for training (the batch mean's sum is reduced over
+devices in another order; measured ~1e-15).
+"""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+SCRIPT = textwrap.dedent(
+    """
+    import json, tempfile
+    import jax, jax.numpy as jnp, numpy as np, optax, equinox as eqx
+    jax.config.update("jax_enable_x64", True)
+    import jcausal as jc
+    from jcausal import examples, parallel
+    from jcausal.economy import mrio, synthetic_mrio
+    from jcausal.train import fit
+
+    assert len(jax.devices()) == 8, jax.devices()
+    out = {}
+    # 1. λ sweeps: split over 8 devices, and 4 (sweep) x 2 (rows of A)
+    m = synthetic_mrio(4, 10, seed=1)
+    p = mrio.MRIOProblem(m, "R2", "GHG", "Employment")
+    lams = np.concatenate([[0.0], np.geomspace(0.05, 20, 7)])
+    kw = dict(steps=40, lr=0.1)
+    one = mrio.sweep(p, lams, **kw)
+    for name, mesh in (("sweep8", parallel.sweep_mesh(8)),
+                       ("rows2", parallel.sweep_mesh(8, rows=2))):
+        r = mrio.sweep(p, lams, mesh=mesh, **kw)
+        out[name] = max(float(np.max(np.abs(r.design.u - one.design.u))),
+                        float(np.max(np.abs(r.x_all - one.x_all)) / np.abs(one.x_all).max()),
+                        float(np.max(np.abs(r.design.loss - one.design.loss))))
+    out["moved"] = float(np.max(np.abs(one.design.u)))
+    errors = {}
+    for name, call in {
+        "not_dividing": lambda: mrio.sweep(p, lams[:6], mesh=parallel.sweep_mesh(8), **kw),
+        "no_axis": lambda: mrio.sweep(p, lams, mesh=parallel.unit_mesh(8), **kw),
+        "rows": lambda: parallel.sweep_mesh(8, rows=3),
+        "rows_of_A": lambda: mrio.sweep(mrio.MRIOProblem(synthetic_mrio(3, 3), "R1", "GHG",
+                                        "Employment"), lams[:2],
+                                        mesh=parallel.sweep_mesh(8, rows=4), **kw),
+    }.items():
+        try:
+            call()
+            errors[name] = "no error"
+        except ValueError as e:
+            errors[name] = str(e)
+    out["errors"] = errors
+    # 2. counterfactuals with per-unit Hard values and Monte Carlo draws, units sharded
+    scm = examples.health()
+    obs = jc.sample(jax.random.key(0), scm, 64)
+    age = jnp.linspace(20.0, 80.0, 64)
+    ref = jc.counterfactual(scm, obs, {"age": jc.Hard(age)}, jax.random.key(1), num_samples=5)
+    s_obs, s_age = parallel.shard_units((obs, age))
+    got = jc.counterfactual(scm, s_obs, {"age": jc.Hard(s_age)}, jax.random.key(1),
+                            num_samples=5)
+    out["cf"] = max(float(jnp.max(jnp.abs(got[k] - ref[k]))) for k in ref)
+    out["cf_devices"] = len(got["risk"].sharding.device_set)
+    # 3. training: 8 devices == 1; a checkpoint of 8 devices resumed on 2; process-local data
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(256, 3))
+    data = {"x": x, "y": np.tanh(x @ np.array([1.0, -1.0, 0.5]))}
+    model = eqx.nn.MLP(3, 1, 8, 1, key=jax.random.key(0))
+
+    def loss(mdl, batch, key):
+        return jnp.mean((jax.vmap(mdl)(batch["x"])[:, 0] - batch["y"]) ** 2)
+
+    kw = dict(optimizer=optax.adam(1e-2), batch_size=64, key=jax.random.key(1),
+              progress=False, log_every=10)
+    leaves = lambda t: jax.tree.leaves(eqx.filter(t, eqx.is_array))
+    diff = lambda a, b: max(float(jnp.max(jnp.abs(u - v))) for u, v in
+                            zip(leaves(a), leaves(b)))
+    plain, _ = fit(loss, model, data, steps=40, **kw)
+    eight, _ = fit(loss, model, data, steps=40, sharding=parallel.unit_mesh(8), **kw)
+    out["fit8"] = diff(eight, plain)
+    out["fit_moved"] = diff(plain, model)
+    with tempfile.TemporaryDirectory() as d:
+        fit(loss, model, data, steps=20, sharding=parallel.unit_mesh(8), checkpoint_dir=d,
+            checkpoint_every=20, **kw)
+        resumed, hist = fit(loss, model, data, steps=40, sharding=parallel.unit_mesh(2),
+                            checkpoint_dir=d, checkpoint_every=20, **kw)
+        out["resume_start"] = hist.start_step
+        out["resume8to2"] = diff(resumed, plain)
+        resumed1, _ = fit(loss, model, data, steps=40, checkpoint_dir=d, checkpoint_every=20,
+                          **kw)
+        out["resume_to1"] = diff(resumed1, plain)
+    mesh = parallel.unit_mesh(8)
+    sliced = parallel.process_local_data(data, mesh)  # one process: its slice is everything
+    out["local_data"] = diff(fit(loss, model, sliced, steps=40, sharding=mesh, **kw)[0], plain)
+    print("RESULT", json.dumps(out))
+    """
+)
+
+
+def test_sharded_sweeps_counterfactuals_and_training_match_one_device():
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8")
+    res = subprocess.run(
+        [sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True, timeout=600
+    )
+    assert res.returncode == 0, res.stderr[-3000:]
+    line = [x for x in res.stdout.splitlines() if x.startswith("RESULT")][-1]
+    out = json.loads(line.split(" ", 1)[1])
+    assert out["moved"] > 0.1 and out["fit_moved"] > 1e-2  # the runs did something
+    assert out["sweep8"] < 1e-12 and out["rows2"] < 1e-12
+    assert out["cf"] < 1e-12 and out["cf_devices"] == 8
+    assert out["fit8"] < 1e-10 and out["local_data"] < 1e-10
+    assert out["resume_start"] == 20
+    assert out["resume8to2"] < 1e-10 and out["resume_to1"] < 1e-10
+    err = out["errors"]
+    assert (
+        "has 6 entries, not divisible by the 8 devices of mesh axis 'sweep'" in err["not_dividing"]
+    )
+    assert "the mesh has no axis 'sweep'" in err["no_axis"] and "['units']" in err["no_axis"]
+    assert "rows=3 must be a positive divisor of the 8 devices" in err["rows"]
+    assert "a matrix of 9 rows cannot be split over the 4 devices" in err["rows_of_A"]

@@ -14,6 +14,7 @@ from ._version import __version__
 _SUBMODULES = ("economy", "examples", "flows", "invariance", "lie", "parallel", "policy", "scm",
                "solvers", "train")  # fmt: skip
 _NAMES = {
+    "image": ("DiffusionImage",),
     "invariance": ("check_compartments", "invariance_conditions", "learn_compartmentalized",
                    "learn_invariant"),
     "lie": ("SO", "Lie", "LieGroup", "Multiplicative", "Translation", "distributed"),
@@ -45,6 +46,7 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:  # what type checkers and IDEs see
     from . import economy, examples, flows, invariance, lie, parallel, policy, solvers, train
+    from .image import DiffusionImage
     from .invariance import (
         check_compartments,
         invariance_conditions,
@@ -91,6 +93,7 @@ __all__ = [
     "Anderson",
     "Box",
     "CycleError",
+    "DiffusionImage",
     "EquilibriumSCM",
     "FixedPointError",
     "FixedPointReport",

@@ -25,6 +25,7 @@ import jcausal
 import jcausal as jc
 from jcausal import flows
 from jcausal.ctvae import CTLayer
+from jcausal.diffusion import Schedule
 from jcausal.image import VAEImage, VQTransition
 from jcausal.nn import MCQVAE
 from jcausal.scm import Mechanism
@@ -98,6 +99,36 @@ def _vq_transition_scm(key):
         x=jc.Root(distrax.Independent(box, 3)),
         a=jc.Root(distrax.Categorical(logits=jnp.zeros(3))),
         y=VQTransition(codec, _vq_logits, ct, ["x", "a"]),
+    )
+
+
+class _TinyEps(eqx.Module):
+    w: jax.Array
+
+    def __call__(self, x, t):
+        return jnp.tanh(self.w[0] * x + self.w[1] * jnp.mean(x) + 0.001 * t)
+
+
+class _TinyRegressor(eqx.Module):
+    w: jax.Array
+
+    def __call__(self, x, t):
+        return self.w @ x.reshape(-1)
+
+
+def _diffusion(key):
+    # Guided abduction with exact inversion: forward(pa, abduct(x, pa)) == x for any scale.
+    return jc.DiffusionImage(
+        _TinyEps(jnp.array([1.5, 0.5])),
+        _TinyRegressor(0.5 * jax.random.normal(key, (1, 9))),
+        Schedule.linear(20),
+        ["x"],
+        kind="gaussian",
+        scale=0.5,
+        steps=5,
+        exact=True,
+        abduct_guided=True,
+        image_shape=(3, 3, 1),
     )
 
 
@@ -222,6 +253,13 @@ def registry() -> list[Entry]:
             "none",
         ),
         Entry("VAEImage", jc.SCM(x=_root_x(), y=vae), True, "bound", bad_value=300.0),
+        Entry(
+            "DiffusionImage",
+            jc.SCM(x=_root_x(), y=_diffusion(k[3])),
+            True,
+            "none",
+            bad_value=300.0,
+        ),
         # Not a round trip: an untrained codec need not re-encode its decoded codes exactly.
         Entry("VQTransition", _vq_transition_scm(k[2]), False, "exact", bad_value=300.0),
     ]

@@ -66,6 +66,8 @@ def train_digit_classifier(
     steps: int = 2000,
     batch_size: int = 128,
     learning_rate: float = 2e-3,
+    checkpoint_dir: str | None = None,
+    progress: bool = False,
 ) -> DigitClassifier:
     """Train a :class:`DigitClassifier` on real digits with :func:`jcausal.train.fit` (Adam).
 
@@ -76,6 +78,8 @@ def train_digit_classifier(
         steps: optimisation steps.
         batch_size: images per step (at most ``N``).
         learning_rate: Adam's learning rate.
+        checkpoint_dir: checkpoint directory of the run (resumed when it holds one).
+        progress: a tqdm progress bar.
 
     Returns:
         The trained classifier.
@@ -100,7 +104,8 @@ def train_digit_classifier(
         steps=steps,
         key=k_fit,
         batch_size=min(batch_size, len(labels)),
-        progress=False,
+        checkpoint_dir=checkpoint_dir,
+        progress=progress,
     )
     return model
 

@@ -31,9 +31,11 @@ jax.config.update("jax_enable_x64", True)  # this script is a standalone process
 
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
+import scipy.linalg  # noqa: E402
 import scipy.sparse.linalg as spla  # noqa: E402
 
-from jcausal.solvers import Anderson, Newton, fixed_point  # noqa: E402
+import jcausal as jc  # noqa: E402
+from jcausal.solvers import Anderson, Auto, Newton, fixed_point, linear_fixed_point  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _machine import machine_info  # noqa: E402
@@ -100,6 +102,42 @@ def jax_row(name, solver, a, y, repeats):
     }
 
 
+def linear_row(name, solver, a, y, w, repeats, grad=True):
+    """``linear_fixed_point`` (the matrix given explicitly): solve, and solve + gradient."""
+    aj, yj, wj = jnp.asarray(a), jnp.asarray(y), jnp.asarray(w)
+    run = jax.jit(lambda a_, y_: linear_fixed_point(a_, y_, solver=solver, throw=False))
+    t0 = time.perf_counter()
+    x, rep = jax.block_until_ready(run(aj, yj))
+    compile_s = time.perf_counter() - t0
+    row = {
+        "solver": name,
+        "seconds": median_time(lambda: jax.block_until_ready(run(aj, yj)), repeats),
+        "compile_seconds": compile_s,
+        "residual": residual(a, y, x),
+        "converged": bool(rep.converged),
+        "steps": int(rep.num_steps),
+    }
+    if grad:
+        vg = jax.jit(jax.grad(lambda a_, y_: wj @ linear_fixed_point(a_, y_, solver=solver)[0],
+                              argnums=(0, 1)))  # fmt: skip
+        jax.block_until_ready(vg(aj, yj))
+        row["grad_seconds"] = median_time(lambda: jax.block_until_ready(vg(aj, yj)), repeats)
+    return row
+
+
+def lu_grad_seconds(a, y, w, repeats):
+    """numpy/scipy: one LU, the solve and the adjoint solve, dL/dA = g x^T (the peer)."""
+    eye = np.eye(len(y))
+
+    def lu_grad():
+        lu = scipy.linalg.lu_factor(eye - a, check_finite=False)
+        x = scipy.linalg.lu_solve(lu, y, check_finite=False)
+        g = scipy.linalg.lu_solve(lu, w, trans=1, check_finite=False)
+        return np.outer(g, x), g
+
+    return median_time(lu_grad, repeats)
+
+
 def numpy_rows(a, y, repeats):
     eye = np.eye(len(y))
     out = []
@@ -135,46 +173,136 @@ def case(kind: str, n: int, repeats: int) -> dict:
     a, y = {"dense": lambda: dense(n, 0.6), "dense rho=0.95": lambda: dense(n, 0.95),
             "block-regional": lambda: block_regional(n)}[kind]()  # fmt: skip
     rows = numpy_rows(a, y, repeats)
-    solvers = {
-        "jcausal Anderson": Anderson(),
-        "jcausal Newton LU": Newton(linear_solver="lu"),
-        "jcausal Newton GMRES": Newton(linear_solver="gmres"),
-    }
+    w = np.random.default_rng(1).standard_normal(n)
+    lu_grad = lu_grad_seconds(a, y, w, max(1, repeats if n <= 4000 else 1))
+    # The matrix given explicitly (linear_fixed_point): Auto (the default), LU, BiCGStab.
+    rows.append(linear_row("jcausal Auto", Auto(), a, y, w, repeats))
+    if n <= 4000:
+        rows.append(linear_row("jcausal LU", Newton(linear_solver="lu"), a, y, w, repeats))
+    rows.append(linear_row("jcausal BiCGStab", Newton(linear_solver="bicgstab"), a, y, w,
+                           repeats, grad=False))  # fmt: skip
+    # The map given as a function (fixed_point): Anderson and Newton-GMRES; Newton-LU forms
+    # the Jacobian by n JVPs (small n only).
+    solvers = {"jcausal Anderson (fixed_point)": Anderson(),
+               "jcausal Newton GMRES (fixed_point)": Newton(linear_solver="gmres")}  # fmt: skip
+    if n <= 1000:
+        solvers["jcausal Newton LU (fixed_point)"] = Newton(linear_solver="lu")
     for name, solver in solvers.items():
         rows.append(jax_row(name, solver, a, y, repeats))
     peers = rows[:2]  # numpy LU and scipy GMRES
     best_peer = min(peers, key=lambda r: r["seconds"])
     ours = rows[3:]
     best = min(ours, key=lambda r: r["seconds"])
+    auto = rows[3]
+    peer_res = max(min(p["residual"] for p in peers), 1e-300)
     return {
         "kind": kind,
         "n": n,
+        "load_average": os.getloadavg(),
         "rows": rows,
+        "numpy_lu_grad_seconds": lu_grad,
         "fastest_jcausal": best["solver"],
         "speed_vs_best_peer": {r["solver"]: best_peer["seconds"] / r["seconds"] for r in ours},
-        "residual_vs_best_peer": {
-            r["solver"]: r["residual"] / max(min(p["residual"] for p in peers), 1e-300)
-            for r in ours
+        "residual_vs_best_peer": {r["solver"]: r["residual"] / peer_res for r in ours},
+        "auto": {
+            "speed_vs_best_peer": best_peer["seconds"] / auto["seconds"],
+            "residual_vs_best_peer": auto["residual"] / peer_res,
+            "grad_speed_vs_lu_grad": lu_grad / auto["grad_seconds"],
         },
     }
 
 
+def intermediate(a, pa):  # module level: one compilation
+    return a @ pa["x"]
+
+
 def overhead(n: int, repeats: int) -> dict:
-    """One un-jitted ``fixed_point`` call (default solver) vs ``numpy.linalg.solve``."""
+    """Un-jitted calls, Python overhead included, vs ``numpy.linalg.solve(I - A, y)``.
+
+    ``fixed_point`` (Anderson), ``linear_fixed_point`` (Auto: LU at this size),
+    ``IOModel.solve`` and ``jc.solve`` on the README's one-node ``EquilibriumSCM``.
+    """
+    import distrax
+
+    from jcausal.economy import IOModel
+
     a, y = dense(n, 0.6)
     aj, yj = jnp.asarray(a), jnp.asarray(y)
-    solver = Anderson()
-
-    def call():
-        return jax.block_until_ready(fixed_point(leontief_map, jnp.zeros_like(yj), (aj, yj),
-                                                 solver=solver)[0])  # fmt: skip
-
-    call()
-    t = median_time(call, repeats)
+    model = IOModel(a, y)
+    economy = jc.EquilibriumSCM(
+        x=jc.Additive(intermediate, aj, distrax.Deterministic(jnp.ones(n)), ["x"]),
+        solver=jc.Anderson(rtol=1e-10, max_steps=500),
+    )
+    demand = {"x": yj[None]}
+    calls = {
+        "fixed_point (Anderson)": lambda: fixed_point(
+            leontief_map, jnp.zeros_like(yj), (aj, yj), solver=Anderson()
+        )[0],
+        "linear_fixed_point (Auto)": lambda: linear_fixed_point(aj, yj)[0],
+        "IOModel.solve (Auto)": lambda: model.solve()[0],
+        "jc.solve (EquilibriumSCM, Anderson)": lambda: jc.solve(economy, demand)[0]["x"],
+    }
     eye = np.eye(n)
-    t_np = median_time(lambda: np.linalg.solve(eye - a, y), repeats)
-    return {"n": n, "fixed_point_call_seconds": t, "numpy_solve_seconds": t_np,
-            "ratio": t / t_np}  # fmt: skip
+    out = {"n": n, "numpy_solve_seconds": median_time(lambda: np.linalg.solve(eye - a, y),
+                                                      max(repeats, 50))}  # fmt: skip
+    for name, call in calls.items():
+        jax.block_until_ready(call())
+        t = median_time(lambda c=call: jax.block_until_ready(c()), max(repeats, 50))
+        out[name] = {"seconds": t, "ratio_to_numpy": t / out["numpy_solve_seconds"]}
+    return out
+
+
+def batch(n: int, repeats: int, size: int = 64) -> dict:
+    """64 row-scaling interventions ``A_u = diag(exp u) A``: vmap vs a loop vs 64 numpy LUs.
+
+    Rows: vmapped ``linear_fixed_point`` (Auto) from zero and warm-started from the
+    unintervened equilibrium, and the warm-started loop of single calls.
+    """
+    a, y = dense(n, 0.6)
+    u = 0.05 * np.random.default_rng(2).standard_normal((size, n))
+    aj, yj, uj = jnp.asarray(a), jnp.asarray(y), jnp.asarray(u)
+    x_star = jnp.asarray(np.linalg.solve(np.eye(n) - a, y))
+
+    def one(u_, x0):
+        d = jnp.exp(u_)
+        return linear_fixed_point(d[:, None] * aj, d * yj, x0, throw=False)
+
+    single = jax.jit(one)
+    batched = jax.jit(jax.vmap(one, in_axes=(0, None)))
+    zeros = jnp.zeros(n)
+    _, rep = jax.block_until_ready(batched(uj, zeros))
+    xw, repw = jax.block_until_ready(batched(uj, x_star))
+    jax.block_until_ready(single(uj[0], x_star))
+    eye = np.eye(n)
+
+    def lu():
+        return [np.linalg.solve(eye - np.exp(u[i])[:, None] * a, np.exp(u[i]) * y)
+                for i in range(size)]  # fmt: skip
+
+    ref = lu()
+    err = max(float(np.linalg.norm(xw[i] - ref[i]) / np.linalg.norm(ref[i])) for i in range(size))
+    t_cold = median_time(lambda: jax.block_until_ready(batched(uj, zeros)), repeats)
+    t_warm = median_time(lambda: jax.block_until_ready(batched(uj, x_star)), repeats)
+    t_loop = median_time(
+        lambda: jax.block_until_ready([single(uj[i], x_star) for i in range(size)]), repeats
+    )
+    t_lu = median_time(lu, max(1, repeats // 2))
+    return {
+        "n": n,
+        "batch": size,
+        "load_average": os.getloadavg(),
+        "vmap_cold_seconds": t_cold,
+        "vmap_warm_seconds": t_warm,
+        "loop_warm_seconds": t_loop,
+        "numpy_lu_seconds": t_lu,
+        "steps_cold_max": int(np.max(rep.num_steps)),
+        "steps_warm_max": int(np.max(repw.num_steps)),
+        "all_converged": bool(np.all(rep.converged) and np.all(repw.converged)),
+        "max_error_vs_lu": err,
+        "warm_vs_loop": t_loop / t_warm,
+        "warm_vs_numpy_lu": t_lu / t_warm,
+        "cold_vs_numpy_lu": t_lu / t_cold,
+    }
 
 
 def main(argv=None) -> dict:
@@ -182,13 +310,16 @@ def main(argv=None) -> dict:
     p.add_argument("--sizes", type=int, nargs="+", default=[50, 200, 1000, 2000, 4000])
     p.add_argument("--kinds", nargs="+", default=["dense", "block-regional", "dense rho=0.95"])
     p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--batch-sizes", type=int, nargs="*", default=[1000])
     p.add_argument("--out", default="benchmarks/results/linear_solvers.json")
     args = p.parse_args(argv)
     out = {
         "machine": machine_info("jax", "lineax", "numpy", "scipy"),
+        "load_average_start": os.getloadavg(),
         "rtol": RTOL,
         "cases": [],
         "overhead": [],
+        "batches": [],
     }
     for n in args.sizes:
         for kind in args.kinds:
@@ -198,10 +329,25 @@ def main(argv=None) -> dict:
             print(f"n={n:5d} {kind:15s} fastest {c['fastest_jcausal']} {speed:.2f}x best peer",
                   "|", ", ".join(f"{r['solver']}: {r['seconds'] * 1e3:.2f} ms ({r['residual']:.1e})"
                                  for r in c["rows"]), flush=True)  # fmt: skip
+            a = c["auto"]
+            print(f"    Auto: {a['speed_vs_best_peer']:.2f}x best peer's speed, residual "
+                  f"{a['residual_vs_best_peer']:.2g}x its, solve+grad "
+                  f"{a['grad_speed_vs_lu_grad']:.1f}x LU+grad", flush=True)  # fmt: skip
         if n <= 200:
             o = overhead(n, args.repeats)
             out["overhead"].append(o)
-            print(f"n={n}: fixed_point call {o['ratio']:.2f}x numpy.linalg.solve", flush=True)
+            print(f"n={n}: calls vs numpy.linalg.solve: " + ", ".join(
+                f"{k} {v['ratio_to_numpy']:.2f}x" for k, v in o.items() if isinstance(v, dict)),
+                flush=True)  # fmt: skip
+    for n in args.batch_sizes:
+        b = batch(n, args.repeats)
+        out["batches"].append(b)
+        print(f"batch n={n}: 64 interventions, vmap warm {b['vmap_warm_seconds'] * 1e3:.1f} ms "
+              f"(cold {b['vmap_cold_seconds'] * 1e3:.1f}), loop {b['loop_warm_seconds'] * 1e3:.1f}"
+              f" ms, 64 LU {b['numpy_lu_seconds'] * 1e3:.0f} ms: {b['warm_vs_loop']:.1f}x loop, "
+              f"{b['warm_vs_numpy_lu']:.0f}x LU; steps {b['steps_warm_max']} warm / "
+              f"{b['steps_cold_max']} cold, err {b['max_error_vs_lu']:.1e}",
+              flush=True)  # fmt: skip
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     with open(args.out, "w") as f:
         json.dump(out, f, indent=2)

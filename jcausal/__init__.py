@@ -23,8 +23,8 @@ _NAMES = {
             "Intervention", "Invertible", "Mechanism", "Root", "Scale", "Shift", "Soft",
             "Solvability", "Solver", "abduct", "counterfactual", "do", "log_prob", "sample",
             "solvability", "solve"),
-    "solvers": ("RESULTS", "Anderson", "FixedPointError", "FixedPointReport", "Forward",
-                "Newton", "fixed_point"),
+    "solvers": ("RESULTS", "Anderson", "Auto", "FixedPointError", "FixedPointReport", "Forward",
+                "Newton", "fixed_point", "linear_fixed_point"),
     "train": ("History", "buffer", "fit", "frozen", "unfreeze"),
 }  # fmt: skip
 _WHERE = {name: module for module, names in _NAMES.items() for name in names}
@@ -91,6 +91,7 @@ __all__ = [
     "Additive",
     "Amortized",
     "Anderson",
+    "Auto",
     "Box",
     "CycleError",
     "DiffusionImage",
@@ -133,6 +134,7 @@ __all__ = [
     "learn_compartmentalized",
     "learn_invariant",
     "lie",
+    "linear_fixed_point",
     "log_prob",
     "parallel",
     "policy",

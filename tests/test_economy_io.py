@@ -1,5 +1,6 @@
 """Leontief model and pymrio adapter against pymrio's own accounts and closed forms."""
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -35,9 +36,13 @@ def test_full_mrio_equilibrium_matches_pymrio(system, full):
     assert rel(x, system.L.to_numpy() @ system.Y.to_numpy().sum(1)) < 1e-8
     assert full.reproduction_error < 1e-8
     assert full.labels[0] == "reg1:food"
-    # the model's SCM is the same equilibrium
-    values, _ = jc.solve(full.scm(), {"x": full.y[None]}, init={"x": jnp.zeros((1, full.n))})
-    np.testing.assert_allclose(values["x"][0], x, rtol=1e-9)
+    # the model's SCM is the same equilibrium (the same solver on both sides: the default
+    # solver factorises I - A in `solve` and iterates on the SCM's map)
+    iterated = eqx.tree_at(lambda m: m.solver, full, jc.Anderson())
+    x_it, _ = iterated.solve(x0=jnp.zeros(full.n))
+    values, _ = jc.solve(iterated.scm(), {"x": full.y[None]}, init={"x": jnp.zeros((1, full.n))})
+    np.testing.assert_allclose(values["x"][0], x_it, rtol=1e-9)
+    assert rel(x, x_it) < 1e-9
 
 
 @pytest.mark.parametrize("region", ["reg1", "reg2", "reg3", "reg4", "reg5", "reg6"])

@@ -34,7 +34,16 @@ from jaxtyping import Array, ArrayLike, Float
 
 from ..lie import Lie, Multiplicative
 from ..scm import Additive, EquilibriumSCM, do, solve
-from ..solvers import AbstractSolver, Anderson, FixedPointReport
+from ..solvers import (
+    RESULTS,
+    AbstractSolver,
+    Auto,
+    FixedPointError,
+    FixedPointReport,
+    Newton,
+    linear_fixed_point,
+)
+from ..solvers.results import is_traced, reraise_solver_errors
 
 #: A stressor indicator: one row name, ``{row name: weight}`` (e.g. GWP100 weights), or an array
 #: of one weight per stressor row.
@@ -186,7 +195,9 @@ class IOModel(eqx.Module):
     - ``stressors``: ``k`` row names; ``stressor_units``: their units; ``extensions``: the
       extension (satellite account) each row comes from; ``stressor_keys``: the full row
       keys (``"stressor / compartment"`` for two-level indices), also accepted as names.
-    - ``solver``: the fixed-point solver object (``jc.Anderson()`` by default).
+    - ``solver``: the solver object (``jc.Auto()`` by default: an LU factorisation of
+      ``I - A`` up to ``jcausal.solvers.DIRECT_MAX`` sectors, Anderson above; see
+      :meth:`solve`).
     - ``reproduction_error``: relative error ``||x*(u=0) - x_observed|| / ||x_observed||`` found
       when the model was built from a table (``nan`` if not checked).
     - ``note``: free text on how the model was built (e.g. how a regional block was closed).
@@ -306,7 +317,7 @@ class IOModel(eqx.Module):
         self.stressor_units = tuple(str(u) for u in units)
         self.extensions = tuple(str(e) for e in exts)
         self.stressor_keys = keys
-        self.solver = Anderson() if solver is None else solver
+        self.solver = Auto() if solver is None else solver
         self.reproduction_error = float(reproduction_error)
         self.note = str(note)
 
@@ -364,15 +375,55 @@ class IOModel(eqx.Module):
 
         Returns:
             ``(x, report)``: output ``(n,)`` in the table's currency, and the solver's report.
+
+        With a direct solver (``jc.Auto()`` up to ``DIRECT_MAX`` sectors, or
+        ``jc.Newton(linear_solver="lu")``) the intervened matrix ``diag(exp u) A`` is factorised
+        as is (:func:`jcausal.linear_fixed_point`) instead of being found from ``n``
+        Jacobian-vector products of the equilibrium SCM; the answer, the report and the
+        ``infeasible`` check are those of the SCM path.
         """
+        throw = throw if strict is None else bool(strict)
+        direct = self.solver
+        if isinstance(direct, Auto):
+            direct = direct.choose(self.n, linear=True)
+        if isinstance(direct, Newton) and direct.linear_solver == "lu":
+            return self._solve_direct(u, x0, throw)
         scm = self.scm()
         if u is not None:
             u = jnp.asarray(u, self.A.dtype)
             scm = do(scm, {"x": Lie(Multiplicative(self.n), u)})
         init = None if x0 is None else {"x": jnp.asarray(x0, self.A.dtype)[None]}
-        throw = throw if strict is None else bool(strict)
         values, report = solve(scm, {"x": self.y[None]}, init=init, throw=throw)
         return values["x"][0], report
+
+    def _solve_direct(self, u, x0, throw: bool):
+        A, y = self.A, self.y
+        if u is not None:
+            d = jnp.exp(jnp.asarray(u, A.dtype))
+            if d.shape != (self.n,):
+                raise ValueError(f"u must have shape ({self.n},) (one per sector), got {d.shape}")
+            A, y = d[:, None] * A, d * y
+        x0 = self.x_observed if x0 is None else jnp.asarray(x0, A.dtype)
+        with reraise_solver_errors():
+            return self._checked_direct(A, y, x0, throw)
+
+    def _checked_direct(self, A, y, x0, throw: bool):
+        x, report = linear_fixed_point(A, y, x0, solver=self.solver, throw=throw)
+        if not (is_concrete(self.y) and bool(np.all(np.asarray(self.y) >= 0))):
+            return x, report
+        # As EquilibriumSCM(nonnegative=("x",)): below -sqrt(eps) max|x| is negative output.
+        neg = jnp.any(x < -jnp.sqrt(jnp.finfo(x.dtype).eps) * jnp.max(jnp.abs(x)))
+        result = RESULTS.where(report.converged & neg, RESULTS.infeasible, report.result)
+        report = eqx.tree_at(
+            lambda r: (r.result, r.converged), report, (result, report.converged & ~neg)
+        )
+        if throw:
+            msg = self.scm().negative_message(("x",))
+            if is_traced((x, report)):
+                x = eqx.error_if(x, neg, msg)
+            elif bool(neg):
+                raise FixedPointError(msg)
+        return x, report
 
     # ------------------------------------------------------------------------------------------
     # stressors

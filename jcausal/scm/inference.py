@@ -1,7 +1,7 @@
 """Sampling, abduction, counterfactuals and likelihoods for acyclic SCMs.
 
-(Slightly over 500 lines: the four verbs share the argument checks and the compiled-call
-runner above them, and read best as one engine.)
+(Over 500 lines: the four verbs share the argument checks and the compiled-call runner above
+them, and read best as one engine; chunked evaluation lives in ``chunked.py``.)
 
 Each public function validates its arguments in plain Python (names, counts, keys), then runs
 one compiled call (:class:`._jit.lean_jit`) over the whole batch. Shape and dtype checks run
@@ -26,6 +26,7 @@ from jaxtyping import Array, Float, PRNGKeyArray
 from . import graph
 from ._jit import lean_jit
 from ._swaps import Given, Shortcut
+from .chunked import map_chunks, split_interventions
 from .interventions import Intervention, check_interventions
 from .mechanisms import check_support, is_stochastic
 from .model import SCM
@@ -178,7 +179,11 @@ def _cast_obs(scm: SCM, obs: Mapping[str, Array]) -> Values:
 
 
 def _abduct_nodes(
-    scm: SCM, obs: Values, key: PRNGKeyArray | None, nodes: tuple[str, ...]
+    scm: SCM,
+    obs: Values,
+    key: PRNGKeyArray | None,
+    nodes: tuple[str, ...],
+    unit_keys: Mapping[str, Array] | None = None,
 ) -> Values:
     noise: Values = {}
     for node in nodes:
@@ -191,7 +196,10 @@ def _abduct_nodes(
                     f"node {node!r} ({type(mech).__name__}) abducts its noise by sampling a "
                     "posterior; pass key=jax.random.key(seed)"
                 )
-            keys = jax.random.split(_node_key(key, scm, node), x.shape[0])
+            if unit_keys is not None:  # split for all units before chunking
+                keys = unit_keys[node]
+            else:
+                keys = jax.random.split(_node_key(key, scm, node), x.shape[0])
             noise[node] = jax.vmap(mech.abduct)(x, pa, keys)
         else:
             noise[node] = jax.vmap(lambda v, p, m=mech: m.abduct(v, p, None))(x, pa)
@@ -303,7 +311,7 @@ def _need_key(scm: SCM, node: str, why: str) -> None:
 
 
 @lean_jit
-def _counterfactual_jit(scm, obs, interventions, key, targets, num_samples):
+def _counterfactual_jit(scm, obs, interventions, key, targets, num_samples, chunk_size):
     _check_observations(scm, obs)
     obs = _cast_obs(scm, obs)
     # An intervened node whose parents keep their observed values and whose abduction is exact
@@ -331,19 +339,36 @@ def _counterfactual_jit(scm, obs, interventions, key, targets, num_samples):
         if not _constant(interventions.get(t)) and t not in given and t not in swap
     )
 
+    n = obs[scm.order[0]].shape[0]
+    ndim = {k: len(s.shape) for k, s in scm.node_shapes().items()}
+    per_unit, rebuild = split_interventions(interventions, ndim, n)
+
     def one(k):
-        noise = _abduct_nodes(scm, obs, k, need)
-        noise.update({t: obs[t] for t in given})
-        for t in swap:
-            mech = scm.mechanisms[t]
-            n = obs[t].shape[0]
-            keys = None if k is None else jax.random.split(_node_key(k, scm, t), n)
-            noise[t] = {"value": obs[t], "parents": {p: obs[p] for p in mech.parents}}
-            if keys is not None:
-                noise[t]["key"] = keys
-        # Observed values serve as the parents of targets and as the initial guess of an
-        # equilibrium solve (the counterfactual equilibrium is usually near the factual one).
-        return model.predict(noise, obs, targets, interventions, init=obs)
+        # Every unit's keys are split here, for all n units, so that a chunked evaluation
+        # draws exactly what the unchunked one draws.
+        keys = {}
+        if k is not None:
+            for t in need:
+                if is_stochastic(scm.mechanisms[t]):
+                    keys[t] = jax.random.split(_node_key(k, scm, t), n)
+            for t in swap:
+                keys[t] = jax.random.split(_node_key(k, scm, t), n)
+
+        def chunk(u):
+            o, ks = u["obs"], u["keys"]
+            noise = _abduct_nodes(scm, o, k, need, ks)
+            noise.update({t: o[t] for t in given})
+            for t in swap:
+                mech = scm.mechanisms[t]
+                noise[t] = {"value": o[t], "parents": {p: o[p] for p in mech.parents}}
+                if t in ks:
+                    noise[t]["key"] = ks[t]
+            # Observed values serve as the parents of targets and as the initial guess of an
+            # equilibrium solve (the counterfactual equilibrium is usually near the factual
+            # one).
+            return model.predict(noise, o, targets, rebuild(u["iv"]), init=o)
+
+        return map_chunks(chunk, {"obs": obs, "keys": keys, "iv": per_unit}, n, chunk_size)
 
     if num_samples is None:
         return one(key)
@@ -361,6 +386,7 @@ def counterfactual(
     key: PRNGKeyArray | None = None,
     *,
     num_samples: int | None = None,
+    chunk_size: int | None = None,
 ) -> Values:
     """What would each observed unit have looked like under ``interventions``?
 
@@ -379,6 +405,10 @@ def counterfactual(
             units (a leading axis of size ``n`` gives each unit its own value).
         key: a ``jax.random`` key, needed for stochastic abduction.
         num_samples: number of Monte Carlo draws; ``None`` returns a single draw.
+        chunk_size: evaluate ``chunk_size`` units at a time inside the one compiled call
+            (acyclic models): intermediates stay chunk-sized, so time per unit stays flat
+            for large ``n`` (see ``jcausal.scm.chunked``). ``None`` (default): all at once.
+            The answer is the same either way.
 
     Returns:
         ``{node: array (n, *node_shape)}``, or ``(num_samples, n, *node_shape)`` per node when
@@ -392,6 +422,13 @@ def counterfactual(
     interventions = check_interventions(interventions, scm.mechanisms)
     if num_samples is not None:
         num_samples = _count(num_samples, "num_samples")
+    if chunk_size is not None:
+        chunk_size = _count(chunk_size, "chunk_size")
+        if not scm.acyclic:
+            raise ValueError(
+                "chunk_size applies to acyclic SCMs; an equilibrium SCM solves all units "
+                "jointly (vmap over units, or pass fewer units per call)"
+            )
     targets = _targets(scm._parents, tuple(sorted(interventions)))
     key = _as_key(key)
     if key is None:
@@ -403,7 +440,11 @@ def counterfactual(
                     "key=jax.random.key(seed)"
                 )
     cf = _run(
-        _counterfactual_jit, (scm, _as_obs(observations), interventions, key), targets, num_samples
+        _counterfactual_jit,
+        (scm, _as_obs(observations), interventions, key),
+        targets,
+        num_samples,
+        chunk_size,
     )
     out = {}
     for node in scm.order:

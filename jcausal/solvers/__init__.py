@@ -10,13 +10,15 @@ a report with a result code::
 Modules: ``anderson`` (the solver objects), ``iteration`` (the Anderson step as an optimistix
 solver and the stopping rule), ``batched`` (the single and the batched ``vmap`` loop),
 ``implicit`` (``fixed_point``: implicit gradients, reports, errors), ``results`` (result
-codes and messages), ``newton`` (Newton's method with a direct or Krylov linear solve).
+codes and messages), ``newton`` (Newton's method with a direct or Krylov linear solve),
+``linear`` (``linear_fixed_point``: ``x = A x + b`` with the matrix given, and ``Auto``).
 jaxopt's Anderson, measured against ours, is a peer in ``benchmarks/`` only.
 """
 
 from .anderson import AbstractSolver, Anderson, Forward, default_rtol
 from .implicit import fixed_point, relative_residual
 from .iteration import AndersonIteration
+from .linear import DIRECT_MAX, Auto, linear_fixed_point
 from .newton import Newton
 from .results import RESULTS, FixedPointError, FixedPointReport, solver_message
 
@@ -24,10 +26,12 @@ from .results import RESULTS, FixedPointError, FixedPointReport, solver_message
 Solver = AbstractSolver
 
 __all__ = [
+    "DIRECT_MAX",
     "RESULTS",
     "AbstractSolver",
     "Anderson",
     "AndersonIteration",
+    "Auto",
     "FixedPointError",
     "FixedPointReport",
     "Forward",
@@ -35,6 +39,7 @@ __all__ = [
     "Solver",
     "default_rtol",
     "fixed_point",
+    "linear_fixed_point",
     "relative_residual",
     "solver_message",
 ]

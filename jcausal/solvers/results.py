@@ -33,6 +33,9 @@ class RESULTS(eqx.Enumeration):
     - ``infeasible``: the solve met its tolerance but the solution violates a constraint of
       the model (e.g. negative output of an economy, see
       ``EquilibriumSCM(nonnegative=...)``).
+    - ``singular``: a direct solve of a linear map ``x = A x + b`` found ``I - A`` singular
+      to working precision (a pivot of its LU factorisation below ``n eps`` times the
+      largest): there is no unique solution.
     """
 
     successful = ""
@@ -41,6 +44,7 @@ class RESULTS(eqx.Enumeration):
     nonfinite = "the iteration overflowed (inf or NaN)"
     nonfinite_input = "NaN or inf in the input (initial guess, parameters or observations)"
     infeasible = "the solution violates a constraint of the model"
+    singular = "I - A is singular: the linear system has no unique solution"
 
 
 class FixedPointReport(eqx.Module):
@@ -105,6 +109,11 @@ _ADVICE = {
         "initial guess for NaN or inf; raising max_steps will not help."
     ),
     int(RESULTS.infeasible._value): "",
+    int(RESULTS.singular._value): (
+        "For x = A x + b this means A has an eigenvalue 1 (e.g. an economy with a sector that "
+        "only feeds itself, or a column of A summing to 1 with no leakage): check A and the "
+        "intervention; no solver can fix it."
+    ),
 }
 
 
@@ -141,6 +150,11 @@ def describe(
         )
     elif code == int(RESULTS.nonfinite._value):
         what = f"the iteration overflowed to inf/NaN {after}".rstrip() + "."
+    elif code == int(RESULTS.singular._value):
+        what = (
+            "I - A is singular to working precision (the LU factorisation has a zero or "
+            "negligible pivot), so x = A x + b has no unique solution."
+        )
     elif code == int(RESULTS.nonfinite_input._value):
         what = (
             "NaN or inf in the input: the first evaluation f(x0) is not finite (NaN in the "
@@ -156,7 +170,7 @@ def describe(
 # static strings, chosen by an index computed on device.
 
 _LOG10_LO, _LOG10_HI = -20, 40
-_FIXED = (RESULTS.nonfinite_input, RESULTS.nonfinite, RESULTS.diverged)
+_FIXED = (RESULTS.nonfinite_input, RESULTS.nonfinite, RESULTS.diverged, RESULTS.singular)
 
 
 def compiled_messages(max_steps: int) -> list[str]:

@@ -1,0 +1,358 @@
+"""Linear fixed points ``x = A x + b`` with the matrix given explicitly, and the ``Auto`` choice.
+
+:func:`linear_fixed_point` solves ``x = A x + b`` (``(I - A) x = b``) for a square matrix
+``A`` (or a lineax linear operator) with
+
+- a direct LU factorisation of ``I - A`` (``Newton(linear_solver="lu")``): ``O(n^3)`` once,
+  no Jacobian-vector products (``fixed_point`` with ``Newton("lu")`` forms the Jacobian of a
+  function from ``n`` of them); the factorisation is reused for iterative refinement and for
+  the gradient;
+- a Krylov method (``Newton(linear_solver="gmres" | "bicgstab")``, lineax), one ``A v`` per
+  inner iteration;
+- any fixed-point iteration (``Anderson``, ``Forward``) on ``x -> A x + b``;
+- :class:`Auto` (the default): the measured winner for the size, see below.
+
+Gradients are implicit, as everywhere in the package: the backward pass solves the adjoint
+system ``(I - A)^T g = v`` (with the stored LU factors, or the same Krylov method on ``A^T``)
+and returns ``dL/dA = g x^T``, ``dL/db = g``. The report and result codes are those of
+:func:`jcausal.fixed_point`, plus ``RESULTS.singular`` when an LU pivot vanishes.
+
+The crossover used by :class:`Auto` comes from ``benchmarks/linear_solvers.py`` (float64,
+rtol 1e-10, 2 CPU cores, dense and block-regional input-output matrices; see the README's
+performance table): the LU factorisation wins up to a few hundred unknowns, Anderson's
+iteration (one matrix-vector product per step) above.
+"""
+
+from __future__ import annotations
+
+import functools as ft
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import jax.scipy.linalg as jsl
+import lineax as lx
+import numpy as np
+from jaxtyping import Array, ArrayLike, Float
+
+from .anderson import AbstractSolver, Anderson, Forward
+from .batched import Stats
+from .implicit import _result, fixed_point
+from .iteration import classify, two_norm
+from .newton import Newton
+from .results import (
+    RESULTS,
+    FixedPointError,
+    FixedPointReport,
+    compiled_messages,
+    is_traced,
+    message_index,
+    reraise_solver_errors,
+)
+
+#: Largest ``n`` for which :class:`Auto` factorises ``I - A`` (LU) instead of iterating.
+#: Measured by ``benchmarks/linear_solvers.py`` (README, performance).
+DIRECT_MAX = 300
+
+
+class Auto(AbstractSolver):
+    """Choose the solver from the problem (the default of :func:`linear_fixed_point`).
+
+    - a linear map with an explicit matrix (:func:`linear_fixed_point`) of at most
+      ``direct_max`` unknowns: LU factorisation of ``I - A`` (``Newton("lu")``);
+    - a larger linear map, or any map given as a function (:func:`jcausal.fixed_point`,
+      ``EquilibriumSCM``): :class:`Anderson` with the same tolerances.
+
+    Args:
+        rtol: relative tolerance, ``||x - f(x)||_2 <= rtol ||x||_2 + atol`` (``None``: 1e-10
+            in float64, 1e-5 in float32).
+        atol: absolute guard in units of ``x``.
+        max_steps: evaluation budget of the iterative solver.
+        divergence: growth factor flagging divergence (see :class:`Anderson`).
+        direct_max: largest ``n`` solved by LU (default :data:`DIRECT_MAX`, measured).
+    """
+
+    rtol: float | None = eqx.field(static=True, default=None)
+    atol: float = eqx.field(static=True, default=1e-12)
+    max_steps: int = eqx.field(static=True, default=500)
+    divergence: float = eqx.field(static=True, default=1e6)
+    direct_max: int = eqx.field(static=True, default=DIRECT_MAX)
+
+    def __check_init__(self):
+        if isinstance(self.direct_max, bool) or not isinstance(self.direct_max, int):
+            raise ValueError(f"direct_max must be an integer, got {self.direct_max!r}")
+
+    def choose(self, n: int, linear: bool) -> AbstractSolver:
+        """The solver used for ``n`` unknowns (``linear``: an explicit matrix is available)."""
+        kw = dict(rtol=self.rtol, atol=self.atol, divergence=self.divergence)
+        if linear and n <= self.direct_max:
+            return Newton(linear_solver="lu", max_steps=min(int(self.max_steps), 4), **kw)
+        return Anderson(max_steps=self.max_steps, **kw)
+
+    def run(self, fn, x0, args):
+        # A map given as a function: nothing says it is linear, so iterate.
+        return self.choose(x0.shape[0], linear=False).run(fn, x0, args)
+
+
+# --------------------------------------------------------------------------------------------
+# The direct and Krylov solves, with their adjoints.
+
+
+def _stats(k, r, x, scale0, r_first) -> Stats:
+    return Stats(jnp.asarray(k, jnp.int32), two_norm(r), two_norm(x), scale0, r_first)
+
+
+def _refine(solver: Newton, A, b, x0, step):
+    """``x <- x + step(r)`` from ``x0`` until ``solver``'s stopping rule holds.
+
+    ``step(r)`` solves ``(I - A) dx = r``; the first step is the solve, later ones iterative
+    refinement (an exact solve of an affine map converges at once; rounding may need one more).
+    """
+    f0 = A @ x0 + b
+    r0 = f0 - x0
+    r_first = two_norm(r0)
+    scale0 = jnp.maximum(two_norm(x0), two_norm(f0))
+
+    def cond(c):
+        x, r, k, _ = c
+        code = classify(solver, k, two_norm(r), two_norm(x), scale0, r_first)
+        return (k < solver.max_steps) & (code == -1)
+
+    def body(c):
+        x, r, k, extra = c
+        dx, more = step(r)
+        x = x + dx
+        return x, A @ x + b - x, k + 1, extra + more
+
+    init = (x0, r0, jnp.ones((), jnp.int32), jnp.zeros((), jnp.int32))
+    x, r, k, extra = jax.lax.while_loop(cond, body, init)
+    # num_steps counts products with A: evaluations of the map plus Krylov iterations.
+    return x, _stats(k + extra, r, x, scale0, r_first), extra
+
+
+def _singular(lu: Float[Array, "n n"]) -> Array:
+    # LAPACK's getrf with partial pivoting: I - A is singular to working precision when a
+    # pivot is below n eps times the largest one. (NaN in the input is reported as such by
+    # the stopping rule, so a factorisation that is not finite does not count here.)
+    d = jnp.abs(jnp.diagonal(lu))
+    tiny = lu.shape[0] * jnp.finfo(lu.dtype).eps * jnp.max(d)
+    return jnp.all(jnp.isfinite(d)) & (jnp.min(d) <= tiny)
+
+
+def _lu_forward(solver: Newton, A, b, x0):
+    n = b.shape[0]
+    lu = jsl.lu_factor(jnp.eye(n, dtype=A.dtype) - A)
+
+    def step(r):
+        return jsl.lu_solve(lu, r), jnp.zeros((), jnp.int32)
+
+    x, stats, _ = _refine(solver, A, b, x0, step)
+    return x, stats, _singular(lu[0]), lu
+
+
+@ft.partial(jax.custom_vjp, nondiff_argnums=(0,))
+def _lu_solve(solver: Newton, A, b, x0):
+    x, stats, singular, _ = _lu_forward(solver, A, b, x0)
+    return x, stats, singular
+
+
+def _lu_fwd(solver, A, b, x0):
+    x, stats, singular, lu = _lu_forward(solver, A, b, x0)
+    return (x, stats, singular), (lu, x, A)
+
+
+def _lu_bwd(solver, res, cts):
+    lu, x, A = res
+    v = cts[0]
+    # (I - A)^T g = v with the stored factors, plus one refinement step (O(n^2)).
+    g = jsl.lu_solve(lu, v, trans=1)
+    g = g + jsl.lu_solve(lu, v - (g - A.T @ g), trans=1)
+    return jnp.outer(g, x), g, jnp.zeros_like(x)
+
+
+_lu_solve.defvjp(_lu_fwd, _lu_bwd)
+
+
+def _krylov_step(solver: Newton, A, transpose: bool = False):
+    linear = solver.linear()
+    struct = jax.ShapeDtypeStruct((A.shape[0],), A.dtype)
+    mv = (lambda v: v - A.T @ v) if transpose else (lambda v: v - A @ v)
+    op = lx.FunctionLinearOperator(mv, struct)
+
+    def step(r):
+        sol = lx.linear_solve(op, r, solver=linear, throw=False)
+        return sol.value, jnp.asarray(sol.stats.get("num_steps", 0), jnp.int32)
+
+    return step
+
+
+@ft.partial(jax.custom_vjp, nondiff_argnums=(0,))
+def _krylov_solve(solver: Newton, A, b, x0):
+    x, stats, _ = _refine(solver, A, b, x0, _krylov_step(solver, A))
+    return x, stats, jnp.zeros((), bool)
+
+
+def _krylov_fwd(solver, A, b, x0):
+    out = _krylov_solve(solver, A, b, x0)
+    return out, (out[0], A)
+
+
+def _krylov_bwd(solver, res, cts):
+    x, A = res
+    v = cts[0]
+    adjoint = solver.adjoint()
+    g, _, _ = _refine(adjoint, A.T, v, jnp.zeros_like(v), _krylov_step(adjoint, A, True))
+    return jnp.outer(g, x), g, jnp.zeros_like(x)
+
+
+_krylov_solve.defvjp(_krylov_fwd, _krylov_bwd)
+
+
+# --------------------------------------------------------------------------------------------
+# The public entry point.
+
+
+def _affine(x, p):
+    A, b = p
+    if isinstance(A, lx.AbstractLinearOperator):
+        return A.mv(x) + b
+    return A @ x + b
+
+
+def _check(A, b, x0) -> tuple[int, jnp.dtype]:
+    """Shape and dtype checks from metadata only (no device work): ``(n, dtype)``."""
+    if isinstance(A, lx.AbstractLinearOperator):
+        shape = (A.out_size(), A.in_size())
+        dtype = jax.eval_shape(A.as_matrix).dtype
+    else:
+        shape, dtype = np.shape(A), _dtype(A)
+    if len(shape) != 2 or shape[0] != shape[1]:
+        raise ValueError(
+            f"linear_fixed_point: A must be a square (n, n) matrix, got shape {tuple(shape)}"
+        )
+    n = shape[0]
+    if np.shape(b) != (n,):
+        raise ValueError(
+            f"linear_fixed_point: b must have shape ({n},) to match A {tuple(shape)}, got "
+            f"{tuple(np.shape(b))} (use jax.vmap for a batch of b)"
+        )
+    if x0 is not None and np.shape(x0) != (n,):
+        raise ValueError(f"linear_fixed_point: x0 must have shape ({n},), got {np.shape(x0)}")
+    return n, _common(dtype, _dtype(b))
+
+
+def _dtype(x):
+    # Arrays carry their dtype; anything else (lists, Python numbers) goes through JAX's rules.
+    dtype = getattr(x, "dtype", None)
+    return jnp.result_type(x) if dtype is None else dtype
+
+
+@ft.lru_cache(maxsize=64)
+def _common(a, b) -> jnp.dtype:
+    dtype = jnp.result_type(a, b)
+    return dtype if jnp.issubdtype(dtype, jnp.inexact) else jnp.result_type(float)
+
+
+@ft.lru_cache(maxsize=256)
+def _pick(solver: AbstractSolver, n: int, dtype, operator: bool) -> AbstractSolver:
+    """The concrete solver for a problem (``Auto`` resolved, ``rtol`` set): cached per call site."""
+    if isinstance(solver, Auto):
+        solver = solver.choose(n, linear=not operator)
+    if isinstance(solver, Newton) and not operator:
+        return solver.resolved(dtype)
+    return solver
+
+
+def linear_fixed_point(
+    A: Float[ArrayLike, "n n"] | lx.AbstractLinearOperator,
+    b: Float[ArrayLike, " n"],
+    x0: Float[ArrayLike, " n"] | None = None,
+    *,
+    solver: AbstractSolver | None = None,
+    throw: bool = True,
+) -> tuple[Float[Array, " n"], FixedPointReport]:
+    """Solve ``x = A x + b``, i.e. ``(I - A) x = b``, differentiably.
+
+    Works under ``jax.jit``, ``jax.vmap`` (batches of ``A`` and / or ``b``) and ``jax.grad``
+    (implicit gradients with respect to ``A`` and ``b``), in float32 and float64.
+
+    Args:
+        A: ``(n, n)`` matrix (dimensionless for an input-output table), or a lineax linear
+            operator (then solved by Anderson or a matrix-free Newton-Krylov iteration).
+        b: ``(n,)`` constant term (e.g. final demand), in the units of ``x``.
+        x0: initial guess (default zeros): the start of an iterative solve; a direct solve
+            only refines from it.
+        solver: :class:`Auto` (default: LU up to :data:`DIRECT_MAX` unknowns, Anderson above),
+            ``Newton(linear_solver="lu" | "gmres" | "bicgstab")`` (direct or Krylov solve
+            with the matrix used as is, no Jacobian-vector products), or ``Anderson`` /
+            ``Forward``.
+        throw: raise :class:`FixedPointError` when the solve fails (``RESULTS.singular`` for a
+            singular ``I - A``, ``nonfinite_input`` for NaN in ``A`` or ``b``, no
+            convergence); ``False`` only reports it.
+
+    Returns:
+        ``(x, report)``: the solution ``(n,)`` and a :class:`FixedPointReport` (``num_steps``
+        counts evaluations of ``A x + b``).
+
+    Raises:
+        ValueError: ``A`` not square, ``b`` or ``x0`` not of shape ``(n,)``.
+        FixedPointError: with ``throw=True``, a failed solve (the message says why and what to
+            do; under ``jit`` it comes from ``equinox.error_if``).
+
+    A direct solve returns the unique solution whenever ``I - A`` is nonsingular, also when the
+    spectral radius of ``A`` is >= 1 (where fixed-point iteration diverges): check signs or
+    the spectral radius when the model needs them (``IOModel`` does).
+    """
+    solver = Auto() if solver is None else solver
+    if not isinstance(solver, AbstractSolver):
+        raise TypeError(
+            "solver must be a jcausal solver object such as jc.Auto(), jc.Anderson() or "
+            f"jc.Newton(linear_solver='lu'), got {type(solver).__name__}"
+        )
+    n, dtype = _check(A, b, x0)
+    operator = isinstance(A, lx.AbstractLinearOperator)
+    solver = _pick(solver, n, jnp.dtype(dtype), operator)
+    if isinstance(solver, Anderson | Forward) or operator:
+        x0 = jnp.zeros(n, dtype) if x0 is None else jnp.asarray(x0, dtype)
+        return fixed_point(_affine, x0, (A, jnp.asarray(b, dtype)), solver=solver, throw=throw)
+    if not isinstance(solver, Newton):
+        raise TypeError(f"linear_fixed_point cannot use a {type(solver).__name__} solver")
+    traced = is_traced((A, b, x0))
+    with reraise_solver_errors():  # an error_if under vmap / grad reads as ours
+        x, report = _direct_jit(solver, jnp.dtype(dtype), bool(throw) and traced, A, b, x0)
+    if throw and not traced and not bool(np.all(np.asarray(report.converged))):
+        raise FixedPointError(report.message())
+    return x, report
+
+
+@ft.partial(jax.jit, static_argnums=(0, 1, 2))
+def _direct_jit(solver: Newton, dtype, throw: bool, A, b, x0):
+    A = jnp.asarray(A, dtype)
+    b = jnp.asarray(b, dtype)
+    x0 = jnp.zeros_like(b) if x0 is None else jnp.asarray(x0, dtype)
+    x0 = jax.lax.stop_gradient(x0)
+    run = _lu_solve if solver.linear_solver == "lu" else _krylov_solve
+    x, stats, singular = run(solver, A, b, x0)
+    stats = jax.lax.stop_gradient(stats)
+    result = _result(solver, stats)
+    # A zero pivot: the solve produced inf / NaN (or a meaningless huge x); say why.
+    singular = jax.lax.stop_gradient(singular) & (result != RESULTS.nonfinite_input)
+    result = RESULTS.where(singular, RESULTS.singular, result)
+    tiny = jnp.finfo(dtype).tiny
+    rel = stats.r_norm / jnp.maximum(stats.y_norm, tiny)
+    rel = jnp.where(jnp.isfinite(rel), rel, jnp.inf).astype(dtype)
+    report = FixedPointReport(
+        num_steps=stats.num_steps,
+        relative_residual=rel,
+        growth=(stats.y_norm / jnp.maximum(stats.scale0, tiny)).astype(dtype),
+        result=result,
+        converged=result == RESULTS.successful,
+    )
+    if throw:
+        x = eqx.branched_error_if(
+            x, ~report.converged, message_index(result, rel), compiled_messages(solver.max_steps)
+        )
+    return x, report
+
+
+__all__ = ["DIRECT_MAX", "Auto", "linear_fixed_point"]

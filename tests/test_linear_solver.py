@@ -1,0 +1,162 @@
+"""linear_fixed_point: x = A x + b with the matrix given, checked against numpy and differences."""
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import lineax as lx
+import numpy as np
+import pytest
+
+import jcausal as jc
+from jcausal.solvers import RESULTS, Auto, FixedPointError, Newton, linear_fixed_point
+
+
+def _rel(x, ref):
+    return float(np.linalg.norm(np.asarray(x) - ref) / np.linalg.norm(ref))
+
+
+SOLVERS = {
+    "auto": None,
+    "lu": Newton(linear_solver="lu"),
+    "gmres": Newton(linear_solver="gmres"),
+    "bicgstab": Newton(linear_solver="bicgstab"),
+    "anderson": jc.Anderson(),
+}
+
+
+def _system(n=40, rho=0.8, seed=0, blocks=False):
+    rng = np.random.default_rng(seed)
+    a = rng.random((n, n)) ** 3
+    if blocks:  # regional blocks, sparse trade between them
+        region = np.arange(n) // 10
+        a *= np.where(region[:, None] == region[None, :], 1.0, rng.random((n, n)) < 0.05)
+    a *= rho / np.max(np.abs(np.linalg.eigvals(a)))
+    return a, rng.uniform(0.5, 1.5, n)
+
+
+@pytest.mark.parametrize("name", list(SOLVERS))
+@pytest.mark.parametrize("blocks", [False, True])
+def test_values_and_gradients_match_numpy_and_differences(name, blocks):
+    a, y = _system(blocks=blocks)
+    n = len(y)
+    solver = SOLVERS[name]
+    ref = np.linalg.solve(np.eye(n) - a, y)
+    x, rep = linear_fixed_point(a, y, solver=solver)
+    assert rep.result == RESULTS.successful
+    assert float(rep.relative_residual) <= 1e-10
+    np.testing.assert_allclose(x, ref, rtol=1e-9)
+
+    w = jnp.asarray(np.random.default_rng(3).standard_normal(n))
+
+    def loss(a_, y_):
+        return w @ linear_fixed_point(a_, y_, solver=solver)[0]
+
+    ga, gy = jax.grad(loss, argnums=(0, 1))(jnp.asarray(a), jnp.asarray(y))
+    # Closed form: g = (I - A)^{-T} w, dL/dA = g x^T, dL/dy = g ...
+    g = np.linalg.solve((np.eye(n) - a).T, np.asarray(w))
+    assert _rel(gy, g) <= 1e-9
+    assert _rel(ga, np.outer(g, ref)) <= 1e-9
+    # ... and a central difference along a random direction (independent of the formula).
+    rng = np.random.default_rng(4)
+    da, dy = rng.standard_normal(a.shape) * 0.01, rng.standard_normal(n)
+    h = 1e-5
+
+    def ref_loss(t):
+        return float(np.asarray(w) @ np.linalg.solve(np.eye(n) - a - t * da, y + t * dy))
+
+    fd = (ref_loss(h) - ref_loss(-h)) / (2 * h)
+    np.testing.assert_allclose(float(jnp.sum(ga * da) + gy @ dy), fd, rtol=1e-6)
+
+
+def test_batches_jit_and_float32():
+    a, y = _system(n=30)
+    rng = np.random.default_rng(1)
+    u = 0.05 * rng.standard_normal((6, 30))
+    # A batch of row-scaling interventions A_u = diag(exp u) A, b_u = exp(u) y.
+    A = jnp.exp(u)[:, :, None] * a
+    b = jnp.exp(u) * y
+    x, rep = jax.jit(jax.vmap(lambda A_, b_: linear_fixed_point(A_, b_)))(A, b)
+    for i in range(6):
+        np.testing.assert_allclose(x[i], np.linalg.solve(np.eye(30) - A[i], b[i]), rtol=1e-10)
+    assert bool(jnp.all(rep.converged)) and rep.num_steps.shape == (6,)
+    # float32 in, float32 out, to float32 accuracy
+    x32, rep32 = linear_fixed_point(a.astype(np.float32), y.astype(np.float32))
+    assert x32.dtype == jnp.float32 and bool(rep32.converged)
+    np.testing.assert_allclose(x32, np.linalg.solve(np.eye(30) - a, y), rtol=1e-5)
+
+
+def test_auto_factorises_small_maps_and_iterates_large_ones():
+    a, y = _system(n=30)
+    small = linear_fixed_point(a, y, solver=Auto(direct_max=30))[1]
+    large = linear_fixed_point(a, y, solver=Auto(direct_max=29))[1]
+    assert int(small.num_steps) == 2  # start + the LU solution
+    assert int(large.num_steps) > 3  # Anderson's iterations
+    # A map given as a function is never assumed linear: Auto iterates (Anderson).
+    x, rep = jc.fixed_point(lambda x, p: p[0] @ x + p[1], jnp.zeros(30), (a, y), solver=Auto())
+    ref, ref_rep = jc.fixed_point(
+        lambda x, p: p[0] @ x + p[1], jnp.zeros(30), (a, y), solver=jc.Anderson()
+    )
+    np.testing.assert_array_equal(x, ref)
+    assert int(rep.num_steps) == int(ref_rep.num_steps)
+
+
+def test_linear_operator_and_warm_start():
+    a, y = _system(n=25)
+    ref = np.linalg.solve(np.eye(25) - a, y)
+    op = lx.MatrixLinearOperator(jnp.asarray(a))
+    x, rep = linear_fixed_point(op, y)
+    np.testing.assert_allclose(x, ref, rtol=1e-9)
+    # Starting at the solution: no work for an iterative solver, zero gradient w.r.t. x0.
+    x, rep = linear_fixed_point(a, y, ref, solver=jc.Anderson())
+    assert int(rep.num_steps) == 1
+    gx0 = jax.grad(lambda x0: linear_fixed_point(a, y, x0)[0].sum())(jnp.asarray(ref) + 1.0)
+    np.testing.assert_array_equal(gx0, 0.0)
+
+
+def test_unstable_but_nonsingular_system_gets_its_unique_solution():
+    # Spectral radius 1.5: Picard iteration diverges (and says so); the LU gives the exact
+    # solution (as Anderson's extrapolation does on this 2 x 2 system).
+    a = np.array([[1.5, 0.0], [0.2, 0.3]])
+    y = np.array([1.0, 1.0])
+    x, rep = linear_fixed_point(a, y, solver=Newton(linear_solver="lu"))
+    np.testing.assert_allclose(x, np.linalg.solve(np.eye(2) - a, y), rtol=1e-12)
+    _, rep = linear_fixed_point(a, y, solver=jc.Forward(), throw=False)
+    assert rep.result == RESULTS.diverged
+
+
+@pytest.mark.parametrize("name", ["auto", "gmres"])
+def test_singular_system_is_a_named_error(name):
+    a = np.array([[1.0, 0.0], [0.3, 0.5]])  # I - A singular: x_0 = x_0 + 1 has no solution
+    y = np.array([1.0, 1.0])
+    solver = SOLVERS[name]
+    _, rep = linear_fixed_point(a, y, solver=solver, throw=False)
+    assert rep.result != RESULTS.successful
+    if name == "auto":
+        assert rep.result == RESULTS.singular
+    with pytest.raises(FixedPointError, match="singular" if name == "auto" else "converge"):
+        linear_fixed_point(a, y, solver=solver)
+    # Under jit the same sentence comes from equinox's runtime error.
+    with pytest.raises(Exception, match="singular" if name == "auto" else "did not converge"):
+        eqx.filter_jit(lambda a_: linear_fixed_point(a_, jnp.asarray(y), solver=solver))(
+            jnp.asarray(a)
+        )
+
+
+def test_bad_input_is_named():
+    a, y = _system(n=5)
+    with pytest.raises(ValueError, match="square"):
+        linear_fixed_point(a[:, :4], y)
+    with pytest.raises(ValueError, match=r"b must have shape \(5,\)"):
+        linear_fixed_point(a, y[:4])
+    with pytest.raises(ValueError, match="x0 must have shape"):
+        linear_fixed_point(a, y, np.zeros(3))
+    with pytest.raises(TypeError, match="solver object"):
+        linear_fixed_point(a, y, solver="lu")
+    with pytest.raises(ValueError, match="direct_max"):
+        Auto(direct_max=2.5)
+    for bad_a, bad_y in [(np.where(np.eye(5) > 0, np.nan, a), y), (a, np.r_[y[:4], np.inf])]:
+        for solver in (None, jc.Anderson()):
+            _, rep = linear_fixed_point(bad_a, bad_y, solver=solver, throw=False)
+            assert rep.result == RESULTS.nonfinite_input
+            with pytest.raises(FixedPointError, match="NaN or inf"):
+                linear_fixed_point(bad_a, bad_y, solver=solver)

@@ -160,8 +160,13 @@ def chain(k: int = 5) -> SCM:
     return SCM(mechs)
 
 
-def _treatment_effect(p, x):
-    """Per-unit effect slope ``τ(x)`` of the dose in :func:`treatment` (x: ``(2,)``)."""
+def treatment_effect(p, x):
+    """Per-unit effect slope ``τ(x)`` of the dose in :func:`treatment`.
+
+    Args:
+        p: the parameters of :func:`treatment`'s ``y`` mechanism (``scm.mechanisms["y"].params``).
+        x: one unit's covariates ``(2,)``.
+    """
     return p["tau0"] + p["tau1"] * jnp.tanh(2.0 * x[0]) + p["tau2"] * x[1]
 
 
@@ -171,7 +176,7 @@ def _treatment_dose(p, pa):
 
 def _treatment_outcome(p, pa):
     x, t = pa["x"], pa["t"]
-    return p["b"] @ x + _treatment_effect(p, x) * t - p["kappa"] * t**2
+    return p["b"] @ x + treatment_effect(p, x) * t - p["kappa"] * t**2
 
 
 def treatment() -> SCM:
@@ -220,7 +225,7 @@ def treatment_oracle(
     import numpy as np
 
     p = scm.mechanisms["y"].params
-    tau = np.asarray(jax.vmap(lambda v: _treatment_effect(p, v))(jnp.asarray(x)), np.float64)
+    tau = np.asarray(jax.vmap(lambda v: treatment_effect(p, v))(jnp.asarray(x)), np.float64)
     kappa = float(p["kappa"])
 
     def dose(nu):

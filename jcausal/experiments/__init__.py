@@ -21,6 +21,7 @@ EXPERIMENTS = {
     "deepscm": "jcausal.experiments.deepscm",
     "modularity": "jcausal.experiments.modularity",
     "ctvae": "jcausal.experiments.ctvae",
+    "policy": "jcausal.experiments.policy",
 }
 
 

@@ -56,6 +56,9 @@ class Policy(eqx.Module):
             ``log_lambda`` the network reads ``log(λ + lo/10 + tiny)`` rescaled to about
             ``[-1, 1]`` on that range, else ``λ`` rescaled linearly.
         log_lambda: read the weights on a log scale (for weights spanning decades).
+        output_scale: the network's outputs are multiplied by it before the bounds: a larger
+            value lets a policy reach the ends of a sigmoid box (bang-bang optima, e.g. closing
+            a sector: ``α = 2·sigmoid(z) -> 0``) in fewer steps.
         net: optional equinox module ``net(features (d + k,)) -> (sum of sizes,)`` replacing
             the default MLP (its outputs then are not initialised at the identity).
 
@@ -72,6 +75,7 @@ class Policy(eqx.Module):
     features_scale: Array
     lambda_range: tuple[float, float] = eqx.field(static=True)
     log_lambda: bool = eqx.field(static=True)
+    output_scale: float = eqx.field(static=True)
 
     def __init__(
         self,
@@ -86,6 +90,7 @@ class Policy(eqx.Module):
         features_scale: ArrayLike | None = None,
         lambda_range: tuple[float, float] = (0.0, 1.0),
         log_lambda: bool = False,
+        output_scale: float = 1.0,
         net: eqx.Module | None = None,
     ):
         actions = tuple(actions)
@@ -113,6 +118,9 @@ class Policy(eqx.Module):
             int(num_lambdas),
         )
         self.lambda_range, self.log_lambda = (lo, hi), bool(log_lambda)
+        if not (math.isfinite(output_scale) and output_scale > 0):
+            raise ValueError(f"output_scale must be a positive number, got {output_scale!r}")
+        self.output_scale = float(output_scale)
         d = self.num_features
         loc = np.zeros(d) if features_loc is None else np.asarray(features_loc, float)
         scale = np.ones(d) if features_scale is None else np.asarray(features_scale, float)
@@ -127,7 +135,7 @@ class Policy(eqx.Module):
         if net is None:
             net = eqx.nn.MLP(width_in, out, width, depth, activation=jax.nn.tanh, key=key)
             last = net.layers[-1]
-            bias = np.concatenate([identity_raw(a) for a in actions])
+            bias = np.concatenate([identity_raw(a) for a in actions]) / self.output_scale
             net = eqx.tree_at(
                 lambda m: (m.layers[-1].weight, m.layers[-1].bias),
                 net,
@@ -192,7 +200,7 @@ class Policy(eqx.Module):
 
     def raw(self, features, lam, n: int) -> Float[Array, "n p"]:
         """Unconstrained outputs ``(n, num_outputs)``."""
-        z = jax.vmap(self.net)(self.inputs(features, lam, n))
+        z = jax.vmap(self.net)(self.inputs(features, lam, n)) * self.output_scale
         if z.shape != (n, self.num_outputs):
             raise ValueError(
                 f"policy network returned shape {z.shape}, expected ({n}, {self.num_outputs})"

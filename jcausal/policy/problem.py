@@ -106,7 +106,8 @@ class Problem(eqx.Module):
             data = jax.eval_shape(lambda: self.draw(jax.random.key(0), 2))
         feats = data["features"]
         d = 0 if feats is None else feats.shape[1]
-        if d != policy.num_features:
+        # A policy that reads no features (a constant, or λ only) ignores the covariates.
+        if policy.num_features and d != policy.num_features:
             raise ValueError(
                 f"the covariates {list(self.covariates)} give {d} features per unit, the policy "
                 f"reads {policy.num_features}"

@@ -38,9 +38,9 @@ from .problem import Problem
 class LogUniform(eqx.Module):
     """Trade-off weights drawn log-uniformly on ``[lo, hi]``, 0 with probability ``zero``."""
 
-    lo: float = eqx.field(static=True)
-    hi: float = eqx.field(static=True)
-    zero: float = eqx.field(static=True, default=0.0)
+    lo: float = eqx.field(static=True, converter=float)
+    hi: float = eqx.field(static=True, converter=float)
+    zero: float = eqx.field(static=True, default=0.0, converter=float)
 
     def __check_init__(self):
         if not (0 < self.lo < self.hi < math.inf) or not 0 <= self.zero < 1:
@@ -57,8 +57,8 @@ class LogUniform(eqx.Module):
 class Uniform(eqx.Module):
     """Trade-off weights drawn uniformly on ``[lo, hi]``."""
 
-    lo: float = eqx.field(static=True)
-    hi: float = eqx.field(static=True)
+    lo: float = eqx.field(static=True, converter=float)
+    hi: float = eqx.field(static=True, converter=float)
 
     def __check_init__(self):
         if not (-math.inf < self.lo < self.hi < math.inf):

@@ -1,0 +1,40 @@
+"""Smoke run of ``jcausal experiment policy`` (issue 19, sections 2-4): facts that could fail."""
+
+import json
+
+import numpy as np
+
+from jcausal.experiments import policy
+
+
+def test_policy_smoke(tmp_path):
+    m = policy.run(smoke=True, out=tmp_path)
+    saved = json.loads((tmp_path / "metrics.json").read_text())
+    assert saved["config"]["smoke"] is True
+    assert (tmp_path / "front.png").stat().st_size > 10_000
+    assert (tmp_path / "regret.png").stat().st_size > 10_000
+
+    f = m["front"]
+    # The per-λ design reaches the exact (HiGHS) optimum; the amortised policy is within the
+    # stated bound at every grid λ (the identity policy's excess at λ = 0 is 1: all GHG kept).
+    assert f["sweep_converged"] and f["excess_loss_sweep_max"] < 0.01
+    excess = np.asarray(f["excess_loss_amortised"])
+    assert np.all(excess > -1e-6), "below the exact infimum: the reference is wrong"
+    assert excess[0] < 0.02, excess
+    assert f["excess_loss_amortised_max"] < policy.SMOKE_MAX_EXCESS, excess
+    assert f["excess_loss_amortised_mean"] < policy.SMOKE_MAX_EXCESS / 3, excess
+    assert f["excess_loss_between_max"] < policy.SMOKE_MAX_EXCESS, f["excess_loss_between"]
+
+    t = m["treatment"]
+    gain = t["oracle_gain"]
+    assert gain > 0.5
+    # Per-unit policy: a few % of the oracle's gain lost, within budget (ALM tolerance).
+    assert 0 <= t["regret_policy"] < 0.05 * gain, t
+    assert t["alm_feasible"] and t["spend_policy"] <= t["budget"] + 0.02
+    # The best constant dose spends the budget and loses far more than the personalised one.
+    assert abs(t["constant_dose_closed_form"] - t["budget"]) < 1e-9
+    assert abs(t["constant_dose_learned"] - t["constant_dose_closed_form"]) < 0.02
+    assert t["regret_constant"] > 5 * t["regret_policy"]
+    # The gradient-free peer beats the constant policy too (same network, same objective).
+    assert t["regret_es"] < t["regret_constant"]
+    assert len(t["curve_policy"]) >= 2 and len(t["curve_es"]) >= 2

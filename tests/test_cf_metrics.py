@@ -202,10 +202,10 @@ def test_cld_random_values_within_bounds():
 
 
 class RowOracle(eqx.Module):
-    """Grey levels (28, 28) -> logits = sums of rows 0..9: the brightest of those rows wins."""
+    """One image (28, 28, 1) -> logits = sums of rows 0..9: the brightest of those rows wins."""
 
     def __call__(self, x):
-        return jnp.sum(x[:10], axis=1)
+        return jnp.sum(x[:10, :, 0], axis=1)
 
 
 def test_effectiveness_by_hand():
@@ -216,6 +216,11 @@ def test_effectiveness_by_hand():
     # predictions 3, 3, 7, 0, 9: target hits units 0, 1, 4; factual hits units 0, 2, 3.
     assert out == {"target": 0.6, "factual": 0.6, "n": 5}
     np.testing.assert_array_equal(np.asarray(jm.oracle_predict(RowOracle(), x)), [3, 3, 7, 0, 9])
+    # A DigitClassifier (grey levels 0..255, (28, 28)) is wrapped onto the image convention.
+    dc = jm.DigitClassifier(jax.random.key(0))
+    want = np.asarray(jax.vmap(dc)(x[..., 0] * 255.0)).argmax(-1)
+    np.testing.assert_array_equal(np.asarray(jm.oracle_predict(dc, x)), want)
+    np.testing.assert_array_equal(np.asarray(jm.oracle_predict(jm.UnitClassifier(dc), x)), want)
 
 
 def test_mean_std():

@@ -46,6 +46,7 @@ import optax
 from jaxtyping import Array, Bool, Float, Int
 
 from ..metrics.autoencoders import check_images, check_labels
+from ..metrics.counterfactual import as_unit_classifier
 
 
 class Prototype(eqx.Module):
@@ -177,9 +178,8 @@ def prototype_counterfactuals(
     """Prototype-guided counterfactuals of ``x`` towards classes ``y_cf`` (module docstring).
 
     Args:
-        classifier: one image ``(28, 28, 1)`` in ``[0, 1]`` -> logits ``(K,)`` (for the oracle
-            :class:`~jcausal.metrics.DigitClassifier` wrap it in
-            :class:`jcausal.metrics.UnitClassifier`).
+        classifier: one image ``(28, 28, 1)`` in ``[0, 1]`` -> logits ``(K,)``, or a
+            :class:`~jcausal.metrics.DigitClassifier` (grey levels; wrapped).
         autoencoder: one image -> its reconstruction (the all-class autoencoder).
         encoder: one image -> code ``(d,)`` (the all-class autoencoder's encoder).
         prototypes: ``(K, d)`` class prototypes (:func:`class_prototypes`).
@@ -194,6 +194,7 @@ def prototype_counterfactuals(
         ValueError: bad images (shape, range, NaN), targets (shape, range) or prototypes.
     """
     method = Prototype() if method is None else method
+    classifier = as_unit_classifier(classifier)
     xs = check_images(x, "x")
     protos = jnp.asarray(prototypes)
     if protos.ndim != 2 or not bool(jnp.all(jnp.isfinite(protos))):

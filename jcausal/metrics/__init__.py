@@ -10,6 +10,7 @@ from .autoencoders import VAE, AllAE, Autoencoders, ClassAE, train_autoencoders,
 from .counterfactual import (
     IM_EPS,
     LatentBank,
+    UnitClassifier,
     cld,
     cld_terms,
     effectiveness,
@@ -23,7 +24,7 @@ from .counterfactual import (
 )
 from .digits import DigitClassifier, sample_quality, train_digit_classifier
 from .ensemble import Ensemble, predictive_entropy, train_ensemble
-from .evaluators import Evaluators, UnitClassifier, evaluate_counterfactuals, train_evaluators
+from .evaluators import Evaluators, evaluate_counterfactuals, train_evaluators
 
 __all__ = [
     "IM_EPS",

@@ -40,6 +40,7 @@ import numpy as np
 from jaxtyping import Array, Float, Int
 
 from .autoencoders import CLASSES, Autoencoders, check_images, check_labels
+from .digits import DigitClassifier
 
 IM_EPS = 1e-7
 CHUNK = 256  # units per compiled CLD block: bounds the (units x training images) KL matrix
@@ -241,10 +242,36 @@ def cld(vae, bank, x_cf, x_f, y_f, y_cf) -> Float[Array, " B"]:
 # effectiveness
 
 
+class UnitClassifier(eqx.Module):
+    """A :class:`~jcausal.metrics.DigitClassifier` on the image convention.
+
+    The classifier takes ``(28, 28)`` grey levels ``0..255``; this takes one image
+    ``(28, 28, 1)`` in ``[0, 1]`` and returns its logits ``(10,)``.
+    """
+
+    model: DigitClassifier
+
+    def __call__(self, x: Float[Array, "28 28 1"]) -> Float[Array, " 10"]:
+        return self.model(x[..., 0] * 255.0)
+
+
+def as_unit_classifier(oracle):
+    """``oracle`` as a classifier of one ``(28, 28, 1)`` image in ``[0, 1]``."""
+    return UnitClassifier(oracle) if isinstance(oracle, DigitClassifier) else oracle
+
+
 @eqx.filter_jit
+def _predict(oracle, x):
+    return jnp.argmax(jax.vmap(oracle)(x), axis=-1)
+
+
 def oracle_predict(oracle, x: Float[Array, "B 28 28 1"]) -> Int[Array, " B"]:
-    """Classes a :class:`~jcausal.metrics.DigitClassifier` (grey levels 0..255) gives ``x``."""
-    return jnp.argmax(jax.vmap(oracle)(x[..., 0] * 255.0), axis=-1)
+    """Classes ``(B,)`` an oracle gives images ``x`` ``(B, 28, 28, 1)`` in ``[0, 1]``.
+
+    ``oracle``: one image ``(28, 28, 1)`` -> logits, or a :class:`DigitClassifier` (wrapped in
+    :class:`UnitClassifier`).
+    """
+    return _predict(as_unit_classifier(oracle), jnp.asarray(x))
 
 
 def effectiveness(
@@ -257,7 +284,7 @@ def effectiveness(
 
     Args:
         oracle: a trained :class:`jcausal.metrics.DigitClassifier` (separate from the guidance
-            classifier), taking one ``(28, 28)`` image in grey levels.
+            classifier), or any classifier of one ``(28, 28, 1)`` image in ``[0, 1]`` -> logits.
         x_cf: counterfactual images ``(B, 28, 28, 1)`` in ``[0, 1]``.
         y_f: factual classes ``(B,)``.
         y_cf: target classes ``(B,)``.
@@ -294,6 +321,8 @@ def mean_std(values) -> dict[str, float]:
 __all__ = [
     "IM_EPS",
     "LatentBank",
+    "UnitClassifier",
+    "as_unit_classifier",
     "cld",
     "cld_terms",
     "effectiveness",

@@ -20,29 +20,17 @@ from jaxtyping import Array, Float, Int, PRNGKeyArray
 from .autoencoders import Autoencoders, check_images, check_labels, train_autoencoders, train_vae
 from .counterfactual import (
     LatentBank,
+    UnitClassifier,
     cld_terms,
     effectiveness,
     im_scores,
     latent_bank,
     mean_std,
 )
-from .digits import DigitClassifier, train_digit_classifier
+from .digits import train_digit_classifier
 from .ensemble import Ensemble, train_ensemble
 
 PARTS = ("oracle", "class_ae", "all_ae", "vae", "ensemble")
-
-
-class UnitClassifier(eqx.Module):
-    """A :class:`DigitClassifier` on the image convention.
-
-    The classifier takes ``(28, 28)`` grey levels ``0..255``; this takes one image
-    ``(28, 28, 1)`` in ``[0, 1]`` and returns its logits ``(10,)``.
-    """
-
-    model: DigitClassifier
-
-    def __call__(self, x: Float[Array, "28 28 1"]) -> Float[Array, " 10"]:
-        return self.model(x[..., 0] * 255.0)
 
 
 class Evaluators(eqx.Module):
@@ -194,14 +182,13 @@ def evaluate_counterfactuals(
     out = {"per_unit": per}
     for k in ("im1", "im2", "cld"):
         out[k] = mean_std(per[k])
-    out["effectiveness"] = effectiveness(evaluators.oracle.model, x_cf, y_f, y_cf)
+    out["effectiveness"] = effectiveness(evaluators.oracle, x_cf, y_f, y_cf)
     return out
 
 
 __all__ = [
     "PARTS",
     "Evaluators",
-    "UnitClassifier",
     "evaluate_counterfactuals",
     "train_evaluators",
 ]

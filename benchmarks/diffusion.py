@@ -1,0 +1,292 @@
+"""Diff-SCM throughput: guided counterfactuals per second and the share spent in the networks.
+
+What is measured
+----------------
+A two-node SCM ``y -> x`` (class -> 28x28x1 image) whose image node is
+:class:`jcausal.DiffusionImage` with the library's MNIST networks: the score
+:class:`jcausal.nn.UNet` (``--base``, default 32: mults (1, 2, 2), one residual block per level,
+dropout off at inference) and the guidance :class:`jcausal.nn.NoisyClassifier`
+(``--clf-base``). Weights are random (perturbed away from the zero-initialised output layers);
+speed does not depend on training. The query is Alg. 1 for ``--batch`` units (default 64):
+``jc.counterfactual(scm, obs, {"y": jc.Hard(targets)})`` with ``--steps`` DDIM steps (100)
+over ``[0, T]``, ``L = --fraction`` (0.75): ``L K`` inversion steps (one UNet call each)
+then ``L K`` guided steps (UNet forward + classifier forward and backward w.r.t. the input +
+dynamic clipping).
+
+Rows, each timed in the same run (median of ``--repeats`` calls after a warm-up; the first call
+is reported separately, and ``compile ~ first - median``):
+
+1. ``jcausal``: the public ``jc.counterfactual`` (the engine vmaps the mechanism per unit);
+2. ``hand-written``: one ``jax.jit`` of plain DDIM inversion then guided DDIM on the whole batch
+   (networks called on the batch), the speed limit for the engine. Must agree with row 1 to
+   1e-4 (asserted before timing);
+3. ``exact``: row 1 with ``exact=True`` (Anderson per inversion step), unless ``--no-exact``;
+4. ``bare networks``: a jitted batch UNet forward and a jitted classifier forward + input
+   gradient, each timed alone; ``bare = L K (t_unet) + L K (t_unet + t_clf_grad)`` is the
+   network time one counterfactual call needs, and ``network share = bare / t_jcausal``
+   (target >= 0.85: the scan, guidance and clipping plumbing costs < 15 %);
+5. reconstruction: invert-then-generate error of plain and exact inversion against the step
+   count, on Gaussian data whose optimal noise prediction is known in closed form;
+6. training: one ``jcausal.train.fit`` step (ε loss, Adam, EMA 0.999) of the UNet and of the
+   classifier on a batch of ``--batch`` noised images (steady-state time per step, and the
+   compile time of the first call).
+
+How to run
+----------
+From the repository root::
+
+    python benchmarks/diffusion.py                # base 32, batch 64, 100 steps
+    python benchmarks/diffusion.py --quick        # smoke: base 8, batch 4, 4 steps
+    python benchmarks/diffusion.py --base 16 --out r.json
+
+Results are printed and written to ``--out`` (default ``benchmarks/results/diffusion.json``)
+with the machine description (load average included: only ratios measured in the same run
+are meaningful on a shared machine).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+import distrax
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import optax
+from _machine import machine_info
+from flax import nnx
+
+import jcausal as jc
+from jcausal.diffusion import (
+    Schedule,
+    class_log_prob,
+    classifier_loss,
+    clipped,
+    ddim_invert,
+    ddim_sample,
+    eps_loss,
+    guided,
+)
+from jcausal.nn import NoisyClassifier, Pure, UNet, num_params
+
+SHAPE = (28, 28, 1)
+
+
+def _perturbed(net: nnx.Module, key) -> nnx.Module:
+    """Random weights everywhere (the zero-initialised output layers included)."""
+    state = nnx.state(net, nnx.Param)
+    leaves, treedef = jax.tree_util.tree_flatten(state)
+    keys = jax.random.split(key, len(leaves))
+    leaves = [
+        x + 0.02 * jax.random.normal(k, x.shape, x.dtype) for x, k in zip(leaves, keys, strict=True)
+    ]
+    nnx.update(net, jax.tree_util.tree_unflatten(treedef, leaves))
+    return net
+
+
+def _timed(fn, *args, repeats: int) -> tuple[float, float, Any]:
+    """(first call, median of ``repeats`` later calls, output), seconds, outputs made ready."""
+    t0 = time.perf_counter()
+    out = jax.block_until_ready(fn(*args))
+    first = time.perf_counter() - t0
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        jax.block_until_ready(fn(*args))
+        times.append(time.perf_counter() - t0)
+    return first, statistics.median(times), out
+
+
+def build(args) -> tuple[jc.SCM, jc.SCM, Pure, Pure, Schedule]:
+    """The SCM (plain inversion, as in the paper), the same with exact inversion, the networks."""
+    k1, k2 = jax.random.split(jax.random.key(args.seed))
+    score = Pure(_perturbed(UNet(base=args.base, rngs=nnx.Rngs(0)), k1))
+    clf = Pure(_perturbed(NoisyClassifier(10, base=args.clf_base, rngs=nnx.Rngs(1)), k2))
+    sched = Schedule.linear(1000)
+    root = jc.Root(distrax.Categorical(logits=jnp.zeros(10)))
+    kw = dict(scale=args.scale, fraction=args.fraction, steps=args.steps)
+    plain = jc.DiffusionImage(score, clf, sched, ["y"], **kw)
+    exact = jc.DiffusionImage(score, clf, sched, ["y"], exact=True, **kw)
+    return jc.SCM(y=root, x=plain), jc.SCM(y=root, x=exact), score, clf, sched
+
+
+def hand_written(mech: jc.DiffusionImage, x, y_new):
+    """Alg. 1 on the whole batch with batched network calls (no per-unit vmap)."""
+    sched = mech.sched
+    eps = clipped(lambda x, t: mech.score(x, t), sched)
+    z = ddim_invert(eps, sched, 2 * x - 1, steps=mech.steps, fraction=mech.fraction)
+    g = guided(eps, class_log_prob(mech.guide, y_new), mech.scale, sched)
+    out = ddim_sample(g, sched, z, steps=mech.steps, start=mech.fraction)
+    return jnp.clip((out + 1) / 2, 0, 1)
+
+
+def reconstruction(sched: Schedule, grids=(10, 50, 100, 1000)) -> list[dict[str, float]]:
+    """Invert-then-generate error of plain and exact DDIM inversion on an analytic model.
+
+    Data ``x0 ~ N(0.3, 0.5^2)`` per pixel has the optimal noise prediction in closed form,
+    ``E[eps | x_t] = sqrt(1 - a) (x_t - sqrt(a) mu) / (a sig^2 + 1 - a)``: a perfectly trained
+    model, so the error is the inversion's alone. One 28x28 image, full inversion (L = 1).
+    """
+    mu, sig = 0.3, 0.5
+
+    def eps(x, t):
+        a = sched.alpha_bar[t]
+        return jnp.sqrt(1 - a) * (x - jnp.sqrt(a) * mu) / (a * sig**2 + 1 - a)
+
+    x = mu + sig * jax.random.normal(jax.random.key(0), SHAPE)
+    rows = []
+    for k in grids:
+        row = {"steps": k}
+        for exact in (False, True):
+            z = ddim_invert(eps, sched, x, steps=k, exact=exact)
+            err = jnp.abs(ddim_sample(eps, sched, z, steps=k) - x)
+            name = "exact" if exact else "plain"
+            row[f"{name}_max_abs"] = float(jnp.max(err))
+            row[f"{name}_rms"] = float(jnp.sqrt(jnp.mean(err**2)))
+        rows.append(row)
+    return rows
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--base", type=int, default=32)
+    parser.add_argument("--clf-base", type=int, default=32)
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--steps", type=int, default=100)
+    parser.add_argument("--fraction", type=float, default=0.75)
+    parser.add_argument("--scale", type=float, default=1.0)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--train-steps", type=int, default=5)
+    parser.add_argument("--no-exact", action="store_true")
+    parser.add_argument("--no-train", action="store_true")
+    parser.add_argument("--quick", action="store_true", help="smoke: base 8, batch 4, 4 steps")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", default="benchmarks/results/diffusion.json")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.base, args.clf_base, args.batch, args.steps = 8, 8, 4, 4
+        args.repeats, args.train_steps = 1, 2
+
+    scm, scm_exact, score, clf, sched = build(args)
+    mech = scm.mechanisms["x"]
+    n = args.batch
+    obs = jc.sample(jax.random.key(1), scm, n)
+    targets = (obs["y"] + 1 + jnp.arange(n) % 9) % 10  # a class != the factual one
+    level = round(args.fraction * args.steps)
+    result: dict[str, Any] = {
+        "config": vars(args),
+        "machine": machine_info("flax", "optax", "equinox"),
+        "unet_params": num_params(score),
+        "classifier_params": num_params(clf),
+    }
+
+    # -- Alg. 1 through the engine, by hand, and with exact inversion ---------------------------
+    def engine(scm, obs, targets):
+        return jc.counterfactual(scm, obs, {"y": jc.Hard(targets)})["x"]
+
+    hand = eqx.filter_jit(hand_written)
+    rows, outs = {}, {}
+    calls = {
+        "jcausal": (engine, (scm, obs, targets)),
+        "hand-written": (hand, (mech, obs["x"], targets)),
+    }
+    if not args.no_exact:
+        calls["exact"] = (engine, (scm_exact, obs, targets))
+    for name, (fn, fargs) in calls.items():
+        try:
+            first, med, outs[name] = _timed(fn, *fargs, repeats=args.repeats)
+        except jc.FixedPointError as e:
+            # Each inversion step is a contraction only when the step is small next to the
+            # network's Lipschitz constant; coarse grids on random weights may not be.
+            result["exact_failed"] = str(e).splitlines()[0]
+            continue
+        rows[name] = {
+            "first_s": first,
+            "median_s": med,
+            "compile_s": first - med,
+            "cf_per_s": n / med,
+        }
+        if name == "hand-written":  # the engine must compute the same counterfactuals
+            diff = float(jnp.max(jnp.abs(outs["jcausal"] - outs[name])))
+            result["max_abs_diff_engine_vs_hand"] = diff
+            if diff > 1e-4:
+                raise AssertionError(f"engine and hand-written counterfactuals differ by {diff}")
+
+    # -- bare network calls ---------------------------------------------------------------------
+    xb = 2 * obs["x"] - 1
+    t = jnp.int32(500)
+    unet = eqx.filter_jit(lambda net, x, t: net(x, t))
+    clf_grad = eqx.filter_jit(
+        lambda net, x, t, y: jax.grad(lambda x: jnp.sum(class_log_prob(net, y)(x, t)))(x)
+    )
+    _, t_unet, _ = _timed(unet, mech.score, xb, t, repeats=max(args.repeats, 5))
+    _, t_clf, _ = _timed(clf_grad, mech.guide, xb, t, targets, repeats=max(args.repeats, 5))
+    bare = level * t_unet + level * (t_unet + t_clf)
+    result["bare"] = {
+        "unet_forward_s": t_unet,
+        "classifier_forward_backward_s": t_clf,
+        "network_time_per_cf_call_s": bare,
+        "network_share_jcausal": bare / rows["jcausal"]["median_s"],
+        "network_share_hand_written": bare / rows["hand-written"]["median_s"],
+        "target_share": 0.85,
+    }
+    result["rows"] = rows
+    if "exact" in rows:
+        result["exact_over_plain_time"] = rows["exact"]["median_s"] / rows["jcausal"]["median_s"]
+    result["hand_over_jcausal_throughput"] = (
+        rows["hand-written"]["cf_per_s"] / rows["jcausal"]["cf_per_s"]
+    )
+
+    # -- training steps ---------------------------------------------------------------------------
+    data = {"x": 2 * obs["x"] - 1, "y": obs["y"]}
+    train_score = score.train()
+    train_clf = clf.train()
+
+    def score_loss(net, batch, key):
+        return eps_loss(net, sched, batch["x"], key)
+
+    def clf_loss(net, batch, key):
+        return classifier_loss(net, sched, batch["x"], batch["y"], key)
+
+    result["train"] = {}
+    jobs = [("unet", score_loss, train_score, 0.999), ("classifier", clf_loss, train_clf, None)]
+    for name, loss, net, ema in [] if args.no_train else jobs:
+        opt = optax.adam(1e-4)
+        kw = dict(
+            optimizer=opt,
+            batch_size=n,
+            key=jax.random.key(2),
+            progress=False,
+            ema=ema,
+            steps_per_call=1,
+        )
+        t0 = time.perf_counter()
+        jc.fit(loss, net, data, steps=1, **kw)
+        first = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        jc.fit(loss, net, data, steps=1 + args.train_steps, **kw)
+        total = time.perf_counter() - t0
+        per_step = total / (1 + args.train_steps)
+        result["train"][name] = {
+            "step_s": per_step,
+            "first_call_s": first,
+            "compile_s": first - per_step,
+        }
+
+    result["reconstruction_analytic"] = reconstruction(
+        sched, (4, 10) if args.quick else (10, 50, 100, 1000)
+    )
+    print(json.dumps({k: result[k] for k in ("rows", "bare", "train")}, indent=1))
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=1))
+    return result
+
+
+if __name__ == "__main__":
+    main()

@@ -89,7 +89,7 @@ def test_auto_factorises_small_maps_and_iterates_large_ones():
     a, y = _system(n=30)
     small = linear_fixed_point(a, y, solver=Auto(direct_max=30))[1]
     large = linear_fixed_point(a, y, solver=Auto(direct_max=29))[1]
-    assert int(small.num_steps) == 2  # start + the LU solution
+    assert int(small.num_steps) == 3  # start, the LU solution, its refinement
     assert int(large.num_steps) > 3  # Anderson's iterations
     # A map given as a function is never assumed linear: Auto iterates (Anderson).
     x, rep = jc.fixed_point(lambda x, p: p[0] @ x + p[1], jnp.zeros(30), (a, y), solver=Auto())
@@ -160,3 +160,14 @@ def test_bad_input_is_named():
             assert rep.result == RESULTS.nonfinite_input
             with pytest.raises(FixedPointError, match="NaN or inf"):
                 linear_fixed_point(bad_a, bad_y, solver=solver)
+
+
+def test_warm_start_at_the_solution_is_converged():
+    # Starting at the exact solution leaves a residual at rounding level that cannot shrink:
+    # a direct solve must still call it converged (an iterative rule would not).
+    a, y = _system(n=20)
+    ref = np.linalg.solve(np.eye(20) - a, y)
+    for x0 in (ref, np.linalg.solve(np.eye(20) - a, y) * (1 + 1e-15)):
+        x, rep = linear_fixed_point(a, y, x0, solver=Newton(linear_solver="lu"))
+        assert rep.result == RESULTS.successful
+        np.testing.assert_allclose(x, ref, rtol=1e-13)

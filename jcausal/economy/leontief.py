@@ -23,6 +23,7 @@ multiplicative intervention on every sector's assignment,
 from __future__ import annotations
 
 import difflib
+import functools as ft
 from collections.abc import Mapping, Sequence
 
 import distrax
@@ -397,32 +398,18 @@ class IOModel(eqx.Module):
         return values["x"][0], report
 
     def _solve_direct(self, u, x0, throw: bool):
-        A, y = self.A, self.y
-        if u is not None:
-            d = jnp.exp(jnp.asarray(u, A.dtype))
-            if d.shape != (self.n,):
-                raise ValueError(f"u must have shape ({self.n},) (one per sector), got {d.shape}")
-            A, y = d[:, None] * A, d * y
-        x0 = self.x_observed if x0 is None else jnp.asarray(x0, A.dtype)
+        if u is not None and jnp.shape(u) != (self.n,):
+            raise ValueError(f"u must have shape ({self.n},) (one per sector), got {jnp.shape(u)}")
+        # Signs are checked as in EquilibriumSCM(nonnegative=("x",)) when demand is >= 0.
+        signs = is_concrete(self.y) and bool(np.all(np.asarray(self.y) >= 0))
+        traced = is_traced((self.A, self.y, self.x_observed, u, x0))
+        args = (self.A, self.y, self.x_observed if x0 is None else x0, u)
         with reraise_solver_errors():
-            return self._checked_direct(A, y, x0, throw)
-
-    def _checked_direct(self, A, y, x0, throw: bool):
-        x, report = linear_fixed_point(A, y, x0, solver=self.solver, throw=throw)
-        if not (is_concrete(self.y) and bool(np.all(np.asarray(self.y) >= 0))):
-            return x, report
-        # As EquilibriumSCM(nonnegative=("x",)): below -sqrt(eps) max|x| is negative output.
-        neg = jnp.any(x < -jnp.sqrt(jnp.finfo(x.dtype).eps) * jnp.max(jnp.abs(x)))
-        result = RESULTS.where(report.converged & neg, RESULTS.infeasible, report.result)
-        report = eqx.tree_at(
-            lambda r: (r.result, r.converged), report, (result, report.converged & ~neg)
-        )
-        if throw:
-            msg = self.scm().negative_message(("x",))
-            if is_traced((x, report)):
-                x = eqx.error_if(x, neg, msg)
-            elif bool(neg):
-                raise FixedPointError(msg)
+            x, report = _direct(self.solver, signs, bool(throw) and traced, *args)
+        if throw and not traced and not bool(report.converged):
+            if bool(report.result == RESULTS.infeasible):
+                raise FixedPointError(_NEGATIVE)
+            raise FixedPointError(report.message())
         return x, report
 
     # ------------------------------------------------------------------------------------------
@@ -491,6 +478,30 @@ class IOModel(eqx.Module):
         w = np.asarray(self.weights(spec))
         units = sorted({self.stressor_units[i] for i in np.flatnonzero(w)})
         return " + ".join(u for u in units if u) or "?"
+
+
+_NEGATIVE = EquilibriumSCM.negative_message(None, ("x",))
+
+
+@ft.partial(jax.jit, static_argnums=(0, 1, 2))
+def _direct(solver, signs: bool, throw: bool, A, y, x0, u):
+    """``IOModel.solve`` by a direct solve of ``x = diag(exp u) (A x + y)`` (one program)."""
+    x0 = jnp.asarray(x0, A.dtype)
+    if u is not None:
+        d = jnp.exp(jnp.asarray(u, A.dtype))
+        A, y = d[:, None] * A, d * y
+    x, report = linear_fixed_point(A, y, x0, solver=solver, throw=throw)
+    if not signs:
+        return x, report
+    # Below -sqrt(eps) max|x| is a negative output (rounding of an exact zero is not).
+    neg = jnp.any(x < -jnp.sqrt(jnp.finfo(x.dtype).eps) * jnp.max(jnp.abs(x)))
+    result = RESULTS.where(report.converged & neg, RESULTS.infeasible, report.result)
+    report = eqx.tree_at(
+        lambda r: (r.result, r.converged), report, (result, report.converged & ~neg)
+    )
+    if throw:
+        x = eqx.error_if(x, neg, _NEGATIVE)
+    return x, report
 
 
 def leontief_scm(

@@ -5,8 +5,8 @@
 
 - a direct LU factorisation of ``I - A`` (``Newton(linear_solver="lu")``): ``O(n^3)`` once,
   no Jacobian-vector products (``fixed_point`` with ``Newton("lu")`` forms the Jacobian of a
-  function from ``n`` of them); the factorisation is reused for iterative refinement and for
-  the gradient;
+  function from ``n`` of them); the factors are reused for one step of iterative refinement
+  and for the gradient (its ``max_steps`` does not apply: three evaluations of ``A x + b``);
 - a Krylov method (``Newton(linear_solver="gmres" | "bicgstab")``, lineax), one ``A v`` per
   inner iteration;
 - any fixed-point iteration (``Anderson``, ``Forward``) on ``x -> A x + b``;
@@ -18,9 +18,10 @@ and returns ``dL/dA = g x^T``, ``dL/db = g``. The report and result codes are th
 :func:`jcausal.fixed_point`, plus ``RESULTS.singular`` when an LU pivot vanishes.
 
 The crossover used by :class:`Auto` comes from ``benchmarks/linear_solvers.py`` (float64,
-rtol 1e-10, 2 CPU cores, dense and block-regional input-output matrices; see the README's
-performance table): the LU factorisation wins up to a few hundred unknowns, Anderson's
-iteration (one matrix-vector product per step) above.
+rtol 1e-10, 2 CPU cores, dense, block-regional and spectral-radius-0.95 input-output
+matrices; see the README's performance table): at n = 50 XLA's LU and Anderson take about the
+same time (the LU's residual is 1e-16, Anderson's 1e-11), at n = 200 the LU already takes 2-3x
+Anderson's time, so the LU is used up to ``DIRECT_MAX = 100`` unknowns.
 """
 
 from __future__ import annotations
@@ -52,7 +53,7 @@ from .results import (
 
 #: Largest ``n`` for which :class:`Auto` factorises ``I - A`` (LU) instead of iterating.
 #: Measured by ``benchmarks/linear_solvers.py`` (README, performance).
-DIRECT_MAX = 300
+DIRECT_MAX = 100
 
 
 class Auto(AbstractSolver):
@@ -84,14 +85,20 @@ class Auto(AbstractSolver):
 
     def choose(self, n: int, linear: bool) -> AbstractSolver:
         """The solver used for ``n`` unknowns (``linear``: an explicit matrix is available)."""
-        kw = dict(rtol=self.rtol, atol=self.atol, divergence=self.divergence)
-        if linear and n <= self.direct_max:
-            return Newton(linear_solver="lu", max_steps=min(int(self.max_steps), 4), **kw)
-        return Anderson(max_steps=self.max_steps, **kw)
+        return _choose(self, int(n), bool(linear))
 
     def run(self, fn, x0, args):
         # A map given as a function: nothing says it is linear, so iterate.
         return self.choose(x0.shape[0], linear=False).run(fn, x0, args)
+
+
+@ft.lru_cache(maxsize=256)
+def _choose(auto: Auto, n: int, linear: bool) -> AbstractSolver:
+    # Cached: building a solver object costs more than a small solve.
+    kw = dict(rtol=auto.rtol, atol=auto.atol, divergence=auto.divergence)
+    if linear and n <= auto.direct_max:
+        return Newton(linear_solver="lu", max_steps=min(int(auto.max_steps), 4), **kw)
+    return Anderson(max_steps=auto.max_steps, **kw)
 
 
 # --------------------------------------------------------------------------------------------
@@ -140,14 +147,32 @@ def _singular(lu: Float[Array, "n n"]) -> Array:
 
 
 def _lu_forward(solver: Newton, A, b, x0):
+    # One factorisation, the solve, and one step of iterative refinement with the same
+    # factors (O(n^2)), unconditionally: a while loop costs more than the step at small n.
     n = b.shape[0]
     lu = jsl.lu_factor(jnp.eye(n, dtype=A.dtype) - A)
-
-    def step(r):
-        return jsl.lu_solve(lu, r), jnp.zeros((), jnp.int32)
-
-    x, stats, _ = _refine(solver, A, b, x0, step)
+    f0 = A @ x0 + b
+    r0 = f0 - x0
+    x1 = x0 + jsl.lu_solve(lu, r0)
+    x = x1 + jsl.lu_solve(lu, A @ x1 + b - x1)
+    r = A @ x + b - x
+    stats = _stats(3, r, x, jnp.maximum(two_norm(x0), two_norm(f0)), two_norm(r0))
     return x, stats, _singular(lu[0]), lu
+
+
+def _direct_result(solver: Newton, stats: Stats, singular) -> RESULTS:
+    """How a direct solve ended: no iteration, so no divergence or shrinking tests.
+
+    NaN / inf in the input first, then a vanishing pivot (``singular``), an overflow, and the
+    tolerance test on the refined solution (missed only by an ill-conditioned ``I - A``).
+    """
+    bad_input = ~jnp.isfinite(stats.scale0) | ~jnp.isfinite(stats.r_first)
+    finite = jnp.isfinite(stats.r_norm) & jnp.isfinite(stats.y_norm)
+    ok = finite & (stats.r_norm <= solver.rtol * stats.y_norm + solver.atol)
+    result = RESULTS.where(ok, RESULTS.successful, RESULTS.max_steps_reached)
+    result = RESULTS.where(finite, result, RESULTS.nonfinite)
+    result = RESULTS.where(singular, RESULTS.singular, result)
+    return RESULTS.where(bad_input, RESULTS.nonfinite_input, result)
 
 
 @ft.partial(jax.custom_vjp, nondiff_argnums=(0,))
@@ -331,13 +356,14 @@ def _direct_jit(solver: Newton, dtype, throw: bool, A, b, x0):
     b = jnp.asarray(b, dtype)
     x0 = jnp.zeros_like(b) if x0 is None else jnp.asarray(x0, dtype)
     x0 = jax.lax.stop_gradient(x0)
-    run = _lu_solve if solver.linear_solver == "lu" else _krylov_solve
-    x, stats, singular = run(solver, A, b, x0)
-    stats = jax.lax.stop_gradient(stats)
-    result = _result(solver, stats)
-    # A zero pivot: the solve produced inf / NaN (or a meaningless huge x); say why.
-    singular = jax.lax.stop_gradient(singular) & (result != RESULTS.nonfinite_input)
-    result = RESULTS.where(singular, RESULTS.singular, result)
+    if solver.linear_solver == "lu":
+        x, stats, singular = _lu_solve(solver, A, b, x0)
+        stats, singular = jax.lax.stop_gradient((stats, singular))
+        result = _direct_result(solver, stats, singular)
+    else:
+        x, stats, _ = _krylov_solve(solver, A, b, x0)
+        stats = jax.lax.stop_gradient(stats)
+        result = _result(solver, stats)
     tiny = jnp.finfo(dtype).tiny
     rel = stats.r_norm / jnp.maximum(stats.y_norm, tiny)
     rel = jnp.where(jnp.isfinite(rel), rel, jnp.inf).astype(dtype)

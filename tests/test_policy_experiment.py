@@ -25,6 +25,11 @@ def test_policy_smoke(tmp_path):
     assert f["excess_loss_amortised_mean"] < policy.SMOKE_MAX_EXCESS / 3, excess
     assert f["excess_loss_between_max"] < policy.SMOKE_MAX_EXCESS, f["excess_loss_between"]
 
+    r = m["regions"]
+    # One policy for all six regions (domestic blocks), within the same stated bound.
+    assert len(r["regions"]) == 6 and r["features_per_region"] == 24
+    assert r["excess_loss_max"] < policy.SMOKE_MAX_EXCESS, r["per_region"]
+
     t = m["treatment"]
     gain = t["oracle_gain"]
     assert gain > 0.5

@@ -8,7 +8,10 @@ bounds by :class:`Box`). A :class:`Problem` states the objective on outcomes, pe
 (interventional), with a constraint held by a :class:`Penalty` or an
 :class:`AugmentedLagrangian`, for acyclic and equilibrium models alike. :func:`train` learns
 the policy with the one :func:`jcausal.train.fit`, batched over units and λ;
-:func:`evolve` is the gradient-free peer (evosax evolution strategies).
+:func:`evolve` is the gradient-free peer (evosax evolution strategies). :class:`Stacked`
+trains one policy over several models of one structure (e.g. one per region), and
+:mod:`jcausal.policy.front` learns the whole GHG–employment front of
+:mod:`jcausal.economy.design` in one λ-conditioned policy.
 
 Example (per-unit doses under a mean budget, see :func:`jcausal.examples.treatment`)::
 
@@ -29,7 +32,7 @@ from .actions import KINDS, Action
 from .bounds import Box
 from .module import Policy
 from .peer import STRATEGIES, EvolveResult, evolve
-from .problem import LEVELS, Problem
+from .problem import LEVELS, Problem, Stacked
 from .train import AugmentedLagrangian, LogUniform, Penalty, PolicyFit, Uniform, train
 
 __all__ = [
@@ -45,6 +48,7 @@ __all__ = [
     "Policy",
     "PolicyFit",
     "Problem",
+    "Stacked",
     "Uniform",
     "evolve",
     "train",

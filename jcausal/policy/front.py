@@ -29,7 +29,7 @@ from ..economy.design import DesignProblem, analytic_front
 from .actions import Action
 from .bounds import Box
 from .module import Policy
-from .problem import Problem
+from .problem import Problem, Stacked
 
 
 def front_problem(design: DesignProblem) -> tuple[Problem, dict]:
@@ -39,7 +39,8 @@ def front_problem(design: DesignProblem) -> tuple[Problem, dict]:
         design: a bounded :class:`~jcausal.economy.design.DesignProblem`.
 
     Returns:
-        ``(problem, data)``; the outcome is eq. 5 weighted by ``1 / (1 + λ)``.
+        ``(problem, data)``; the outcome is eq. 5 weighted by ``1 / (1 + λ)``, its numbers
+        (``c, r, x*, G*, E*``) in the problem's ``constants``.
 
     Raises:
         ValueError: an unbounded design (its optimum closes sectors with unbounded factors,
@@ -50,16 +51,50 @@ def front_problem(design: DesignProblem) -> tuple[Problem, dict]:
             "the amortised front uses the paper's bounded factors α = 2·sigmoid(z); build the "
             "DesignProblem with bounded=True"
         )
-    c, r, x_ref, G, E = design.c, design.r, design.x_ref, design.G, design.E
+    k = {"c": design.c, "r": design.r, "x_ref": design.x_ref, "G": design.G, "E": design.E}
+    problem = Problem(design.model.scm(), _eq5, constants=k)
+    return problem, problem.prepare({"x": design.model.x_observed[None]})
 
-    def outcome(values, theta, lam):
-        x = values["x"]
-        loss = c @ x / G + lam[0] * jnp.sum(jnp.abs(r * (x - x_ref))) / E
-        return loss / (1.0 + lam[0])
 
-    model = design.model
-    problem = Problem(model.scm(), outcome)
-    return problem, problem.prepare({"x": model.x_observed[None]})
+def _eq5(values, theta, lam, k):
+    # Module level, with the numbers in `k`: problems of several regions stack (Stacked).
+    x = values["x"]
+    loss = k["c"] @ x / k["G"] + lam[0] * jnp.sum(jnp.abs(k["r"] * (x - k["x_ref"]))) / k["E"]
+    return loss / (1.0 + lam[0])
+
+
+def region_features(design: DesignProblem) -> np.ndarray:
+    """What a per-region policy reads of a region: ``(3n,)`` numbers per sector.
+
+    Each sector's share of the region's GHG and of its employment, and the log of their ratio
+    (the unbounded optimum closes a sector exactly when that ratio exceeds λ).
+    """
+    x = np.asarray(design.x_ref, float)
+    gs = np.asarray(design.c, float) * x / float(design.G)
+    es = np.asarray(design.r, float) * x / float(design.E)
+    tiny = 1e-12
+    return np.concatenate([gs, es, np.log((gs + tiny) / (es + tiny))])
+
+
+def region_data(stacked: Stacked, data: dict, i: int) -> tuple[Problem, dict]:
+    """Region ``i``'s problem and data out of :func:`regions_problem`'s (for evaluation)."""
+    one = {"obs": {k: v[i] for k, v in data["obs"].items()},
+           "noise": {k: v[i] for k, v in data["noise"].items()},
+           "features": data["features"][i][None]}  # fmt: skip
+    return stacked.model(i), one
+
+
+def regions_problem(designs: list[DesignProblem]) -> tuple[Stacked, dict]:
+    """Eq. 5 of several regions (same sectors) as one :class:`Stacked` problem, and its data.
+
+    The data's features are :func:`region_features` of each region, unnormalised (give the
+    policy their mean and std: ``features_loc``, ``features_scale``).
+    """
+    pairs = [front_problem(d) for d in designs]
+    stacked = Stacked([p for p, _ in pairs])
+    feats = np.stack([region_features(d) for d in designs])
+    obs = [{"x": d.model.x_observed[None]} for d in designs]
+    return stacked, stacked.prepare(obs, feats)
 
 
 def front_policy(
@@ -71,6 +106,7 @@ def front_policy(
     depth: int = 2,
     output_scale: float = 10.0,
     sharpness: float = 5.0,
+    features: np.ndarray | None = None,
 ) -> Policy:
     """A λ-conditioned policy of the design's ``n`` factors ``α`` in ``(0, 2)``, at the identity.
 
@@ -81,20 +117,28 @@ def front_policy(
         width: hidden units.
         depth: hidden layers.
         output_scale: see :class:`Policy` (closing a sector needs ``z`` of order -20).
-        sharpness: factor on the first layer's initial weights. The optimum jumps at each
-            sector's switch point (bang-bang); steeper initial units resolve switches a
-            fraction of a decade of λ apart (measured on ``reg1``, 6000 steps: mean excess
-            0.02 -> 0.008, largest 0.085 -> 0.043 with 5 instead of 1).
+        sharpness: factor on the first layer's initial weights of the λ input. The optimum
+            jumps at each sector's switch point (bang-bang); steeper initial units resolve
+            switches a fraction of a decade of λ apart (measured on ``reg1``, 6000 steps:
+            mean excess 0.02 -> 0.008, largest 0.085 -> 0.043 with 5 instead of 1).
+        features: ``(R, d)`` features of the regions a per-region policy will read
+            (:func:`regions_problem`); they set its input size and normalisation.
     """
     lam = np.asarray(lambdas, float)
     pos = lam[lam > 0]
     lo, hi = (float(pos.min()), float(pos.max())) if pos.size >= 2 else (1e-2, 1e2)
     action = Action("x", "scale", Box(0.0, 2.0), size=design.model.n)
-    pol = Policy([action], 0, 1, key=key, width=width, depth=depth, lambda_range=(lo, hi),
-                 log_lambda=True, output_scale=output_scale)  # fmt: skip
+    d, loc, scale = 0, None, None
+    if features is not None:
+        f = np.asarray(features, float)
+        d, loc, scale = f.shape[1], f.mean(0), np.maximum(f.std(0), 1e-6)
+    pol = Policy([action], d, 1, key=key, width=width, depth=depth, lambda_range=(lo, hi),
+                 log_lambda=True, output_scale=output_scale, features_loc=loc,
+                 features_scale=scale)  # fmt: skip
     if depth < 1:
         return pol
-    return eqx.tree_at(lambda p: p.net.layers[0].weight, pol, pol.net.layers[0].weight * sharpness)
+    w = pol.net.layers[0].weight  # (width, d + 1): the λ input is the last column
+    return eqx.tree_at(lambda p: p.net.layers[0].weight, pol, w.at[:, -1].multiply(sharpness))
 
 
 def front_losses(
@@ -129,4 +173,12 @@ def front_excess(
     return np.asarray(f, float) - best
 
 
-__all__ = ["front_excess", "front_losses", "front_policy", "front_problem"]
+__all__ = [
+    "front_excess",
+    "front_losses",
+    "front_policy",
+    "front_problem",
+    "region_data",
+    "region_features",
+    "regions_problem",
+]

@@ -47,6 +47,10 @@ class Problem(eqx.Module):
         constraint: optional ``g(values, theta, lam) -> scalar`` per unit; the policy must keep
             ``mean g <= 0`` over the population.
         level: ``"unit"`` (counterfactual) or ``"population"`` (interventional).
+        constants: optional pytree of arrays handed to ``outcome`` and ``constraint`` as a
+            fourth argument (``outcome(values, theta, lam, constants)``): numbers of the
+            problem that are data, not code, so that problems of several models with the same
+            structure stack into one (:class:`Stacked`).
 
     Raises:
         ValueError: an unknown level or covariate, or a non-callable outcome.
@@ -57,6 +61,7 @@ class Problem(eqx.Module):
     constraint: Callable | None = eqx.field(static=True)
     covariates: tuple[str, ...] = eqx.field(static=True)
     level: str = eqx.field(static=True)
+    constants: Any
 
     def __init__(
         self,
@@ -66,6 +71,7 @@ class Problem(eqx.Module):
         *,
         constraint: Callable | None = None,
         level: str = "unit",
+        constants: Any = None,
     ):
         if not isinstance(scm, SCM):
             raise ValueError(f"Problem needs an SCM, got {type(scm).__name__}")
@@ -81,6 +87,9 @@ class Problem(eqx.Module):
             raise ValueError(f"unknown covariates {unknown}; known nodes: {list(scm.order)}")
         self.scm, self.outcome, self.constraint = scm, outcome, constraint
         self.covariates, self.level = covariates, level
+        self.constants = (
+            None if constants is None else jax.tree_util.tree_map(jnp.asarray, constants)
+        )
 
     # ------------------------------------------------------------------------------------------
 
@@ -172,11 +181,128 @@ class Problem(eqx.Module):
         values, ok = _predict(self.scm, noise, obs, targets, ivs, obs)
         lam_u = None if lam is None else jnp.broadcast_to(lam, (n, policy.num_lambdas))
         axes = (0, 0, None if lam_u is None else 0)
-        f = jax.vmap(self.outcome, in_axes=axes)(values, theta, lam_u)
+        args = (values, theta, lam_u)
+        if self.constants is not None:
+            axes, args = (*axes, None), (*args, self.constants)
+        f = jax.vmap(self.outcome, in_axes=axes)(*args)
         g = None
         if self.constraint is not None:
-            g = jax.vmap(self.constraint, in_axes=axes)(values, theta, lam_u)
+            g = jax.vmap(self.constraint, in_axes=axes)(*args)
         return f, g, ok
+
+
+class Stacked(eqx.Module):
+    """Problems of several models with one structure, trained as one (e.g. one per region).
+
+    The models differ only in their arrays (e.g. each region's ``A`` and demand), the outcome
+    in its ``constants``. The leading axis of the data is the model (``R``); each model's
+    units are evaluated under the one policy, which tells the models apart by their
+    ``features``. :func:`jcausal.policy.train` batches over the models.
+
+    Args:
+        problems: unit-level :class:`Problem` s with the same structure (same functions,
+            nodes, shapes; arrays may differ).
+
+    Raises:
+        ValueError: fewer than one problem, a population-level one, or different structures.
+    """
+
+    problems: Problem
+
+    def __init__(self, problems: Sequence[Problem]):
+        problems = list(problems)
+        if not problems or not all(isinstance(p, Problem) for p in problems):
+            raise ValueError("Stacked needs a non-empty sequence of Problem")
+        if any(p.level != "unit" for p in problems):
+            raise ValueError("Stacked problems must be unit-level (observed units of each model)")
+        defs = {jax.tree_util.tree_structure(p) for p in problems}
+        if len(defs) != 1:
+            raise ValueError(
+                "Stacked problems must share one structure (same outcome function, nodes and "
+                "shapes; numbers in constants, not in closures)"
+            )
+        parts = [eqx.partition(p, eqx.is_array) for p in problems]
+        rest = parts[0][1]
+        if any(not eqx.tree_equal(r, rest) for _, r in parts[1:]):
+            raise ValueError(
+                "Stacked problems must share every setting that is not an array (solver "
+                "tolerances, bounds, ...)"
+            )
+        arrays = jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *[a for a, _ in parts])
+        self.problems = eqx.combine(arrays, rest)
+
+    @property
+    def level(self) -> str:
+        """Always ``"unit"``."""
+        return "unit"
+
+    def model(self, i: int) -> Problem:
+        """The ``i``-th problem."""
+        return jax.tree_util.tree_map(lambda x: x[i] if eqx.is_array(x) else x, self.problems)
+
+    @property
+    def constraint(self) -> Callable | None:
+        """The problems' constraint function."""
+        return self.problems.constraint
+
+    @property
+    def covariates(self) -> tuple[str, ...]:
+        """The problems' covariates."""
+        return self.problems.covariates
+
+    def prepare(
+        self, observations: Sequence[Mapping[str, Array]], features: Array
+    ) -> dict[str, Any]:
+        """Abduct each model's units once; ``features`` ``(R, d)`` describe each model.
+
+        Args:
+            observations: one ``{node: (n, *shape)}`` per model (same ``n``).
+            features: ``(R, d)`` what the policy reads of each model (shared by its units).
+        """
+        feats = jnp.asarray(features)
+        if feats.ndim != 2 or feats.shape[0] != len(observations):
+            raise ValueError(
+                f"features must have shape (R, d) with R = {len(observations)} models, got "
+                f"{feats.shape}"
+            )
+        if not bool(jnp.all(jnp.isfinite(feats))):
+            raise ValueError("model features contain NaN or infinite values")
+        parts = []
+        for i, obs in enumerate(observations):
+            parts.append(self.model(i).prepare(obs))
+        data = jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *[
+            {"obs": d["obs"], "noise": d["noise"]} for d in parts])  # fmt: skip
+        return {**data, "features": feats}
+
+    def check(self, policy: Policy, data: Mapping[str, Any] | None = None) -> None:
+        """As :meth:`Problem.check`, for the first model."""
+        if data is None:
+            raise ValueError("Stacked.check needs the data of Stacked.prepare")
+        one = self.model(0)
+        policy.check(one.scm, one.covariates)
+        d = data["features"].shape[1]
+        if policy.num_features != d:
+            raise ValueError(
+                f"the models have {d} features each, the policy reads {policy.num_features}"
+            )
+        lam = None if not policy.num_lambdas else jnp.ones((1, policy.num_lambdas))
+        f, g, _ = jax.eval_shape(lambda: self.terms(policy, data, lam))
+        for name, out in (("outcome", f), ("constraint", g)):
+            if out is not None and out.ndim != 1:
+                raise ValueError(f"the {name} must return a scalar per unit")
+
+    def terms(self, policy: Policy, data: Mapping[str, Any], lam: Array | None):
+        """Per-unit outcome ``(R·n,)``, constraint and converged flag over every model."""
+
+        def one(problem, obs, noise, feats):
+            n = jax.tree_util.tree_leaves(obs)[0].shape[0]
+            d = {"obs": obs, "noise": noise, "features": jnp.broadcast_to(feats, (n, feats.size))}
+            return problem.terms(policy, d, lam)
+
+        f, g, ok = eqx.filter_vmap(one, in_axes=(eqx.if_array(0), 0, 0, 0))(
+            self.problems, data["obs"], data["noise"], data["features"]
+        )
+        return f.reshape(-1), None if g is None else g.reshape(-1), jnp.all(ok)
 
 
 def _first(data):
@@ -195,4 +321,4 @@ def _predict(scm, noise, obs, targets, ivs, init):
     return {**obs, **new}, ok
 
 
-__all__ = ["LEVELS", "Problem"]
+__all__ = ["LEVELS", "Problem", "Stacked"]

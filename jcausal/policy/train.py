@@ -32,7 +32,7 @@ from jaxtyping import Array, PRNGKeyArray
 
 from ..train import History, fit, frozen
 from .module import Policy
-from .problem import Problem
+from .problem import Problem, Stacked
 
 
 class LogUniform(eqx.Module):
@@ -123,7 +123,9 @@ def _policy_loss(params: dict, batch: Any, key: PRNGKeyArray) -> tuple[Array, di
     problem: Problem = params["problem"]
     policy: Policy = params["policy"]
     k_data, k_lam = jax.random.split(key)
-    if batch is None:  # population level: fresh units every step
+    if "data" in params:  # stacked models: every model's units, in the problems' order
+        batch = params["data"]
+    elif batch is None:  # population level: fresh units every step
         batch = problem.draw(k_data, params["units"])
     lams = _lams(params, k_lam, policy)
     if lams is None:
@@ -147,7 +149,7 @@ def _check_count(name: str, v: Any, low: int = 1) -> int:
 
 
 def train(
-    problem: Problem,
+    problem: Problem | Stacked,
     policy: Policy,
     data: Mapping[str, Any] | None = None,
     *,
@@ -241,6 +243,12 @@ def train(
     }
     spec = {k: False for k in params} | {"policy": policy.trainable()}
     batch = None if problem.level == "population" else data
+    if isinstance(problem, Stacked):
+        # fit would shuffle the data's model axis, but the models' own arrays live in the
+        # problem, in their order: hold the data fixed and use every model every step.
+        params["data"] = frozen(data)
+        spec["data"] = False
+        batch = None
     histories, done, violation, feasible = [], 0, float("nan"), constraint is None
     check_key = jax.random.fold_in(key, 10**6)
     for r in range(rounds):

@@ -70,7 +70,7 @@ def _fitness_fn(problem: Problem, rest: Policy, unravel, data, lams, penalty: fl
         if g is not None:
             val = val + penalty / 2 * jnp.maximum(0.0, jnp.mean(g)) ** 2
         # A failed equilibrium solve or a NaN scores worst, never best.
-        return jnp.where(ok & jnp.isfinite(val), val, jnp.inf)
+        return jnp.where(jnp.all(ok) & jnp.isfinite(val), val, jnp.inf)
 
     return one
 

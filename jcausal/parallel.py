@@ -177,7 +177,12 @@ def sweep_mesh(devices: int | None = None, rows: int = 1) -> Mesh:
     )
 
 
-def _axis_size(mesh: Mesh, axis: str, what: str) -> int:
+def axis_size(mesh: Mesh, axis: str, what: str = "an array") -> int:
+    """The number of devices along ``axis`` of ``mesh``.
+
+    Raises:
+        ValueError: ``mesh`` has no axis ``axis`` (its axes are listed).
+    """
     if not isinstance(mesh, Mesh):
         raise TypeError(f"mesh must be a jax.sharding.Mesh, got {type(mesh).__name__}")
     if axis not in mesh.axis_names:
@@ -203,7 +208,7 @@ def shard_sweep(tree: PyTree, mesh: Mesh, axis: str = SWEEP) -> PyTree:
         ValueError: ``axis`` is not an axis of ``mesh``, or a leading axis not divisible by
             its size (naming the leaf).
     """
-    k = _axis_size(mesh, axis, "the sweep")
+    k = axis_size(mesh, axis, "the sweep")
     split = NamedSharding(mesh, PartitionSpec(axis))
     whole = NamedSharding(mesh, PartitionSpec())
 
@@ -228,7 +233,7 @@ def split_rows(matrix: jax.Array, mesh: Mesh, axis: str = ROWS) -> jax.Array:
     Raises:
         ValueError: ``axis`` is not an axis of ``mesh``, or the rows do not divide evenly.
     """
-    k = _axis_size(mesh, axis, "the rows")
+    k = axis_size(mesh, axis, "the rows")
     if np.shape(matrix)[0] % k:
         raise ValueError(
             f"a matrix of {np.shape(matrix)[0]} rows cannot be split over the {k} devices of "
@@ -334,6 +339,7 @@ __all__ = [
     "ROWS",
     "SWEEP",
     "UNITS",
+    "axis_size",
     "batch_shardings",
     "constrain_batch",
     "local",

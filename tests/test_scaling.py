@@ -114,7 +114,7 @@ def test_sharded_sweeps_counterfactuals_and_training_match_one_device():
     assert out["resume8to2"] < 1e-10 and out["resume_to1"] < 1e-10
     err = out["errors"]
     assert (
-        "has 6 entries, not divisible by the 8 devices of mesh axis 'sweep'" in err["not_dividing"]
+        "has 6 λ values, not divisible by the 8 devices of mesh axis 'sweep'" in err["not_dividing"]
     )
     assert "the mesh has no axis 'sweep'" in err["no_axis"] and "['units']" in err["no_axis"]
     assert "rows=3 must be a positive divisor of the 8 devices" in err["rows"]

@@ -37,6 +37,13 @@ def place_sweep(
     """
     if u.ndim != 2:
         raise ValueError(f"a sharded sweep needs a 1-D array of λ values, got shape {u.shape[:-1]}")
+    k = parallel.axis_size(mesh, parallel.SWEEP, "the λ sweep")
+    if u.shape[0] % k:
+        raise ValueError(
+            f"the sweep has {u.shape[0]} λ values, not divisible by the {k} devices of mesh "
+            f"axis {parallel.SWEEP!r}; use a multiple of {k} values (e.g. --n-lambdas "
+            f"{k * max(1, u.shape[0] // k) - 1} with λ = 0, or --lambdas) or fewer devices"
+        )
     u, lambdas = parallel.shard_sweep((u, lambdas), mesh)
     placed = parallel.replicate_arrays(problem, mesh)
     if parallel.ROWS in mesh.axis_names and mesh.shape[parallel.ROWS] > 1:

@@ -1,0 +1,283 @@
+"""Scaling over devices, and the full-size multi-regional design against numpy's LU.
+
+Part 1, **device scaling** (strong scaling: the same work on 1, 2, 4, 8 devices). Each device
+count runs in its own process (on CPU, ``--xla_force_host_platform_device_count=k`` fakes ``k``
+devices on the machine's cores); the workloads are
+
+(a) counterfactuals of the ``health`` example (``--units``, default 10^7) with units sharded
+    (``jcausal.parallel.shard_units``);
+(b) Adam steps (solve + implicit gradient, through ``fit``) of a 64-λ sweep on a
+    2,000-sector synthetic MRIO (10 regions × 200), λ split over the devices with the table
+    replicated (``sweep``), or the table's rows split over the devices (``rows``;
+    ``jcausal.parallel.sweep_mesh(k, rows=k)``);
+(c) a data-parallel training step (``fit(..., sharding=mesh)``) of a dense network, batch 4096.
+
+Each figure is the best of ``--repeats`` whole calls (a 4-step sweep, a 20-step ``fit``)
+divided by their steps, after a first call that compiles.
+
+On fake CPU devices sharing the same cores nothing can get faster: the figure to hold is the
+**overhead**, time on 8 devices / time on 1 (target <= 1.3). On GPUs / TPUs the same script
+reports the efficiency ``t_1 / (k t_k)``.
+
+Part 2, **the full 9,800-sector MRIO** (``--big``: 49 regions × 200 products, Exiobase's size,
+:func:`jcausal.economy.synthetic_mrio`): one step of a 24-λ design of one region, i.e. 24
+equilibrium solves on the whole table and their implicit gradients, against the same with
+numpy/scipy: per λ an LU of ``I - diag(α) A`` (9,800², a new matrix for every λ), a solve and
+the adjoint solve. The numpy side is measured on ``--lu`` λ and scaled to 24 (each λ is the
+same work). Each side runs in its own process so that its peak memory (``ru_maxrss``) is its
+own. Run it once, with ``nice``: it takes minutes and several GB.
+
+    python benchmarks/scaling.py --quick          # tiny sizes, seconds (the test runs this)
+    nice -n 10 python benchmarks/scaling.py       # part 1 at 1, 2, 4, 8 devices
+    nice -n 10 python benchmarks/scaling.py --big # part 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+OUT = Path(__file__).resolve().parent / "results" / "scaling.json"
+
+
+def _best(f, repeats: int) -> float:
+    best = float("inf")
+    for _ in range(repeats):
+        t = time.perf_counter()
+        f()
+        best = min(best, time.perf_counter() - t)
+    return best
+
+
+def worker(devices: int, units: int, sectors: tuple[int, int], lambdas: int, batch: int,
+           repeats: int) -> dict:  # fmt: skip
+    """Part 1 on ``devices`` devices (this process was started with that many)."""
+    import jax
+
+    jax.config.update("jax_enable_x64", True)
+    import equinox as eqx
+    import jax.numpy as jnp
+    import numpy as np
+    import optax
+
+    import jcausal as jc
+    from jcausal import examples, parallel
+    from jcausal.economy import mrio, synthetic_mrio
+    from jcausal.train import fit
+
+    assert len(jax.devices()) == devices, jax.devices()
+    out: dict = {"devices": devices}
+    # (a) counterfactuals
+    scm = examples.health()
+    obs = jc.sample(jax.random.key(0), scm, units)
+    obs = parallel.shard_units(obs, parallel.unit_mesh(devices))
+    iv = {"age": jc.Shift(-10.0)}
+
+    def cf():
+        jax.block_until_ready(jc.counterfactual(scm, obs, iv, jax.random.key(1)))
+
+    cf()
+    out["counterfactual_s"] = _best(cf, repeats)
+    # (b) Adam steps of a λ sweep on an MRIO: λ split, the table replicated ("sweep"), or the
+    # table's rows split over every device ("rows": each device streams 1/k of A).
+    m = synthetic_mrio(*sectors, seed=0)
+    p = mrio.MRIOProblem(m, m.regions[0], "GHG", "Employment")
+    lams = np.geomspace(0.01, 100, lambdas)
+    for name, mesh in (("sweep", parallel.sweep_mesh(devices)),
+                       ("rows", parallel.sweep_mesh(devices, rows=devices))):  # fmt: skip
+        mrio.sweep(p, lams, steps=4, lr=0.05, mesh=mesh)  # compiles (fit caches the program)
+        t = _best(lambda mesh=mesh: mrio.sweep(p, lams, steps=4, lr=0.05, mesh=mesh), repeats)
+        out[f"{name}_step_s"] = t / 4  # whole calls (with their final evaluation) / steps
+    # (c) a data-parallel training step
+    rng = np.random.default_rng(0)
+    data = {"x": rng.normal(size=(batch * 4, 64)), "y": rng.normal(size=(batch * 4,))}
+    net = eqx.nn.MLP(64, 1, 256, 3, key=jax.random.key(0))
+
+    def loss(model, b, key):
+        return jnp.mean((jax.vmap(model)(b["x"])[:, 0] - b["y"]) ** 2)
+
+    kw = dict(optimizer=optax.adam(1e-3), batch_size=batch, key=jax.random.key(1),
+              progress=False, sharding=parallel.unit_mesh(devices), log_every=10)  # fmt: skip
+    fit(loss, net, data, steps=20, **kw)  # compiles; later calls reuse the program
+    out["train_step_s"] = _best(lambda: fit(loss, net, data, steps=20, **kw), repeats) / 20
+    return out
+
+
+def big_jax(regions: int, sectors: int, lambdas: int, repeats: int) -> dict:
+    """Part 2, jcausal: one step (24 solves + implicit gradients) on the whole table."""
+    import jax
+
+    jax.config.update("jax_enable_x64", True)
+    import equinox as eqx
+    import jax.numpy as jnp
+    import numpy as np
+
+    from jcausal.economy import mrio, synthetic_mrio
+
+    t = time.perf_counter()
+    m = synthetic_mrio(regions, sectors, seed=0)
+    build = time.perf_counter() - t
+    p = mrio.MRIOProblem(m, m.regions[0], "GHG", "Employment")
+    lams = jnp.asarray(np.geomspace(0.01, 100, lambdas))
+
+    @eqx.filter_jit
+    def step(problem, u):
+        def total(u):
+            loss, (_, _, ok) = jax.vmap(problem.loss)(u, lams)
+            return jnp.sum(loss), ok
+
+        return jax.value_and_grad(total, has_aux=True)(u)
+
+    u = jnp.asarray(np.random.default_rng(0).normal(0, 0.3, (lambdas, sectors)))
+    t = time.perf_counter()
+    (val, ok), g = jax.block_until_ready(step(p, u))
+    first = time.perf_counter() - t
+    warm = _best(lambda: jax.block_until_ready(step(p, u)), repeats)
+    # the first λ's solution, for the check against numpy
+    x0, _ = eqx.filter_jit(lambda prob, v: prob.solve_all(v))(p, u[0])
+    return {
+        "build_table_s": build,
+        "step_first_call_s": first,
+        "step_s": warm,
+        "converged": bool(np.all(np.asarray(ok))),
+        "loss": float(val),
+        "grad_norm": float(jnp.linalg.norm(g)),
+        "x_first": np.asarray(x0).tolist(),
+        "grad_first": np.asarray(g[0]).tolist(),
+        "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
+    }
+
+
+def big_numpy(regions: int, sectors: int, lambdas: int, measured: int) -> dict:
+    """Part 2, numpy/scipy: LU of ``I - diag(α) A`` per λ, solve and adjoint solve."""
+    import jax
+
+    jax.config.update("jax_enable_x64", True)
+    import numpy as np
+    from scipy import linalg
+
+    from jcausal.economy import synthetic_mrio
+
+    m = synthetic_mrio(regions, sectors, seed=0)
+    idx = np.flatnonzero(np.asarray(m.regions) == m.regions[0])
+    A, y = np.asarray(m.A), np.asarray(m.y)
+    c, r = np.asarray(m.S)[0], np.asarray(m.S)[1]
+    x_ref = np.asarray(m.x_observed)
+    G, E = c[idx] @ x_ref[idx], r[idx] @ x_ref[idx]
+    lams = np.geomspace(0.01, 100, lambdas)
+    u = np.random.default_rng(0).normal(0, 0.3, (lambdas, sectors))
+    del m
+    n = A.shape[0]
+    times, first = [], None
+    for k in range(measured):
+        t = time.perf_counter()
+        alpha = np.ones(n)
+        alpha[idx] = np.exp(u[k])
+        M = np.eye(n) - alpha[:, None] * A
+        lu = linalg.lu_factor(M, overwrite_a=True, check_finite=False)
+        x = linalg.lu_solve(lu, alpha * y, check_finite=False)
+        # d loss / d x on the region, then the adjoint solve and the chain rule to u
+        dldx = np.zeros(n)
+        dldx[idx] = c[idx] / G + lams[k] * r[idx] * np.sign(x[idx] - x_ref[idx]) / E
+        w = linalg.lu_solve(lu, dldx, trans=1, check_finite=False)
+        grad = (w * (A @ x + y))[idx] * alpha[idx]
+        times.append(time.perf_counter() - t)
+        if k == 0:
+            first = (x, grad)
+        del lu
+    return {
+        "lu_solve_grad_s_per_lambda": float(np.median(times)),
+        "measured_lambdas": measured,
+        "step_s_24": float(np.median(times)) * lambdas,
+        "x_first": first[0].tolist(),
+        "grad_first": first[1].tolist(),
+        "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
+    }
+
+
+def _child(args: list[str], devices: int | None = None, timeout: float = 7200) -> dict:
+    env = dict(os.environ)
+    if devices is not None:
+        env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
+    res = subprocess.run([sys.executable, __file__, *args], env=env, capture_output=True,
+                         text=True, timeout=timeout)  # fmt: skip
+    if res.returncode != 0:
+        raise RuntimeError(f"worker {args} failed:\n{res.stderr[-3000:]}")
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+def main(argv: list[str] | None = None) -> dict:
+    """Run the benchmark; write ``--out`` (JSON) and return the report."""
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="tiny sizes (seconds)")
+    ap.add_argument("--big", action="store_true", help="part 2: the 9,800-sector MRIO")
+    ap.add_argument("--devices", default="1,2,4,8", help="device counts of part 1")
+    ap.add_argument("--units", type=float, default=1e7, help="counterfactual units (a)")
+    ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--lu", type=int, default=2, help="λ measured on the numpy side (part 2)")
+    ap.add_argument("--out", default=str(OUT))
+    ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.worker is not None:
+        kind, *rest = args.worker.split(":")
+        vals = [int(v) for v in rest]
+        if kind == "devices":
+            out = worker(vals[0], vals[1], (vals[2], vals[3]), vals[4], vals[5], vals[6])
+        elif kind == "jax":
+            out = big_jax(*vals)
+        else:
+            out = big_numpy(*vals)
+        print(json.dumps(out))
+        return out
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from _machine import load_average, machine_info
+
+    report: dict = {"machine": machine_info("scipy"), "load_before": load_average()}
+    if args.big:
+        R, S, L = (4, 25, 24) if args.quick else (49, 200, 24)
+        jx = _child(["--worker", f"jax:{R}:{S}:{L}:{args.repeats}"])
+        npy = _child(["--worker", f"numpy:{R}:{S}:{L}:{args.lu}"])
+        import numpy as np
+
+        xj, xn = np.asarray(jx.pop("x_first")), np.asarray(npy.pop("x_first"))
+        gj, gn = np.asarray(jx.pop("grad_first")), np.asarray(npy.pop("grad_first"))
+        report["big"] = {
+            "sectors": R * S,
+            "lambdas": L,
+            "jax": jx,
+            "numpy": npy,
+            "speedup": npy["step_s_24"] / jx["step_s"],
+            "x_rel_diff": float(np.max(np.abs(xj - xn)) / np.max(np.abs(xn))),
+            "grad_rel_diff": float(np.max(np.abs(gj - gn)) / np.max(np.abs(gn))),
+        }
+    else:
+        devs = [int(d) for d in args.devices.split(",")]
+        units = 4096 if args.quick else int(args.units)
+        R, S, L = (2, 8, 8) if args.quick else (10, 200, 64)
+        batch = 64 if args.quick else 4096
+        rows = [
+            _child(["--worker", f"devices:{k}:{units}:{R}:{S}:{L}:{batch}:{args.repeats}"], k)
+            for k in devs
+        ]
+        base = rows[0]
+        for row in rows:
+            for key in ("counterfactual_s", "sweep_step_s", "rows_step_s", "train_step_s"):
+                row[key[:-2] + "_vs_1"] = row[key] / base[key]
+        report["devices"] = {"units": units, "mrio_sectors": R * S, "lambdas": L,
+                             "batch": batch, "rows": rows}  # fmt: skip
+    report["load_after"] = load_average()
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
+    print(json.dumps({k: v for k, v in report.items() if k != "machine"}, indent=2))
+    return report
+
+
+if __name__ == "__main__":
+    main()

@@ -40,6 +40,7 @@ class EvolveResult:
         generations: generations run.
         evaluations: objective evaluations (generations × population).
         seconds: wall time (compilation included).
+        compile_seconds: of which compiling the generations' program.
         recorded: generations (counted from 1) whose best-so-far policy is in
             :meth:`policy_at` (every ``record_every``-th), ``(R,)``.
     """
@@ -49,6 +50,7 @@ class EvolveResult:
     generations: int
     evaluations: int
     seconds: float
+    compile_seconds: float
     recorded: np.ndarray
     solutions: np.ndarray
     rest: Policy
@@ -163,7 +165,10 @@ def evolve(
 
         return jax.lax.scan(block, state, jax.random.split(key, generations // every))
 
-    state, ((best, mean), sols) = run(state, key)
+    t1 = time.perf_counter()
+    compiled = run.lower(state, key).compile()
+    t_compile = time.perf_counter() - t1
+    state, ((best, mean), sols) = jax.block_until_ready(compiled(state, key))
     policy = eqx.combine(unravel(state.best_solution), rest)
     result = EvolveResult(
         best_fitness=np.asarray(best).reshape(-1),
@@ -171,6 +176,7 @@ def evolve(
         generations=int(generations),
         evaluations=int(generations * population),
         seconds=time.perf_counter() - t0,
+        compile_seconds=t_compile,
         recorded=np.arange(every, generations + 1, every),
         solutions=np.asarray(sols),
         rest=rest,

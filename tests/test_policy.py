@@ -185,3 +185,54 @@ def test_bad_input_raises_named_value_errors():
     with pytest.raises(ValueError, match="policy reads trade-off weights"):
         jp.train(problem, jp.Policy([act], 2, 1, key=jax.random.key(0)), problem.prepare(obs),
                  steps=1, key=jax.random.key(0))  # fmt: skip
+
+
+def test_population_level_matches_the_conditional_closed_form():
+    # Interventional objective: fresh units every step. E[y | x] = 2 x, so the best shift of t
+    # given x minimises E(2x + 2 delta - T)^2 + rho delta^2: delta = -2(2x - T)/(4 + rho).
+    scm = _linear_gaussian()
+    rho, target = 0.5, 1.0
+    problem = jp.Problem(scm, lambda v, th, lam: (v["y"] - target) ** 2 + rho * th["t"][0] ** 2,
+                         ["x"], level="population")  # fmt: skip
+    pol = jp.Policy([jp.Action("t", "shift")], 1, key=jax.random.key(0), depth=0)
+    pol, _ = jp.train(problem, pol, None, steps=600, key=jax.random.key(1), lr=0.05,
+                      batch_size=512)  # fmt: skip
+    x = jnp.linspace(-2, 2, 5)[:, None]
+    np.testing.assert_allclose(pol.parameters(x)["t"][:, 0], -2 * (2 * x[:, 0] - target) / 4.5,
+                               atol=0.05)  # fmt: skip
+
+
+def test_lie_and_soft_actions():
+    # Lie (multiplicative group) on an economy equals Scale by exp(u).
+    A = np.array([[0.1, 0.2, 0.0], [0.05, 0.1, 0.3], [0.2, 0.0, 0.1]])
+    model = IOModel(A, [1.0, 2.0, 1.5])
+    problem = jp.Problem(model.scm(), lambda v, th, lam: jnp.sum(v["x"]))
+    data = problem.prepare({"x": model.x_observed[None]})
+    pol = jp.Policy([jp.Action("x", "lie", jp.Box(-1.0, 1.0), group=jc.Multiplicative(3))],
+                    key=jax.random.key(0))  # fmt: skip
+    u = np.array([-0.5, 0.3, 0.1])
+    z = np.log((u + 1) / (1 - u))  # Box(-1, 1) inverse
+    pol = eqx.tree_at(lambda p: p.net.layers[-1].bias, pol, jnp.asarray(z))
+    f, _, _ = problem.terms(pol, data, None)
+    a = np.exp(u)
+    x = np.linalg.solve(np.eye(3) - a[:, None] * A, a * np.asarray(model.y))
+    np.testing.assert_allclose(f, x.sum(), rtol=1e-6)
+    # Soft: a new mechanism of the parents, its output clipped to the bounds.
+    scm = _linear_gaussian()
+    obs = jc.sample(jax.random.key(1), scm, 16)
+    soft = jp.Action("t", "soft", jp.Box(-1.0, 1.0), size=2,
+                     fn=lambda th, pa, u: th[0] * pa["x"] + th[1] + u)  # fmt: skip
+    problem = jp.Problem(scm, lambda v, th, lam: v["y"] ** 2)
+    pol = jp.Policy([soft], key=jax.random.key(2))
+    pol = eqx.tree_at(lambda p: p.net.layers[-1].bias, pol, jnp.array([100.0, 0.0]))
+    data = problem.prepare(obs)
+    params = pol.parameters(None, n=16)
+    theta = params["t"]
+    cf = jc.counterfactual(scm, obs, pol.interventions(scm, params))
+    assert np.all(np.abs(np.asarray(cf["t"])) <= 1.0)
+    u_t = obs["t"] - 0.5 * obs["x"]
+    np.testing.assert_allclose(
+        cf["t"], np.clip(np.asarray(theta[0, 0]) * obs["x"] + theta[0, 1] + u_t, -1, 1), atol=1e-6
+    )
+    with pytest.raises(ValueError, match="soft action"):
+        jp.Policy([soft], 1, key=jax.random.key(0))

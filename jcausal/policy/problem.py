@@ -111,8 +111,9 @@ class Problem(eqx.Module):
         if not isinstance(policy, Policy):
             raise ValueError(f"expected a jcausal.policy.Policy, got {type(policy).__name__}")
         policy.check(self.scm, self.covariates)
-        if data is None:
-            data = jax.eval_shape(lambda: self.draw(jax.random.key(0), 2))
+        drawn = data is None  # population level: check on one abstract fresh unit
+        if drawn:
+            data = jax.eval_shape(lambda: self.draw(jax.random.key(0), 1))
         feats = data["features"]
         d = 0 if feats is None else feats.shape[1]
         # A policy that reads no features (a constant, or λ only) ignores the covariates.
@@ -122,7 +123,11 @@ class Problem(eqx.Module):
                 f"reads {policy.num_features}"
             )
         lam = None if not policy.num_lambdas else jnp.ones((1, policy.num_lambdas))
-        f, g, _ = jax.eval_shape(lambda: self.terms(policy, _first(data), lam))
+        f, g, _ = jax.eval_shape(
+            lambda: self.terms(
+                policy, self.draw(jax.random.key(0), 1) if drawn else _first(data), lam
+            )
+        )
         for name, out in (("outcome", f), ("constraint", g)):
             if out is not None and out.shape != (1,):
                 raise ValueError(

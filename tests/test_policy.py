@@ -236,3 +236,19 @@ def test_lie_and_soft_actions():
     )
     with pytest.raises(ValueError, match="soft action"):
         jp.Policy([soft], 1, key=jax.random.key(0))
+
+
+def test_training_checkpoints_and_resumes(tmp_path):
+    scm = _linear_gaussian()
+    obs = jc.sample(jax.random.key(0), scm, 64)
+    problem = jp.Problem(scm, lambda v, th, lam: (v["y"] - 1.0) ** 2, ["x"])
+    data = problem.prepare(obs)
+    pol = jp.Policy([jp.Action("t", "shift", jp.Box(-2.0, 2.0))], 1, key=jax.random.key(1), width=4)
+    kw = dict(steps=60, key=jax.random.key(2), lr=0.05)
+    plain, _ = jp.train(problem, pol, data, **kw)
+    saved, _ = jp.train(problem, pol, data, checkpoint_dir=str(tmp_path), **kw)
+    # A second call finds the final checkpoint and returns the same policy without training.
+    again, info = jp.train(problem, pol, data, checkpoint_dir=str(tmp_path), **kw)
+    assert info.histories[0].start_step == 60
+    for a, b in ((plain, saved), (saved, again)):
+        np.testing.assert_array_equal(a.net.layers[-1].weight, b.net.layers[-1].weight)

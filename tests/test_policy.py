@@ -252,3 +252,24 @@ def test_training_checkpoints_and_resumes(tmp_path):
     assert info.histories[0].start_step == 60
     for a, b in ((plain, saved), (saved, again)):
         np.testing.assert_array_equal(a.net.layers[-1].weight, b.net.layers[-1].weight)
+
+
+def test_sharded_training_and_peer_bad_input():
+    scm = _linear_gaussian()
+    obs = jc.sample(jax.random.key(0), scm, 64)
+    problem = jp.Problem(scm, lambda v, th, lam: (v["y"] - 1.0) ** 2, ["x"])
+    data = problem.prepare(obs)
+    pol = jp.Policy([jp.Action("t", "shift", jp.Box(-2.0, 2.0))], 1, key=jax.random.key(1), width=4)
+    kw = dict(steps=30, key=jax.random.key(2), lr=0.05, batch_size=32)
+    mesh = jax.make_mesh((len(jax.devices()),), ("data",))
+    plain, _ = jp.train(problem, pol, data, **kw)
+    sharded, _ = jp.train(problem, pol, data, sharding=mesh, **kw)
+    np.testing.assert_allclose(plain.net.layers[-1].weight, sharded.net.layers[-1].weight,
+                               rtol=1e-6, atol=1e-9)  # fmt: skip
+    with pytest.raises(ValueError, match="strategy must be one of"):
+        jp.evolve(problem, pol, data, generations=2, key=jax.random.key(0), strategy="nope")
+    with pytest.raises(ValueError, match="generations must be an integer"):
+        jp.evolve(problem, pol, data, generations=1, key=jax.random.key(0))
+    lam_pol = jp.Policy([jp.Action("t", "shift")], 1, 1, key=jax.random.key(0))
+    with pytest.raises(ValueError, match="trade-off weights contain NaN"):
+        lam_pol.parameters(obs["x"][:, None], jnp.full((64, 1), jnp.nan))

@@ -68,8 +68,9 @@ SMOKE = Config(smoke=True, grid=6, front_steps=1000, front_width=32, sweep_steps
                curve_points=5, region_steps=1000, region_sweeps=False)  # fmt: skip
 FULL = Config(smoke=False)
 #: Stated bound on the amortised front's excess loss at every grid λ, smoke configuration
-#: (dimensionless: a fraction of the reference GHG; the identity policy's is 1 at λ = 0).
-SMOKE_MAX_EXCESS = 0.3
+#: (dimensionless: a fraction of the reference GHG; the identity policy's is 1 at λ = 0;
+#: measured with seed 0: largest 0.11, mean 0.031 on reg1, largest 0.11 over the six regions).
+SMOKE_MAX_EXCESS = 0.2
 
 
 def _midpoints(grid: np.ndarray) -> np.ndarray:

@@ -45,14 +45,14 @@ WORKER = textwrap.dedent(
     m = synthetic_mrio(2, 4, seed=1)
     p = mrio.MRIOProblem(m, "R2", "GHG", "Employment")
     lams = np.concatenate([[0.0], np.geomspace(0.05, 20, 7)])
-    two = mrio.sweep(p, lams, steps=20, lr=0.1, mesh=parallel.sweep_mesh())
+    two = mrio.sweep(p, lams, steps=70, lr=0.1, mesh=parallel.sweep_mesh())
     out = {}
     if pid == 0:  # the single-process references, on this process's own devices
         ref = jc.counterfactual(scm, obs, {"age": jc.Hard(age)}, jax.random.key(1),
                                 num_samples=3)
         out["cf"] = max(float(np.max(np.abs(got[k] - np.asarray(ref[k])))) for k in ref)
         out["cf_shape"] = list(got["risk"].shape)
-        one = mrio.sweep(p, lams, steps=20, lr=0.1)
+        one = mrio.sweep(p, lams, steps=70, lr=0.1)
         out["sweep_u"] = float(np.max(np.abs(one.design.u - two.design.u)))
         out["sweep_x"] = float(np.max(np.abs(one.x_all - two.x_all)) / np.abs(one.x_all).max())
         out["moved"] = float(np.max(np.abs(one.design.u)))

@@ -457,6 +457,11 @@ def fit(
     # Steps per call: all of `length` when it is short; else start small and grow towards
     # CALL_SECONDS per call (the first call's time is mostly compilation, so it is not used).
     budget = length if length <= 64 else 8
+    # Does the run span several processes (arrays some of whose shards live elsewhere)?
+    spread = jax.process_count() > 1 and any(
+        isinstance(x, jax.Array) and not x.is_fully_addressable
+        for x in jax.tree_util.tree_leaves((dyn, static, data))
+    )
     warm = False
     out = None
     try:
@@ -473,6 +478,12 @@ def fit(
             if warm and ran and length > 64:
                 per_step = max((time.perf_counter() - tick) / ran, 1e-7)
                 budget = int(np.clip(CALL_SECONDS / per_step, 1, min(2 * budget + 64, length)))
+                if spread:
+                    # Every process must run the same steps per call (the calls' collectives
+                    # would wait for each other forever): process 0's timing decides.
+                    from jax.experimental import multihost_utils
+
+                    budget = int(multihost_utils.broadcast_one_to_all(np.int32(budget)))
             warm = True
             dyn, opt_state, ema_dyn, perm = out.dyn, out.opt_state, out.ema, out.perm
             loss_parts.append(np.asarray(losses[:ran]))

@@ -88,3 +88,18 @@ def test_diffusion_benchmark_engine_matches_hand_written(tmp_path):
     rec = report["reconstruction_analytic"]
     assert all(r["exact_max_abs"] < 1e-4 < r["plain_max_abs"] for r in rec)
     assert json.loads(out.read_text())["config"]["quick"]
+
+
+def test_linear_solver_and_chunked_benchmarks_run(tmp_path):
+    # Tiny sizes: the scripts run end to end and their rows agree with numpy (asserted inside
+    # the chunked script: chunked == one pass exactly, numpy within 1e-12).
+    bench = load("linear_solvers")
+    out = bench.main(["--sizes", "20", "--kinds", "dense", "--repeats", "1", "--batch-sizes",
+                      "30", "--out", str(tmp_path / "ls.json")])  # fmt: skip
+    (case,) = out["cases"]
+    assert all(r["residual"] < 1e-9 for r in case["rows"])
+    assert out["batches"][0]["all_converged"] and out["batches"][0]["max_error_vs_lu"] < 1e-9
+    chunked = load("chunked_counterfactuals")
+    out = chunked.main(["--sizes", "1000", "3000", "--chunk", "700", "--repeats", "1",
+                        "--out", str(tmp_path / "ch.json")])  # fmt: skip
+    assert [r["n"] for r in out["rows"]] == [1000, 3000]

@@ -22,6 +22,7 @@ EXPERIMENTS = {
     "modularity": "jcausal.experiments.modularity",
     "ctvae": "jcausal.experiments.ctvae",
     "policy": "jcausal.experiments.policy",
+    "diffscm": "jcausal.experiments.diffscm",
 }
 
 

@@ -128,10 +128,16 @@ FULL = Config()
 
 
 def load_images(data: str, split: str, data_dir: str | None, n: int | None = None):
-    """``(x (n, 28, 28, 1) float32 in [0, 1], labels (n,) int32)`` of one split (first ``n``)."""
+    """``(x (n, 28, 28, 1) float32 in [0, 1], labels (n,) int32)`` of one split.
+
+    ``n`` (default: all, in the stored order): the embedded splits are stored class by
+    class, so ``n`` units are drawn in a fixed random order (the same for every run), which
+    represents every class, and the first ``k`` of them are a random sample for any ``k``.
+    """
     u8, labels = load_digit_split(data, split, data_dir)
     if n is not None:
-        u8, labels = u8[:n], labels[:n]
+        order = np.random.default_rng([len(labels), 7]).permutation(len(labels))[:n]
+        u8, labels = u8[order], labels[order]
     return (u8.astype(np.float32) / 255.0)[..., None], labels.astype(np.int32)
 
 
@@ -196,7 +202,7 @@ def _check(cfg: Config) -> None:
         raise ValueError(f"fraction L must be in (0, 1], got {cfg.fraction}")
     if len(cfg.scales) < 3 or min(cfg.scales) < 0:
         raise ValueError(f"scales must be >= 3 values >= 0, got {cfg.scales}")
-    for name in ("eval_units", "chunk", "ddim_steps", "score_steps"):
+    for name in ("eval_units", "chunk", "ddim_steps", "score_steps", "morpho_score_steps"):
         v = getattr(cfg, name)
         if isinstance(v, bool) or int(v) != v or v < 1:
             raise ValueError(f"{name} must be a positive integer, got {v!r}")
@@ -208,8 +214,7 @@ def run_cf(cfg: Config, key, path: Path, state: Path, progress: bool) -> dict:
     models, info = train_models(cfg, key, state, progress)
     ev = models["evaluators"]
     times = dict(info.pop("seconds"))
-    x, y = load_images(cfg.data, "test", cfg.data_dir)
-    x, y = x[: cfg.eval_units], y[: cfg.eval_units]
+    x, y = load_images(cfg.data, "test", cfg.data_dir, cfg.eval_units)
     targets = ev_targets = E.random_targets(y, 0)
     scm = E.make_scm(models, cfg)
     m: dict = {"training": info, "units": len(x)}
@@ -288,6 +293,8 @@ def run(
     data_dir: str | None = None,
     parts: Sequence[str] | None = None,
     config: Config | None = None,
+    score_steps: int | None = None,
+    eval_units: int | None = None,
 ) -> dict:
     """Train the models and measure sections 4 (digits) and 5 (Morpho-MNIST) of issue 13.
 
@@ -302,6 +309,10 @@ def run(
         data_dir: TFDS data directory for ``data="mnist"``.
         parts: ``"cf"`` (section 4) and/or ``"morpho"`` (section 5); default both.
         config: a :class:`Config` overriding ``smoke``'s.
+        score_steps: training steps of both score models (default: the config's); the
+            learning rate is constant after warm-up, so a run can be cut short or extended
+            and still resume its checkpoints.
+        eval_units: test digits scored per method and scale (default: the config's).
 
     Returns:
         The metrics written to ``metrics.json``.
@@ -314,6 +325,10 @@ def run(
         cfg = dataclasses.replace(cfg, data=data)
     if data_dir is not None:
         cfg = dataclasses.replace(cfg, data_dir=str(data_dir))
+    if score_steps is not None:
+        cfg = dataclasses.replace(cfg, score_steps=score_steps, morpho_score_steps=score_steps)
+    if eval_units is not None:
+        cfg = dataclasses.replace(cfg, eval_units=eval_units)
     parts = PARTS if parts is None else tuple(parts)
     bad = [p for p in parts if p not in PARTS]
     if bad or not parts:
@@ -356,6 +371,7 @@ def _extra(parser) -> None:
         "digits at 28x28 (sklearn) or the full MNIST through tensorflow-datasets (mnist)",
     )
     parser.add_argument("--data-dir", default=None, help="TFDS data directory for --data mnist")
+    _more(parser)
     parser.add_argument(
         "--parts",
         nargs="+",
@@ -363,6 +379,21 @@ def _extra(parser) -> None:
         default=None,
         help="cf: the digit counterfactuals (Table 1, Fig. 4, grids); morpho: Morpho-MNIST "
         "counterfactuals against the true ones (section 5). Default both",
+    )
+
+
+def _more(parser) -> None:
+    parser.add_argument(
+        "--score-steps",
+        type=int,
+        default=None,
+        help="training steps of the two score models (default: the config's)",
+    )
+    parser.add_argument(
+        "--eval-units",
+        type=int,
+        default=None,
+        help="test digits scored per method and scale (default: the config's)",
     )
 
 

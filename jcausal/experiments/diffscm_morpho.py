@@ -182,7 +182,7 @@ def run_morpho(cfg, key, path: Path, state: Path, progress: bool) -> dict:
     t_all, times = time.time(), {}
     full = cfg.morpho_train >= deepscm.FULL.n_train
     # The Deep SCM's own full config (its checkpoints resume), or a tiny one for the smoke.
-    dcfg = deepscm.FULL if full else dataclasses.replace(deepscm.SMOKE, steps=60, cf_samples=2)
+    dcfg = deepscm.FULL if full else dataclasses.replace(deepscm.SMOKE, steps=10, cf_samples=2)
     train, val, test = deepscm.load_splits(
         cfg.morpho_train, dcfg.val_units, dcfg.n_test, cfg.data, cfg.data_dir
     )
@@ -195,6 +195,7 @@ def run_morpho(cfg, key, path: Path, state: Path, progress: bool) -> dict:
         sched,
         jax.random.fold_in(key, 11),
         width=cfg.width,
+        mults=cfg.mults,
         steps=cfg.morpho_score_steps,
         batch=cfg.batch,
         lr=cfg.lr,
@@ -215,6 +216,7 @@ def run_morpho(cfg, key, path: Path, state: Path, progress: bool) -> dict:
         sched,
         jax.random.fold_in(key, 12),
         width=cfg.guide_width,
+        mults=cfg.mults,
         steps=cfg.morpho_guide_steps,
         batch=cfg.batch,
         lr=cfg.guide_lr,

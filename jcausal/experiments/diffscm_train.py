@@ -60,6 +60,7 @@ def train_score(
     batch: int,
     lr: float,
     ema: float,
+    mults: tuple[int, ...] = (1, 2, 2),
     dropout: float,
     state: Path,
     name: str = "score",
@@ -72,6 +73,7 @@ def train_score(
         sched: the noise schedule.
         key: initialisation and training key.
         width: UNet base width.
+        mults: UNet channel multipliers per level.
         steps: optimisation steps.
         batch: images per step.
         lr: peak learning rate.
@@ -89,7 +91,7 @@ def train_score(
     net = UNet(
         1,
         base=width,
-        mults=(1, 2, 2),
+        mults=mults,
         num_res=1,
         dropout=dropout,
         rngs=nnx.Rngs(params=ki, dropout=jax.random.fold_in(ki, 1)),
@@ -132,6 +134,7 @@ def train_guide(
     lr: float,
     state: Path,
     regression: bool = False,
+    mults: tuple[int, ...] = (1, 2, 2),
     name: str = "guide",
     progress: bool = True,
 ) -> tuple[Pure, dict]:
@@ -152,7 +155,7 @@ def train_guide(
     net = NoisyClassifier(
         **out,
         base=width,
-        mults=(1, 2, 2),
+        mults=mults,
         rngs=nnx.Rngs(params=ki, dropout=jax.random.fold_in(ki, 1)),
     )
     pure = Pure(net)

@@ -82,7 +82,7 @@ def plot_comparison(x, labels, targets, methods: dict, train_examples, path: Pat
 def plot_interventional(imgs, path: Path, s: float) -> None:
     """App. F: samples of do(y = k), one row per class; column j shares its noise."""
     k, n = imgs.shape[:2]
-    fig, axes = plt.subplots(k, n, figsize=(0.8 * n, 0.8 * k + 0.3), squeeze=False)
+    fig, axes = plt.subplots(k, n, figsize=(max(0.8 * n, 4.0), 0.8 * k + 0.3), squeeze=False)
     for i in range(k):
         for j in range(n):
             _img(axes[i, j], imgs[i, j])

@@ -168,7 +168,6 @@ def plot_grid(units: dict, cfs: dict, vae_cfs: dict | None, k: int, path: Path) 
             _img(axes[r, 0], units["x"][j] / 255.0, "factual" if r == 0 else None)
         else:
             axes[r, 0].axis("off")
-        axes[r, 0].set_ylabel(name, fontsize=7)
         for c, (lab, im) in enumerate(zip(cfs, imgs, strict=True)):
             _img(axes[r, c + 1], np.clip(im, 0, 255) / 255.0, lab if r == 0 else None)
         axes[r, 1].set_ylabel(name, fontsize=7)

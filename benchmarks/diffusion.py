@@ -13,14 +13,18 @@ over ``[0, T]``, ``L = --fraction`` (0.75): ``L K`` inversion steps (one UNet ca
 then ``L K`` guided steps (UNet forward + classifier forward and backward w.r.t. the input +
 dynamic clipping).
 
-Rows, each timed in the same run (median of ``--repeats`` calls after a warm-up; the first call
-is reported separately, and ``compile ~ first - median``):
+Rows, each timed in the same run: the first call of each (``compile ~ first - median``), then
+``--repeats`` rounds that call every row once in turn (round-robin, so drifts of the machine's
+load hit every row alike), reporting the median:
 
 1. ``jcausal``: the public ``jc.counterfactual`` (the engine vmaps the mechanism per unit);
 2. ``hand-written``: one ``jax.jit`` of plain DDIM inversion then guided DDIM on the whole batch
    (networks called on the batch), the speed limit for the engine. Must agree with row 1 to
    1e-4 (asserted before timing);
-3. ``exact``: row 1 with ``exact=True`` (Anderson per inversion step), unless ``--no-exact``;
+3. ``exact``: row 1 with ``exact=True`` (Anderson per inversion step), unless ``--no-exact``.
+   On random weights a step's map need not be a contraction: the solver may then run to its
+   500 evaluations per step and fail (recorded as ``exact_failed``); use ``--no-exact`` there
+   and read the exact inversion's behaviour on a trained network (row 7);
 4. ``bare networks``: a jitted batch UNet forward and a jitted classifier forward + input
    gradient, each timed alone; ``bare = L K (t_unet) + L K (t_unet + t_clf_grad)`` is the
    network time one counterfactual call needs, and ``network share = bare / t_jcausal``
@@ -91,19 +95,6 @@ def _perturbed(net: nnx.Module, key) -> nnx.Module:
     ]
     nnx.update(net, jax.tree_util.tree_unflatten(treedef, leaves))
     return net
-
-
-def _timed(fn, *args, repeats: int) -> tuple[float, float, Any]:
-    """(first call, median of ``repeats`` later calls, output), seconds, outputs made ready."""
-    t0 = time.perf_counter()
-    out = jax.block_until_ready(fn(*args))
-    first = time.perf_counter() - t0
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        jax.block_until_ready(fn(*args))
-        times.append(time.perf_counter() - t0)
-    return first, statistics.median(times), out
 
 
 def build(args) -> tuple[jc.SCM, jc.SCM, Pure, Pure, Schedule]:
@@ -296,35 +287,51 @@ def speed(args) -> dict[str, Any]:
     }
     if not args.no_exact:
         calls["exact"] = (engine, (scm_exact, obs, targets))
-    for name, (fn, fargs) in calls.items():
-        try:
-            first, med, outs[name] = _timed(fn, *fargs, repeats=args.repeats)
-        except jc.FixedPointError as e:
-            # Each inversion step is a contraction only when the step is small next to the
-            # network's Lipschitz constant; coarse grids on random weights may not be.
-            result["exact_failed"] = str(e).splitlines()[0]
-            continue
-        rows[name] = {
-            "first_s": first,
-            "median_s": med,
-            "compile_s": first - med,
-            "cf_per_s": n / med,
-        }
-        if name == "hand-written":  # the engine must compute the same counterfactuals
-            diff = float(jnp.max(jnp.abs(outs["jcausal"] - outs[name])))
-            result["max_abs_diff_engine_vs_hand"] = diff
-            if diff > 1e-4:
-                raise AssertionError(f"engine and hand-written counterfactuals differ by {diff}")
-
-    # -- bare network calls ---------------------------------------------------------------------
+    # -- bare network calls: the same batch through the UNet, and the classifier's gradient ------
     xb = 2 * obs["x"] - 1
     t = jnp.int32(500)
     unet = eqx.filter_jit(lambda net, x, t: net(x, t))
     clf_grad = eqx.filter_jit(
         lambda net, x, t, y: jax.grad(lambda x: jnp.sum(class_log_prob(net, y)(x, t)))(x)
     )
-    _, t_unet, _ = _timed(unet, mech.score, xb, t, repeats=max(args.repeats, 5))
-    _, t_clf, _ = _timed(clf_grad, mech.guide, xb, t, targets, repeats=max(args.repeats, 5))
+    calls["unet"] = (unet, (mech.score, xb, t))
+    calls["classifier"] = (clf_grad, (mech.guide, xb, t, targets))
+
+    # First calls (compilation), then round-robin repeats: the machine's load drifts, and
+    # interleaving makes every row see the same drift, so the ratios stay meaningful.
+    firsts = {}
+    for name, (fn, fargs) in list(calls.items()):
+        t0 = time.perf_counter()
+        try:
+            outs[name] = jax.block_until_ready(fn(*fargs))
+        except jc.FixedPointError as e:
+            # Each inversion step is a contraction only when the step is small next to the
+            # network's Lipschitz constant; random weights or coarse grids may not give one.
+            result["exact_failed"] = str(e).splitlines()[0]
+            del calls[name]
+            continue
+        firsts[name] = time.perf_counter() - t0
+    diff = float(jnp.max(jnp.abs(outs["jcausal"] - outs["hand-written"])))
+    result["max_abs_diff_engine_vs_hand"] = diff
+    if diff > 1e-4:  # the engine must compute the same counterfactuals
+        raise AssertionError(f"engine and hand-written counterfactuals differ by {diff}")
+    times = {name: [] for name in calls}
+    for _ in range(args.repeats):
+        for name, (fn, fargs) in calls.items():
+            t0 = time.perf_counter()
+            jax.block_until_ready(fn(*fargs))
+            times[name].append(time.perf_counter() - t0)
+    med = {name: statistics.median(v) for name, v in times.items()}
+    for name in ("jcausal", "hand-written", "exact"):
+        if name in med:
+            rows[name] = {
+                "first_s": firsts[name],
+                "median_s": med[name],
+                "compile_s": firsts[name] - med[name],
+                "cf_per_s": n / med[name],
+            }
+            print(name, json.dumps(rows[name]), flush=True)
+    t_unet, t_clf = med["unet"], med["classifier"]
     bare = level * t_unet + level * (t_unet + t_clf)
     result["bare"] = {
         "unet_forward_s": t_unet,

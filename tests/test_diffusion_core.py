@@ -122,6 +122,10 @@ def test_ddim_samples_the_gaussian_data_law():
     # vmapped over units equals the batched call (eps_opt is elementwise).
     one = jax.jit(jax.vmap(lambda x: ddim_sample(eps_opt, SCHED, x, steps=200)))(xT[:4])
     np.testing.assert_allclose(one, x0[:4], rtol=1e-5, atol=1e-5)
+    # Unrolling the scan changes nothing but speed.
+    unrolled = jax.jit(lambda x: ddim_sample(eps_opt, SCHED, x, steps=20, unroll=True))(xT[:2])
+    rolled = jax.jit(lambda x: ddim_sample(eps_opt, SCHED, x, steps=20))(xT[:2])
+    np.testing.assert_allclose(unrolled, rolled, rtol=1e-6, atol=1e-6)
 
 
 def _logits(x, t):

@@ -131,6 +131,11 @@ def test_interventional_sampling_and_the_noise_law(model):
     got = jax.vmap(lambda u: plain.forward({"y": 0}, u))(u)
     np.testing.assert_allclose(got, jnp.clip((whole + 1) / 2, 0, 1), atol=1e-5)
     assert float(jnp.std(u)) < 0.99  # not N(0, I): partly denoised
+    # An unrolled generation gives the same images.
+    unrolled = _mech(scale=2.0, unroll=True)
+    a = jax.vmap(lambda u: unrolled.forward({"y": 1}, u))(u)
+    b = jax.vmap(lambda u: _mech(scale=2.0).forward({"y": 1}, u))(u)
+    np.testing.assert_allclose(a, b, atol=1e-5)
 
 
 def test_continuous_parents_gaussian_guidance():

@@ -78,6 +78,7 @@ def ddim_sample(
     steps: int = 100,
     start: float = 1.0,
     end: float = 0.0,
+    unroll: bool = False,
 ) -> Float[Array, "*shape"]:
     """Deterministic DDIM generation from level ``start`` down to level ``end``.
 
@@ -89,6 +90,9 @@ def ddim_sample(
         steps: number of grid steps ``K`` over the whole range ``[0, T]`` (static).
         start: fraction of the grid to start from (static), in ``[0, 1]``.
         end: fraction of the grid to stop at (static), ``<= start``; 0 gives the data.
+        unroll: unroll the scan completely (static). On XLA:CPU a guided step's classifier
+            gradient measured ~6x slower inside the scan's loop than unrolled; unrolling
+            costs compile time proportional to the number of steps.
 
     Returns:
         The state at level ``round(end * steps)`` (the image for ``end=0``), ``x``'s shape.
@@ -111,7 +115,7 @@ def ddim_sample(
         cx, ce = _coefficients(a_from, a_to)
         return cx * x + ce * eps_fn(x, t), None
 
-    x, _ = jax.lax.scan(body, x, xs)
+    x, _ = jax.lax.scan(body, x, xs, unroll=len(idx) if unroll else 1)
     return x
 
 

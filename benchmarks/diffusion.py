@@ -104,7 +104,7 @@ def build(args) -> tuple[jc.SCM, jc.SCM, Pure, Pure, Schedule]:
     clf = Pure(_perturbed(NoisyClassifier(10, base=args.clf_base, rngs=nnx.Rngs(1)), k2))
     sched = Schedule.linear(1000)
     root = jc.Root(distrax.Categorical(logits=jnp.zeros(10)))
-    kw = dict(scale=args.scale, fraction=args.fraction, steps=args.steps)
+    kw = dict(scale=args.scale, fraction=args.fraction, steps=args.steps, unroll=args.unroll)
     plain = jc.DiffusionImage(score, clf, sched, ["y"], **kw)
     exact = jc.DiffusionImage(score, clf, sched, ["y"], exact=True, **kw)
     return jc.SCM(y=root, x=plain), jc.SCM(y=root, x=exact), score, clf, sched
@@ -116,7 +116,7 @@ def hand_written(mech: jc.DiffusionImage, x, y_new):
     eps = clipped(lambda x, t: mech.score(x, t), sched)
     z = ddim_invert(eps, sched, 2 * x - 1, steps=mech.steps, fraction=mech.fraction)
     g = guided(eps, class_log_prob(mech.guide, y_new), mech.scale, sched)
-    out = ddim_sample(g, sched, z, steps=mech.steps, start=mech.fraction)
+    out = ddim_sample(g, sched, z, steps=mech.steps, start=mech.fraction, unroll=mech.unroll)
     return jnp.clip((out + 1) / 2, 0, 1)
 
 
@@ -224,6 +224,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--train-steps", type=int, default=5)
     parser.add_argument("--no-exact", action="store_true")
+    parser.add_argument("--unroll", action="store_true", help="unroll the guided generation")
     parser.add_argument("--no-train", action="store_true")
     parser.add_argument("--no-speed", action="store_true", help="skip the speed rows")
     parser.add_argument(

@@ -62,9 +62,11 @@ def test_counts_must_be_integers(name, value, error):
 def test_chunked_steps_read_the_host_once_per_log_period(monkeypatch, tmp_path):
     # Reference: one step per compiled call (a callback forces it).
     ref, ref_hist = fit(_mlp_loss, _mlp(), _data(), steps=37, callback=lambda *a: None, **KW)
+    from jcausal import parallel
+
     reads = []
-    real = jax.device_get
-    monkeypatch.setattr(jax, "device_get", lambda x: reads.append(1) or real(x))
+    real = parallel.to_host  # the loop's one read per compiled call (gathers across processes)
+    monkeypatch.setattr(parallel, "to_host", lambda x: reads.append(1) or real(x))
     # No implicit device-to-host copy (float(loss), bool(flag)) inside the loop.
     with jax.transfer_guard_device_to_host("disallow"):
         got, hist = fit(_mlp_loss, _mlp(), _data(), steps=37, log_every=10, **KW)

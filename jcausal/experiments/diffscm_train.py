@@ -46,6 +46,9 @@ def _fit(loss, params, data, *, steps, key, batch, lr, state: Path, name: str, p
         metrics_path=state / f"train_{name}.jsonl",
         log_every=max(1, min(50, steps // 10)),
         progress=progress,
+        # One step per compiled call: on XLA:CPU a UNet step inside fit's compiled loop ran
+        # 15x slower than alone (5.8 s vs 0.37 s per batch-64 step, width 16).
+        steps_per_call=1,
         **kw,
     )
 

@@ -321,13 +321,21 @@ def _compile(
             ok = jnp.all(jnp.stack([jnp.all(jnp.isfinite(t)) for t in terms]))
             ok = ok & jnp.all(g_ok) & jnp.all(p_ok)
 
-            def keep(new, old):
-                return jax.tree_util.tree_map(lambda a, b: jnp.where(ok, a, b), new, old)
+            # One branch choice for the whole state, not a select per leaf: on XLA:CPU, a
+            # `where(ok, ...)` on every parameter, with `ok` reduced from every gradient, made
+            # a small UNet's chunk compile 5-9x slower (85 s vs 9.5 s measured).
+            kept_d, kept_state, kept_ema = jax.lax.cond(
+                ok,
+                lambda new, old: new,
+                lambda new, old: old,
+                (new_d, new_state, new_ema),
+                (c.dyn, c.opt_state, c.ema),
+            )
 
             return Chunk(
-                dyn=keep(new_d, c.dyn),
-                opt_state=keep(new_state, c.opt_state),
-                ema=keep(new_ema, c.ema),
+                dyn=kept_d,
+                opt_state=kept_state,
+                ema=kept_ema,
                 perm=perm_,
                 done=c.done + ok.astype(jnp.int32),
                 losses=c.losses.at[c.done].set(loss),
@@ -339,6 +347,11 @@ def _compile(
                 params_ok=p_ok,
             )
 
+        if length == 1:
+            # One step per call (the host always asks for count == 1): no loop at all. On
+            # XLA:CPU a convolution-heavy step runs up to ~15x slower inside a while loop
+            # (a small UNet: 5.8 s vs 0.37 s per step), so such models train one step per call.
+            return body(init)
         return jax.lax.while_loop(cond, body, init)
 
     # Everything but a Python leaf of the trained part is an array, so plain jax.jit applies:

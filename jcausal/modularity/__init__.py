@@ -2,7 +2,8 @@
 
 Besserve, Mehrjou, Sun & Schölkopf, "Counterfactuals uncover the modular structure of deep
 generative models" (ICLR 2020): a generator cut into named stages (:class:`Stages`;
-:func:`decoder_stages` for the Deep SCM decoder, :func:`mcqvae_stages` for the CT-VAE's);
+:func:`decoder_stages` for the Deep SCM decoder, :func:`mcqvae_stages` for the CT-VAE's,
+:func:`unet_stages` for the diffusion UNet, whose activations are ``(h, skips)`` pytrees);
 hybrids, i.e. counterfactual outputs with chosen channels of a layer taken from another latent
 (:func:`hybridise`, :func:`hybrids`, vmapped over pairs and channel masks); influence maps
 (:func:`influence_maps`); modules by NMF of the influence matrix (:func:`find_modules`); the
@@ -16,6 +17,7 @@ from .modules import Modules, find_modules
 from .probe import classifier_probe
 from .shape import measure_shape, measure_slant, measure_width
 from .stages import Stages, decoder_stages, mcqvae_stages
+from .unet import unet_stages
 
 __all__ = [
     "Modules",
@@ -31,4 +33,5 @@ __all__ = [
     "measure_shape",
     "measure_slant",
     "measure_width",
+    "unet_stages",
 ]

@@ -3,7 +3,9 @@
 A hybrid of ``z1`` (receiver) and ``z2`` (donor) at layer ``l`` with channel set ``E`` is the
 output of ``G(z1)`` had the channels ``E`` of layer ``l`` taken the values they have under
 ``z2``: ``G_after_l(where(E, h_l(z2), h_l(z1)))``. Channel sets are boolean masks ``(C,)`` so
-that many of them batch with ``vmap``; :func:`channel_mask` turns indices into a mask.
+that many of them batch with ``vmap``; :func:`channel_mask` turns indices into a mask. When a
+layer's activation is a pytree (a UNet's ``(h, skips)``), only the arrays its stage selects
+are hybridised (:meth:`Stages.mix`); the other leaves keep the receiver's values.
 """
 
 from __future__ import annotations
@@ -56,7 +58,7 @@ def _as_masks(stages: Stages, z: ArrayLike, layer: str, channels) -> Array:
 
 def _hybrid(stages: Stages, z1, z2, layer: str, mask: Array) -> Array:
     h1, h2 = stages.upto(z1, layer), stages.upto(z2, layer)
-    return stages.after(jnp.where(mask, h2, h1), layer)
+    return stages.after(stages.mix(h1, h2, layer, mask), layer)
 
 
 def hybridise(stages: Stages, z1: ArrayLike, z2: ArrayLike, layer: str, channels) -> Array:
@@ -119,7 +121,7 @@ def hybrids(stages: Stages, z1: ArrayLike, z2: ArrayLike, layer: str, masks) -> 
 def _hybrids_jit(stages, z1, z2, layer, masks):
     def one_pair(a, b):
         h1, h2 = stages.upto(a, layer), stages.upto(b, layer)
-        return jax.vmap(lambda m: stages.after(jnp.where(m, h2, h1), layer))(masks)
+        return jax.vmap(lambda m: stages.after(stages.mix(h1, h2, layer, m), layer))(masks)
 
     return jax.vmap(one_pair)(z1, z2)
 

@@ -11,54 +11,81 @@ first upsampling, calling the network's own sub-layers (so the composition is th
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 from flax import nnx
-from jaxtyping import Array, Float
+from jaxtyping import Array, Bool, Float
 
 from ..nn import MNISTDecoder, Pure
+
+
+def _position(container: Any, key: str | int) -> str | int:
+    """``key`` as an index of ``container``: a named tuple's field name becomes its position."""
+    if isinstance(key, str) and hasattr(container, "_fields"):
+        return container._fields.index(key)
+    return key
 
 
 class Stages(eqx.Module):
     """A generator ``G(z) = f_K(... f_1(z))`` as named stages.
 
     Args:
-        stages: ``(name, fn)`` pairs in order; ``fn`` maps the previous stage's output (for
-            the first stage: the generator's input, one unit, no batch axis) to this stage's
-            output, whose last axis is its channels. Names must be distinct strings. ``fn``
-            may be any callable (a closure, an equinox module, a :class:`jcausal.nn.Pure`
-            wrapper of a flax NNX network); pytree callables keep their arrays as leaves.
+        stages: ``(name, fn)`` or ``(name, fn, select)`` tuples in order; ``fn`` maps the
+            previous stage's output (for the first stage: the generator's input, one unit, no
+            batch axis) to this stage's output. Without ``select`` the output is an array whose
+            last axis is its channels. With ``select`` the output is a pytree (a dict, tuple or
+            list: e.g. a UNet's ``{"h": h, "skips": (...)}``) and ``select`` is a key, or a
+            tuple of keys, of that container: the layer's channels are the last axes of the
+            array leaves under those keys, concatenated in that order (leaves in
+            ``jax.tree_util`` order); the other leaves are carried along and never
+            hybridised. Names must be distinct strings. ``fn`` may be any callable (a
+            closure, an equinox module, a :class:`jcausal.nn.Pure` wrapper of a flax NNX
+            network); pytree callables keep their arrays as leaves.
 
     Raises:
-        ValueError: no stages, a name that is not a string, repeated names, or a stage that
-            is not callable.
+        ValueError: no stages, a name that is not a string, repeated names, a stage that is
+            not callable, or a ``select`` that is not a key or a non-empty tuple of keys.
     """
 
     names: tuple[str, ...] = eqx.field(static=True)
+    selects: tuple[tuple | None, ...] = eqx.field(static=True)
     fns: tuple[Any, ...]
 
-    def __init__(self, stages: Sequence[tuple[str, Callable]]):
+    def __init__(self, stages: Sequence[tuple]):
         stages = list(stages)
         if not stages:
             raise ValueError("Stages needs at least one (name, fn) pair")
-        names = []
+        names, selects, fns = [], [], []
         for item in stages:
-            if not (isinstance(item, tuple) and len(item) == 2):
-                raise ValueError(f"each stage must be a (name, fn) pair, got {item!r}")
-            name, fn = item
+            if not (isinstance(item, tuple) and len(item) in (2, 3)):
+                raise ValueError(
+                    f"each stage must be a (name, fn) or (name, fn, select) tuple, got {item!r}"
+                )
+            name, fn = item[:2]
             if not isinstance(name, str):
                 raise ValueError(f"stage names must be strings, got {name!r}")
             if not callable(fn):
                 raise ValueError(f"stage {name!r} is not callable: {fn!r}")
+            select = item[2] if len(item) == 3 else None
+            if select is not None:
+                select = select if isinstance(select, tuple) else (select,)
+                if not select or not all(isinstance(k, str | int) for k in select):
+                    raise ValueError(
+                        f"stage {name!r}: select must be a key (str or int) of the stage's "
+                        f"output container or a non-empty tuple of keys, got {item[2]!r}"
+                    )
             names.append(name)
+            selects.append(select)
+            fns.append(fn)
         if len(set(names)) != len(names):
             raise ValueError(f"stage names must be distinct, got {names}")
         self.names = tuple(names)
-        self.fns = tuple(fn for _, fn in stages)
+        self.selects = tuple(selects)
+        self.fns = tuple(fns)
 
     def index(self, layer: str) -> int:
         """Position of ``layer`` among the stages.
@@ -66,24 +93,24 @@ class Stages(eqx.Module):
         Raises:
             ValueError: ``layer`` is not a stage name (the message lists the names).
         """
-        if layer not in self.names:
+        if not isinstance(layer, str) or layer not in self.names:
             raise ValueError(f"unknown layer {layer!r}; this generator's layers are {self.names}")
         return self.names.index(layer)
 
-    def upto(self, z: Any, layer: str) -> Array:
+    def upto(self, z: Any, layer: str) -> Any:
         """The activation at ``layer`` (the output of that stage) for one input ``z``."""
         h = z
         for fn in self.fns[: self.index(layer) + 1]:
             h = fn(h)
         return h
 
-    def after(self, h: Array, layer: str) -> Array:
+    def after(self, h: Any, layer: str) -> Any:
         """The generator's output from the activation ``h`` at ``layer`` (the later stages)."""
         for fn in self.fns[self.index(layer) + 1 :]:
             h = fn(h)
         return h
 
-    def activations(self, z: Any) -> dict[str, Array]:
+    def activations(self, z: Any) -> dict[str, Any]:
         """Every stage's output for one input ``z``, by name (the last is ``G(z)``)."""
         out, h = {}, z
         for name, fn in zip(self.names, self.fns, strict=True):
@@ -91,16 +118,77 @@ class Stages(eqx.Module):
             out[name] = h
         return out
 
-    def __call__(self, z: Any) -> Array:
+    def __call__(self, z: Any) -> Any:
         """``G(z)`` for one input."""
         h = z
         for fn in self.fns:
             h = fn(h)
         return h
 
+    def channel_arrays(self, activation: Any, layer: str) -> list[Array]:
+        """The arrays of ``activation`` (the output at ``layer``) whose channels are hybridised.
+
+        Raises:
+            ValueError: unknown layer; the activation is not an array (for a stage without
+                ``select``) or lacks a selected key.
+        """
+        select = self.selects[self.index(layer)]
+        if select is None:
+            if not hasattr(activation, "shape") or len(activation.shape) < 1:
+                raise ValueError(
+                    f"layer {layer!r} outputs {type(activation).__name__}, not an array with a "
+                    "channel axis; give its stage a select= naming the channel arrays"
+                )
+            return [activation]
+        arrays = []
+        for k in select:
+            try:
+                part = activation[_position(activation, k)]
+            except (KeyError, IndexError, TypeError, ValueError) as err:
+                raise ValueError(
+                    f"layer {layer!r}: its output ({type(activation).__name__}) has no entry "
+                    f"{k!r} named by select={select}"
+                ) from err
+            arrays += jax.tree_util.tree_leaves(part)
+        if not arrays or any(len(jnp.shape(a)) < 1 for a in arrays):
+            raise ValueError(f"layer {layer!r}: select={select} names no arrays with channels")
+        return arrays
+
     def channels(self, z: Any, layer: str) -> int:
-        """Number of channels (size of the last axis) at ``layer``, from shapes only."""
-        return int(jax.eval_shape(lambda x: self.upto(x, layer), z).shape[-1])
+        """Number of channels at ``layer`` (summed over its selected arrays), from shapes only."""
+        act = jax.eval_shape(lambda x: self.upto(x, layer), z)
+        return int(sum(a.shape[-1] for a in self.channel_arrays(act, layer)))
+
+    def mix(self, receiver: Any, donor: Any, layer: str, mask: Bool[Array, " C"]) -> Any:
+        """The receiver's activation at ``layer`` with the channels in ``mask`` from the donor.
+
+        Args:
+            receiver: the activation at ``layer`` under ``z1``.
+            donor: the activation at ``layer`` under ``z2`` (same structure).
+            layer: the layer's name.
+            mask: boolean ``(C,)`` over the layer's channels (:meth:`channels`).
+
+        Returns:
+            An activation of the receiver's structure; unselected leaves are the receiver's.
+        """
+        select = self.selects[self.index(layer)]
+        if select is None:
+            return jnp.where(mask, donor, receiver)
+        out = dict(receiver) if isinstance(receiver, dict) else list(receiver)
+        start = 0
+        for k in select:
+            k = _position(receiver, k)
+            leaves, tree = jax.tree_util.tree_flatten(receiver[k])
+            new = []
+            for a, b in zip(leaves, jax.tree_util.tree_leaves(donor[k]), strict=True):
+                c = a.shape[-1]
+                new.append(jnp.where(mask[start : start + c], b, a))
+                start += c
+            out[k] = jax.tree_util.tree_unflatten(tree, new)
+        if isinstance(receiver, dict | list):
+            return out
+        # a tuple, or a named tuple (whose constructor takes the fields as arguments)
+        return type(receiver)(*out) if hasattr(receiver, "_fields") else tuple(out)
 
 
 class _DecoderPart(eqx.Module):

@@ -106,3 +106,83 @@ def test_cars3d_mat(tmp_path):
         cars3d_mat(tmp_path, size=48)
     with pytest.raises(FileNotFoundError, match="nips2015"):
         cars3d_mat(tmp_path / "none")
+    savemat(tmp_path / "car_003_mesh.mat", {"im": np.zeros((128, 128, 3, 24, 4))})  # floats
+    with pytest.raises(ValueError, match="uint8"):
+        cars3d_mat(tmp_path, size=32).transitions(200, seed=0)
+
+
+def _flat_set(card=CARD, side=4):
+    """A factorial set whose grey images are constant, equal to (scene index) % 256."""
+    grid = np.stack(np.unravel_index(np.arange(np.prod(card)), card), -1)
+    images = np.broadcast_to(
+        (np.arange(len(grid)) % 256).astype(np.uint8)[:, None, None, None],
+        (len(grid), side, side, 1),
+    )
+    return FactorialSource(
+        lambda i: (images[i], grid[i]), card, [f"f{k}" for k in range(len(card))]
+    )
+
+
+def test_split_by_edge_hash_is_disjoint_and_70_15_15():
+    src = _flat_set(card=(10, 10, 10, 8, 4, 15))
+    rng = np.random.default_rng(0)
+    lower = rng.integers(0, 4, (60_000, 6))
+    factor = rng.integers(0, 6, 60_000)
+    s = src.split_of(lower, factor)
+    np.testing.assert_allclose(np.bincount(s) / len(s), [0.70, 0.15, 0.15], atol=0.01)
+    np.testing.assert_array_equal(src.split_of(lower, factor), s)  # deterministic
+    assert np.mean(src.split_of(lower, (factor + 1) % 6) == s) < 0.6  # the factor matters
+    small = _flat_set()
+    for split, code in (("train", 0), ("test", 2)):
+        t = small.transitions(200, seed=4, split=split)
+        f = t["a"] // 2
+        lower = np.minimum(t["fx"], t["fy"])
+        np.testing.assert_array_equal(small.split_of(lower, f), code)
+        assert set(np.unique(t["a"] % 2)) == {0, 1}  # both directions of the split's edges
+    with pytest.raises(ValueError, match="unknown split"):
+        small.transitions(4, split="valid")
+    one_edge = _flat_set(card=(2,))
+    where = int(one_edge.split_of(np.zeros((1, 1), int), np.zeros(1, int))[0])
+    assert one_edge.transitions(3, split=("train", "val", "test")[where])["a"].shape == (3,)
+    with pytest.raises(ValueError, match="too small"):
+        one_edge.transitions(3, split=("train", "val", "test")[(where + 1) % 3])
+
+
+def test_factorial_set_reads_under_jit():
+    import jax
+
+    from jcausal.data.factorial import FactorialSet
+
+    data = FactorialSet(_flat_set(), size=16)
+    assert data.num_actions == 8 and data.native == (4, 4, 1)
+    sampler = data.sampler("test", 6)
+    np.testing.assert_allclose(sampler.factor_probs, np.array([2, 1, 3, 4]) / 10)
+    t = jax.jit(sampler)(jax.random.key(1))
+    assert t["x"].shape == (6, 16, 16, 3) and t["action"].shape == (6, 8)
+    for img, f in (("x", "fx"), ("y", "fy")):
+        idx = np.ravel_multi_index(np.asarray(t[f]).T, CARD) % 256
+        np.testing.assert_allclose(np.asarray(t[img]) * 255, np.broadcast_to(
+            idx[:, None, None, None], (6, 16, 16, 3)), atol=1e-3)  # fmt: skip
+    np.testing.assert_array_equal(np.count_nonzero(t["fy"] - t["fx"], 1), 1)
+    again = jax.jit(sampler)(jax.random.key(1))
+    np.testing.assert_array_equal(again["fx"], t["fx"])  # the key decides the draw
+    s = jax.jit(lambda k: data.sample_scenes(k, 5))(jax.random.key(2))
+    idx = np.ravel_multi_index(np.asarray(s["factors"]).T, CARD) % 256
+    np.testing.assert_allclose(np.asarray(s["image"])[:, 3, 3, 2] * 255, idx, atol=1e-3)
+
+
+def test_experiment_data_choice_errors(tmp_path):
+    from jcausal.data.transitions import Shapes
+    from jcausal.experiments.ctvae import transition_set
+
+    assert isinstance(transition_set("embedded", None, 32), Shapes)
+    with pytest.raises(ValueError, match="--data must be"):
+        transition_set("mnist", None, 32)
+    with pytest.raises(ValueError, match="rendered"):
+        transition_set("embedded", tmp_path, 32)
+    with pytest.raises(ValueError, match="--data-path"):
+        transition_set("cars3d", None, 32)
+    with pytest.raises(FileNotFoundError, match="nips2015"):
+        transition_set("cars3d", tmp_path, 32)
+    with pytest.raises(FileNotFoundError, match="dsprites-dataset"):
+        transition_set("dsprites", tmp_path / "missing.npz", 32)

@@ -12,7 +12,7 @@
 
 from . import digits, morphology, morphomnist, tfds, transitions
 from .digits import load_digit_split, load_digits_28, load_mnist, load_mnist_5k
-from .factorial import FactorialSource, cars3d_mat, dsprites_npz, tfds_factorial
+from .factorial import FactorialSet, FactorialSource, cars3d_mat, dsprites_npz, tfds_factorial
 from .morphology import (
     measure,
     measure_intensity,
@@ -31,6 +31,7 @@ from .tfds import tfds_arrays
 from .transitions import Shapes, TransitionSampler
 
 __all__ = [
+    "FactorialSet",
     "FactorialSource",
     "Shapes",
     "TransitionSampler",

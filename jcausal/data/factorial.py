@@ -21,6 +21,11 @@ so a set that is not in factor order is refused instead of giving wrong pairs.
 * Cars3D (Reed et al. 2015; not in TFDS): the folder of ``car_*_mesh.mat`` files from
   http://www.scottreed.info/files/nips2015-analogy-data.tar.gz (``data/cars/``), read with
   ``scipy.io.loadmat`` one car at a time: :func:`cars3d_mat`.
+
+Transitions are split 70/15/15 by a hash of the edge (:meth:`FactorialSource.split_of`).
+:class:`FactorialSet` presents a source to the CT-VAE experiment like
+:class:`jcausal.data.Shapes`: its samplers run inside the compiled training step and read the
+batch on the host through ``jax.pure_callback``.
 """
 
 from __future__ import annotations
@@ -28,9 +33,23 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+import jax
+import jax.numpy as jnp
 import numpy as np
+from jaxtyping import Array, Float, PRNGKeyArray
 
 from .tfds import _import_tfds
+from .transitions import SPLIT_FRACTIONS, SPLIT_SEED, SPLITS
+
+
+def _splitmix64(x: np.ndarray) -> np.ndarray:
+    """The splitmix64 finaliser (Steele et al. 2014): a bijective mix of uint64 values."""
+    with np.errstate(over="ignore"):  # wrap-around multiplication is the point
+        x = x + np.uint64(0x9E3779B97F4A7C15)
+        x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        return x ^ (x >> np.uint64(31))
+
 
 #: TFDS name -> (label features in storage order, cardinalities, image feature)
 TFDS_SETS = {
@@ -90,40 +109,90 @@ class FactorialSource:
             return self.lookup[tuple(np.asarray(factors).T)]
         return np.ravel_multi_index(np.asarray(factors).T, self.cardinalities)
 
-    def transitions(self, n: int, seed: int = 0) -> dict[str, np.ndarray]:
+    def _checked_read(self, factors: np.ndarray) -> np.ndarray:
+        """Images (float32 in ``[0, 1]``) of scenes ``(n, F)``, their labels checked."""
+        idx = self.index(factors)
+        if np.any(idx < 0):
+            raise ValueError("some drawn scenes are missing from the set (holes in the grid)")
+        images, labels = self.read(idx)
+        if not np.array_equal(np.asarray(labels), factors):
+            bad = int(np.nonzero(np.any(np.asarray(labels) != factors, 1))[0][0])
+            raise ValueError(
+                f"the example at index {idx[bad]} has factors "
+                f"{np.asarray(labels)[bad].tolist()}, not {factors[bad].tolist()}: the set is not "
+                "stored in the factor order assumed (pass a lookup table)"
+            )
+        return np.asarray(images).astype(np.float32) / 255.0
+
+    def scenes(self, n: int, seed: int = 0) -> dict[str, np.ndarray]:
+        """``n`` uniformly random scenes: ``{"image": (n, H, W, ch) in [0, 1], "factors"}``."""
+        rng = np.random.default_rng(seed)
+        f = rng.integers(0, np.array(self.cardinalities), (int(n), len(self.cardinalities)))
+        return {"image": self._checked_read(f), "factors": f.astype(np.int32)}
+
+    def split_of(self, lower: np.ndarray, factor: np.ndarray) -> np.ndarray:
+        """Split of transitions (0 train, 1 val, 2 test): 70/15/15 by a hash of the edge.
+
+        An undirected transition (edge of the grid) is its lower scene ``(n, F)`` and the
+        factor it raises ``(n,)``; both directions of an edge fall in the same split. The
+        hash (splitmix64 of the edge's row-major number and :data:`SPLIT_SEED`) replaces the
+        permutation of :class:`jcausal.data.Shapes`, whose edge list would not fit in memory
+        for dSprites (3.6 million edges), so the fractions are 70/15/15 up to sampling noise.
+        """
+        edge = np.ravel_multi_index(np.asarray(lower).T, self.cardinalities).astype(np.uint64)
+        edge = edge * np.uint64(len(self.cardinalities)) + np.asarray(factor).astype(np.uint64)
+        u = _splitmix64(edge ^ np.uint64(SPLIT_SEED)) >> np.uint64(11)  # 53 uniform bits
+        u = u.astype(np.float64) / float(2**53)
+        bounds = np.cumsum(SPLIT_FRACTIONS)[:-1]
+        return np.searchsorted(bounds, u, side="right")
+
+    def transitions(self, n: int, seed: int = 0, split: str | None = None) -> dict[str, np.ndarray]:
         """``n`` random transitions (the batch layout of :class:`jcausal.data.TransitionSampler`).
 
         The pair ``(f, v)`` is uniform over the adjacent value pairs, the other factors
         uniform, the direction a fair coin; images are returned as float32 in ``[0, 1]``.
 
+        Args:
+            n: number of transitions.
+            seed: seed of the draw.
+            split: ``"train"``, ``"val"`` or ``"test"`` (see :meth:`split_of`), or ``None``
+                for all transitions.
+
         Raises:
             ValueError: the labels read are not the factors expected (the set is not in
-                factor order), or the scene has no partner in the set.
+                factor order), the scene has no partner in the set, an unknown split, or a
+                split without transitions (a grid too small to split).
         """
+        if split is not None and split not in SPLITS:
+            raise ValueError(f"unknown split {split!r}; choose from {SPLITS} or None")
         rng = np.random.default_rng(seed)
         card = np.array(self.cardinalities)
         pairs = np.array([(f, v) for f, c in enumerate(card) for v in range(c - 1)])
-        fv = pairs[rng.integers(0, len(pairs), n)]
-        lo = rng.integers(0, card, (n, len(card)))
-        lo[np.arange(n), fv[:, 0]] = fv[:, 1]
+        fv = np.zeros((0, 2), np.int64)
+        lo = np.zeros((0, len(card)), np.int64)
+        for _ in range(64):  # rejection: a split holds >= 15% of the edges on average
+            m = max(n, 16) * (2 if split in (None, "train") else 8)
+            fv_c = pairs[rng.integers(0, len(pairs), m)]
+            lo_c = rng.integers(0, card, (m, len(card)))
+            lo_c[np.arange(m), fv_c[:, 0]] = fv_c[:, 1]
+            if split is not None:
+                keep = self.split_of(lo_c, fv_c[:, 0]) == SPLITS.index(split)
+                fv_c, lo_c = fv_c[keep], lo_c[keep]
+            fv, lo = np.concatenate([fv, fv_c]), np.concatenate([lo, lo_c])
+            if len(fv) >= n:
+                break
+        if len(fv) < n:
+            raise ValueError(
+                f"the {split!r} split of this set holds (almost) no transitions: its grid "
+                f"{self.cardinalities} is too small to split 70/15/15"
+            )
+        fv, lo = fv[:n], lo[:n]
         hi = lo.copy()
         hi[np.arange(n), fv[:, 0]] += 1
         down = rng.integers(0, 2, n).astype(bool)
         fx = np.where(down[:, None], hi, lo)
         fy = np.where(down[:, None], lo, hi)
-        ix, iy = self.index(fx), self.index(fy)
-        if np.any(ix < 0) or np.any(iy < 0):
-            raise ValueError("some drawn scenes are missing from the set (holes in the grid)")
-        images, labels = self.read(np.concatenate([ix, iy]))
-        want = np.concatenate([fx, fy])
-        if not np.array_equal(np.asarray(labels), want):
-            bad = int(np.nonzero(np.any(np.asarray(labels) != want, 1))[0][0])
-            raise ValueError(
-                f"the example at index {np.concatenate([ix, iy])[bad]} has factors "
-                f"{np.asarray(labels)[bad].tolist()}, not {want[bad].tolist()}: the set is not "
-                "stored in the factor order assumed (pass a lookup table)"
-            )
-        img = np.asarray(images).astype(np.float32) / 255.0
+        img = self._checked_read(np.concatenate([fx, fy]))
         a = (2 * fv[:, 0] + down).astype(np.int32)
         return {
             "x": img[:n],
@@ -241,6 +310,8 @@ def cars3d_mat(folder: str | Path, size: int | None = 64, cache: int = 8) -> Fac
                 f"{im['im'].shape if 'im' in im else 'none'}"
             )
         out = np.asarray(im["im"])
+        if out.dtype != np.uint8:  # Reed et al.'s files hold 8-bit RGB; floats would misread
+            raise ValueError(f"{files[i]}: 'im' must be uint8 RGB, got dtype {out.dtype}")
         if size is not None and out.shape[0] != size:
             k = out.shape[0] // int(size)
             blocks = out.reshape(size, k, size, k, 3, 24, 4).astype(np.float32)
@@ -257,4 +328,140 @@ def cars3d_mat(folder: str | Path, size: int | None = 64, cache: int = 8) -> Fac
     return FactorialSource(read, card, ("elevation", "azimuth", "car"))
 
 
-__all__ = ["TFDS_SETS", "FactorialSource", "cars3d_mat", "dsprites_npz", "tfds_factorial"]
+class FactorialSet:
+    """A :class:`FactorialSource` seen like :class:`jcausal.data.Shapes` by the CT-VAE experiment.
+
+    Scenes and transitions are read on the host through ``jax.pure_callback`` (the random
+    draw is seeded by the step's key), so ``fit(data=set.sampler("train", B))`` reads only the
+    pairs of each batch. Grey images are repeated to RGB and every image is resized to
+    ``size x size`` (``jax.image.resize``, linear with antialiasing) when its side differs.
+
+    Args:
+        source: the set (:func:`tfds_factorial`, :func:`dsprites_npz`, :func:`cars3d_mat`).
+        size: side of the images handed to the model (a power of two for the MCQ-VAE).
+
+    Raises:
+        ValueError: the set's images are not square with 1 or 3 channels.
+    """
+
+    def __init__(self, source: FactorialSource, size: int = 64):
+        self.source = source
+        self.size = int(size)
+        probe = source.scenes(1, seed=0)["image"]
+        if probe.ndim != 4 or probe.shape[1] != probe.shape[2] or probe.shape[3] not in (1, 3):
+            raise ValueError(
+                f"factorial set images must be square with 1 or 3 channels (n, S, S, ch); got "
+                f"shape {probe.shape[1:]}"
+            )
+        self.native = probe.shape[1:]
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """The factor names."""
+        return self.source.names
+
+    @property
+    def cardinalities(self) -> tuple[int, ...]:
+        """Number of values of every factor."""
+        return self.source.cardinalities
+
+    @property
+    def num_factors(self) -> int:
+        """``F``."""
+        return len(self.cardinalities)
+
+    @property
+    def num_actions(self) -> int:
+        """``2 F``."""
+        return 2 * self.num_factors
+
+    def images(self, x: Float[Array, "n H W ch"]) -> Float[Array, "n S S 3"]:
+        """Images of the set as the model's RGB ``size x size`` images."""
+        x = jnp.asarray(x, jnp.float32)
+        if x.shape[-1] == 1:
+            x = jnp.repeat(x, 3, axis=-1)
+        if x.shape[1:3] != (self.size, self.size):
+            shape = (x.shape[0], self.size, self.size, 3)
+            x = jnp.clip(jax.image.resize(x, shape, "linear", antialias=True), 0.0, 1.0)
+        return x
+
+    def sample_scenes(self, key: PRNGKeyArray, n: int) -> dict[str, Array]:
+        """``n`` random scenes: ``{"image": (n, size, size, 3), "factors": (n, F)}``."""
+        n = int(n)
+        shapes = (
+            jax.ShapeDtypeStruct((n, *self.native), jnp.float32),
+            jax.ShapeDtypeStruct((n, self.num_factors), jnp.int32),
+        )
+
+        def host(seed):
+            out = self.source.scenes(n, seed=int(seed))
+            return out["image"], out["factors"]
+
+        image, factors = jax.pure_callback(host, shapes, _seed(key))
+        return {"image": self.images(image), "factors": factors}
+
+    def sampler(self, split: str, batch_size: int) -> FactorialSampler:
+        """A batch function ``sampler(key) -> batch`` of transitions of ``split``."""
+        return FactorialSampler(self, split, batch_size)
+
+
+class FactorialSampler:
+    """Transitions of one split of a :class:`FactorialSet` (layout of ``TransitionSampler``).
+
+    Args:
+        data: the set.
+        split: ``"train"``, ``"val"`` or ``"test"``.
+        batch_size: transitions per call.
+    """
+
+    def __init__(self, data: FactorialSet, split: str, batch_size: int):
+        if split not in SPLITS:
+            raise ValueError(f"unknown split {split!r}; choose from {SPLITS}")
+        if int(batch_size) < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.data = data
+        self.split = split
+        self.batch_size = int(batch_size)
+        card = np.asarray(data.cardinalities)
+        #: probability of each factor: the pair (f, v) is uniform, so prop. to card - 1
+        self.factor_probs = (card - 1) / np.sum(card - 1)
+
+    def __call__(self, key: PRNGKeyArray) -> dict[str, Array]:
+        return self.draw(key, self.batch_size)
+
+    def draw(self, key: PRNGKeyArray, n: int) -> dict[str, Array]:
+        """``n`` transitions: ``x``, ``y``, ``a``, ``action``, ``fx``, ``fy``."""
+        n, f = int(n), self.data.num_factors
+        img = jax.ShapeDtypeStruct((n, *self.data.native), jnp.float32)
+        lab = jax.ShapeDtypeStruct((n, f), jnp.int32)
+        shapes = (img, img, jax.ShapeDtypeStruct((n,), jnp.int32), lab, lab)
+
+        def host(seed):
+            t = self.data.source.transitions(n, seed=int(seed), split=self.split)
+            return t["x"], t["y"], t["a"], t["fx"], t["fy"]
+
+        x, y, a, fx, fy = jax.pure_callback(host, shapes, _seed(key))
+        both = self.data.images(jnp.concatenate([x, y]))
+        return {
+            "x": both[:n],
+            "y": both[n:],
+            "a": a,
+            "action": jax.nn.one_hot(a, self.data.num_actions),
+            "fx": fx,
+            "fy": fy,
+        }
+
+
+def _seed(key: PRNGKeyArray) -> Array:
+    return jax.random.randint(key, (), 0, np.iinfo(np.int32).max, dtype=jnp.int32)
+
+
+__all__ = [
+    "TFDS_SETS",
+    "FactorialSampler",
+    "FactorialSet",
+    "FactorialSource",
+    "cars3d_mat",
+    "dsprites_npz",
+    "tfds_factorial",
+]

@@ -73,8 +73,12 @@ class Config:
     hidden: int = 32
     layers: int = 2
     negatives: int = 3
+    # Weight of action mode's per-code likelihood (eq. 9): at 1 the CT layer learns to tell
+    # actions apart but copies its input (0 of the changed codes right after 300 steps at
+    # 32x32); at 20 it predicts 32% of them, with the same causal-mode accuracy.
+    action_weight: float = 20.0
     lr: float = 1e-3
-    reader_steps: int = 800
+    reader_steps: int = 3000
     eval_units: int = 1000
     chunk: int = 50
     repeats: int = 5
@@ -308,8 +312,9 @@ def run(
         key=jax.random.fold_in(key, 2),
     )  # fmt: skip
     train = shapes.sampler("train", cfg.ct_batch)
+    loss = ctvae.ct_loss(cfg.negatives, ctvae.Weights(action=cfg.action_weight))
     params, hist = _fit(
-        ctvae.ct_loss(cfg.negatives), {"vae": frozen(vae), "ct": ct}, train, cfg.ct_steps,
+        loss, {"vae": frozen(vae), "ct": ct}, train, cfg.ct_steps,
         jax.random.fold_in(key, 3), cfg.lr, path, "ct", progress, loop=True,
     )  # fmt: skip
     ct = params["ct"]

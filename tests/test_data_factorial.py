@@ -3,7 +3,12 @@
 import numpy as np
 import pytest
 
-from jcausal.data.factorial import FactorialSource, dsprites_npz, tfds_factorial
+from jcausal.data.factorial import (
+    FactorialSource,
+    _packed_binary_images,
+    dsprites_npz,
+    tfds_factorial,
+)
 
 CARD = (3, 2, 4, 5)
 
@@ -81,6 +86,16 @@ def test_dsprites_npz(tmp_path):
     np.savez(tmp_path / "other.npz", imgs=imgs)
     with pytest.raises(ValueError, match="latents_classes"):
         dsprites_npz(tmp_path / "other.npz")
+    # DeepMind's archive is compressed: the images are streamed in chunks and bit-packed.
+    np.savez_compressed(tmp_path / "z.npz", imgs=imgs, latents_classes=grid)
+    z = dsprites_npz(tmp_path / "z.npz").transitions(64, seed=2)
+    np.testing.assert_array_equal(z["x"], t["x"])
+    packed, shape = _packed_binary_images(tmp_path / "z.npz", chunk=5)  # 15 chunks, 1 partial
+    assert shape == imgs.shape
+    np.testing.assert_array_equal(np.unpackbits(packed, axis=-1, count=64), imgs)
+    np.savez(tmp_path / "grey.npz", imgs=imgs * 3, latents_classes=grid)
+    with pytest.raises(ValueError, match="binary"):
+        dsprites_npz(tmp_path / "grey.npz")
 
 
 def test_cars3d_mat(tmp_path):

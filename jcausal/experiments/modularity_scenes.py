@@ -75,7 +75,16 @@ def object_alpha(shapes: Shapes, factors: Int[Array, "n F"]) -> Float[Array, "n 
     return 1.0 - jnp.linalg.norm(a - b, axis=-1) / dbg
 
 
-def train_scene_vae(shapes: Shapes, key: PRNGKeyArray, steps: int, latent: int = 8) -> Pure:
+STEPS_PER_CALL = 1  # a bare compiled step: see jcausal.experiments.modularity.STEPS_PER_CALL
+
+
+def train_scene_vae(
+    shapes: Shapes,
+    key: PRNGKeyArray,
+    steps: int,
+    latent: int = 8,
+    steps_per_call: int | None = STEPS_PER_CALL,
+) -> Pure:
     """Train :class:`SceneVAE` on random scenes (Gaussian likelihood, sigma 0.1) with ``fit``."""
     k0, k1 = jax.random.split(key)
     vae = Pure(SceneVAE(latent, rngs=nnx.Rngs(int(jax.random.randint(k0, (), 0, 2**30)))))
@@ -97,11 +106,14 @@ def train_scene_vae(shapes: Shapes, key: PRNGKeyArray, steps: int, latent: int =
         steps=steps,
         key=k1,
         progress=False,
+        steps_per_call=steps_per_call,
     )
     return vae
 
 
-def train_scene_mcqvae(shapes: Shapes, key: PRNGKeyArray, steps: int) -> MCQVAE:
+def train_scene_mcqvae(
+    shapes: Shapes, key: PRNGKeyArray, steps: int, steps_per_call: int | None = STEPS_PER_CALL
+) -> MCQVAE:
     """Train a CT-VAE MCQ-VAE (codebook loss) on random scenes with ``fit``."""
     k0, k1 = jax.random.split(key)
     vae = MCQVAE(shapes.size, dim=16, num_codebooks=2, num_codes=16, width=32, key=k0)
@@ -113,6 +125,7 @@ def train_scene_mcqvae(shapes: Shapes, key: PRNGKeyArray, steps: int) -> MCQVAE:
         steps=steps,
         key=k1,
         progress=False,
+        steps_per_call=steps_per_call,
     )
     return vae
 

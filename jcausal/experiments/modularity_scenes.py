@@ -170,11 +170,19 @@ def scenes_modularity(
     for layer in layers:
         maps = influence_maps(st, z1, z2, layer, chunk=32)
         mods = find_modules(maps.sum(-1), seed=seed)
-        hyb = np.asarray(hybrids(st, z1, z2, layer, mods.masks()))  # (n, r, S, S, 3)
-        change = np.abs(hyb - np.asarray(jax.vmap(st)(z1))[:, None]).sum(-1)  # (n, r, S, S)
-        inside = (change * obj[:, None]).sum((0, 2, 3))
-        total = change.sum((0, 2, 3))
-        share = np.where(total > 0, inside / np.where(total > 0, total, 1), np.nan)
+        base = np.asarray(jax.vmap(st)(z1))
+
+        def object_share(masks):
+            """Share of the hybrids' absolute change (summed over RGB) on the object pixels."""
+            hyb = np.asarray(hybrids(st, z1, z2, layer, masks))  # (n, M, S, S, 3)
+            change = np.abs(hyb - base[:, None]).sum(-1)  # (n, M, S, S)
+            inside = (change * obj[:, None]).sum((0, 2, 3))
+            total = change.sum((0, 2, 3))
+            return hyb, np.where(total > 0, inside / np.where(total > 0, total, 1), np.nan)
+
+        hyb, share = object_share(mods.masks())
+        # The same per channel: whether object-only channels exist, whatever the modules.
+        _, channel_share = object_share(np.eye(len(maps), dtype=bool))
         out[layer] = {
             "rank": mods.rank,
             "assignment": mods.assignment.tolist(),
@@ -182,8 +190,10 @@ def scenes_modularity(
             "max_object_share": float(np.nanmax(share)),
             "max_background_share": float(1 - np.nanmin(share)),
             "object_pixel_fraction": float(obj.mean()),
+            "channel_object_share": channel_share.tolist(),
+            "channel_influence": maps.reshape(len(maps), -1).sum(1).tolist(),
         }
-        draw[layer] = (np.asarray(jax.vmap(st)(z1)), np.asarray(jax.vmap(st)(z2)), hyb, share)
+        draw[layer] = (base, np.asarray(jax.vmap(st)(z2)), hyb, share)
     return {"model": model, "reconstruction_mae": recon_err, "layers": out}, draw
 
 

@@ -7,6 +7,7 @@ about float32 behaviour create float32 arrays explicitly.
 import os
 
 import jax
+import pytest
 from hypothesis import HealthCheck, settings
 
 jax.config.update("jax_enable_x64", True)
@@ -20,3 +21,20 @@ settings.register_profile(
     "jcausal", deadline=None, suppress_health_check=[HealthCheck.too_slow], max_examples=25
 )
 settings.load_profile("jcausal")
+
+
+@pytest.fixture(scope="module")
+def fast_compile():
+    """XLA's backend optimisations off for one test module (``usefixtures("fast_compile")``).
+
+    For modules whose time is compilation of many programs each run for a few steps (smoke
+    experiments, tiny networks): compiling unoptimised costs about half as much while running
+    is slower, so it pays only there. Results are the same programs' (no change of dtype or
+    algorithm), so the modules' assertions and tolerances are unchanged.
+    """
+    before = jax.config.read("jax_disable_most_optimizations")
+    jax.config.update("jax_disable_most_optimizations", True)
+    try:
+        yield
+    finally:
+        jax.config.update("jax_disable_most_optimizations", before)

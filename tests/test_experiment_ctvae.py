@@ -9,8 +9,9 @@ import pytest
 
 from jcausal.experiments import ctvae
 
-# About 2 minutes of one core, mostly compilation of the five trained programs.
-pytestmark = pytest.mark.slow
+# Mostly compilation of the five trained programs, each run for a few steps on tiny images:
+# compiled without XLA's optimisations (tests/conftest.py, fast_compile).
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("fast_compile")]
 
 TINY = dataclasses.replace(
     ctvae.SMOKE,

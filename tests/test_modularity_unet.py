@@ -132,6 +132,12 @@ def test_unet_stages_refuse_bad_input(unet, images):
     cond = _random_unet(1, mults=(1,), num_res=1, num_classes=4)
     with pytest.raises(ValueError, match="class-conditional"):
         unet_stages(cond, T)
+    with pytest.raises(ValueError, match="not a class"):
+        unet_stages(cond, T, y=4)
+    with pytest.raises(ValueError, match="one integer"):
+        unet_stages(cond, T, y=[1, 2])
+    with pytest.raises(ValueError, match=r"one image \(H, W, 1\)"):
+        unet_stages(unet, T)(images)  # a batch: use hybrids / vmap
     st = unet_stages(cond, T, y=2)
     x = images[0]
     np.testing.assert_allclose(

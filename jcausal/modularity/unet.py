@@ -65,7 +65,14 @@ class _UNetPart(eqx.Module):
         m = self.net.module
         enc = m.encoder
         if self.part == "in":
-            return {"h": enc.conv_in(jnp.asarray(state)[None])[0], "skips": ()}
+            x = jnp.asarray(state)
+            cin = enc.conv_in.in_features
+            if x.ndim != 3 or x.shape[-1] != cin:
+                raise ValueError(
+                    f"unet_stages: the input is one image (H, W, {cin}) (hybrids and influence "
+                    f"maps vmap over pairs), got shape {x.shape}"
+                )
+            return {"h": enc.conv_in(x[None])[0], "skips": ()}
         h, skips = state["h"][None], tuple(s[None] for s in state["skips"])
         kind, _, sub = self.part.partition(".")
         if self.part == "out":
@@ -113,7 +120,8 @@ def unet_stages(
 
     Raises:
         ValueError: ``unet`` is not a UNet; ``t`` is not a scalar; ``y`` missing for a
-            class-conditional UNet or given for an unconditional one.
+            class-conditional UNet, given for an unconditional one, or not one of its classes.
+            Calling the stages on anything but one ``(H, W, C)`` image also raises.
     """
     net = unet if isinstance(unet, Pure) else (Pure(unet) if isinstance(unet, nnx.Module) else None)
     if net is None or not isinstance(net.module, UNet):
@@ -131,7 +139,13 @@ def unet_stages(
             if y is None
             else "this UNet is unconditional (num_classes unset): do not pass y="
         )
-    y = None if y is None else jnp.asarray(y, jnp.int32).reshape(())
+    if y is not None:
+        y = jnp.asarray(y)
+        if y.shape != () or not jnp.issubdtype(y.dtype, jnp.integer):
+            raise ValueError(f"y must be one integer class label, got {y!r}")
+        if not 0 <= int(y) < m.num_classes:
+            raise ValueError(f"y = {int(y)} is not a class of this UNet (0..{m.num_classes - 1})")
+        y = y.astype(jnp.int32)
     net = net.eval()
     select = ("h", "skips") if skips else "h"
     names = _part_names(m.levels, m.num_res)

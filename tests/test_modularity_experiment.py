@@ -79,3 +79,5 @@ def test_bad_config_and_steps_are_refused(tmp_path):
         modularity.run(config={"steps": 5}, out=tmp_path)
     with pytest.raises(ValueError, match="--steps"):
         modularity.run(config=TINY, steps=0, out=tmp_path)
+    with pytest.raises(ValueError, match="--scene-steps"):
+        modularity.run(config=TINY, scene_steps=2.5, digits=False, out=tmp_path)

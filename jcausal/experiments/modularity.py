@@ -242,42 +242,11 @@ def _plot_hybrids(rec, don, hyb, layer: str, path: Path) -> None:
     plt.close(fig)
 
 
-def run(
-    smoke: bool = False,
-    out: str | Path | None = None,
-    seed: int = 0,
-    steps: int | None = None,
-    scenes: bool = False,
-    scenes_model: str = "vae",
-    config: Config | None = None,
-) -> dict:
-    """Train a small Deep SCM and measure the modularity of its image decoder.
-
-    Args:
-        smoke: small fast configuration.
-        config: a :class:`Config` to use instead of ``FULL``/``SMOKE`` (tests).
-        out: output folder (default ``results/modularity``).
-        seed: seed of the model, the pairs and the classifier (the data are fixed).
-        steps: training steps of the Deep SCM (default: the config's).
-        scenes: also run the procedural-scenes part (a scene generator is trained first).
-        scenes_model: the scene generator, ``"vae"`` (a small VAE) or ``"mcqvae"`` (the
-            CT-VAE's MCQ-VAE decoder).
-
-    Returns:
-        The metrics written to ``metrics.json``.
-    """
-    cfg = config if config is not None else SMOKE if smoke else FULL
-    if not isinstance(cfg, Config):
-        raise ValueError(f"config must be a modularity Config, got {type(cfg).__name__}")
-    if steps is not None:
-        if isinstance(steps, bool) or int(steps) != steps or steps < 1:
-            raise ValueError(f"--steps must be a positive integer, got {steps!r}")
-        cfg = dataclasses.replace(cfg, steps=int(steps))
-    path = output_dir(NAME, out)
+def _digits(cfg: Config, key, seed: int, path: Path, times: dict) -> tuple[dict, list[str]]:
+    """The Morpho-MNIST part: train, then per layer maps, modules, table, probe, figures."""
     t0 = time.time()
-    key = jax.random.key(seed)
     train, _, test = load_splits(cfg.n_train, cfg.val_units, cfg.n_test)
-    times = {"data": time.time() - t0}
+    times["data"] = time.time() - t0
     scm = train_model(cfg, train, jax.random.fold_in(key, 0))
     times["train"] = time.time() - t0 - times["data"]
     stages, image = generator(scm)
@@ -292,7 +261,7 @@ def run(
     )
 
     metrics: dict = {"layers": {}}
-    figures = []
+    figures: list[str] = []
     for layer in LAYERS:
         t1 = time.time()
         maps = influence_maps(stages, z1, z2, layer)
@@ -324,6 +293,54 @@ def run(
         g = cfg.grid_pairs
         _plot_hybrids(rec[:g], don[:g], hyb[:g], layer, path / f"hybrids_{layer}.png")
         figures += [f"influence_{layer}.png", f"hybrids_{layer}.png"]
+    return metrics, figures
+
+
+def run(
+    smoke: bool = False,
+    out: str | Path | None = None,
+    seed: int = 0,
+    steps: int | None = None,
+    scenes: bool = False,
+    scenes_model: str = "vae",
+    config: Config | None = None,
+    digits: bool = True,
+    scene_steps: int | None = None,
+) -> dict:
+    """Train a small Deep SCM and measure the modularity of its image decoder.
+
+    Args:
+        smoke: small fast configuration.
+        config: a :class:`Config` to use instead of ``FULL``/``SMOKE`` (tests).
+        out: output folder (default ``results/modularity``).
+        seed: seed of the model, the pairs and the classifier (the data are fixed).
+        steps: training steps of the Deep SCM (default: the config's).
+        scenes: also run the procedural-scenes part (a scene generator is trained first).
+        scenes_model: the scene generator, ``"vae"`` (a small VAE) or ``"mcqvae"`` (the
+            CT-VAE's MCQ-VAE decoder).
+        digits: run the Morpho-MNIST part; ``False`` (``--scenes-only``) runs the scenes only.
+        scene_steps: training steps of the scene generator (default: the config's).
+
+    Returns:
+        The metrics written to ``metrics.json``.
+    """
+    cfg = config if config is not None else SMOKE if smoke else FULL
+    if not isinstance(cfg, Config):
+        raise ValueError(f"config must be a modularity Config, got {type(cfg).__name__}")
+    if steps is not None:
+        if isinstance(steps, bool) or int(steps) != steps or steps < 1:
+            raise ValueError(f"--steps must be a positive integer, got {steps!r}")
+        cfg = dataclasses.replace(cfg, steps=int(steps))
+    scenes = scenes or not digits  # --scenes-only
+    if scene_steps is not None:
+        if isinstance(scene_steps, bool) or int(scene_steps) != scene_steps or scene_steps < 1:
+            raise ValueError(f"--scene-steps must be a positive integer, got {scene_steps!r}")
+        cfg = dataclasses.replace(cfg, scene_steps=int(scene_steps))
+    path = output_dir(NAME, out)
+    t0 = time.time()
+    key = jax.random.key(seed)
+    times: dict = {}
+    metrics, figures = _digits(cfg, key, seed, path, times) if digits else ({}, [])
     if scenes:
         from .modularity_scenes import plot_scene_hybrids, scenes_modularity
 
@@ -339,7 +356,7 @@ def run(
     metrics["seconds"] = times
     metrics["figures"] = figures
     config = dataclasses.asdict(cfg) | {"smoke": smoke, "seed": seed, "scenes": scenes,
-                                        "scenes_model": scenes_model}  # fmt: skip
+                                        "scenes_model": scenes_model, "digits": digits}  # fmt: skip
     write_metrics(path, metrics, config)
     return metrics
 
@@ -348,6 +365,13 @@ def _extra(parser) -> None:
     parser.add_argument("--steps", type=int, default=None, help="training steps of the Deep SCM")
     parser.add_argument(
         "--scenes", action="store_true", help="also the procedural scenes (trains a scene VAE)"
+    )
+    parser.add_argument(
+        "--scenes-only", dest="digits", action="store_false",
+        help="only the procedural scenes (implies --scenes; skips Morpho-MNIST)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--scene-steps", type=int, default=None, help="training steps of the scene generator"
     )
     parser.add_argument(
         "--scenes-model",

@@ -268,6 +268,7 @@ def test_bad_input_is_named():
 # the trained evaluators (smoke size) and their checkpoints
 
 
+@pytest.mark.usefixtures("fast_compile")
 def test_train_evaluators_smoke_and_resume(tmp_path):
     from jcausal.data import load_digit_split
 

@@ -12,6 +12,10 @@ import pytest
 
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 
+# Tiny sizes, one repeat: the time is compilation, so it is compiled without XLA's
+# optimisations (tests/conftest.py, fast_compile); the agreements asserted are unchanged.
+pytestmark = pytest.mark.usefixtures("fast_compile")
+
 
 def load(name):
     # The scripts import their shared helpers (benchmarks/_machine.py) as top-level modules, as

@@ -10,6 +10,10 @@ from flax import nnx
 
 from jcausal.nn import NoisyClassifier, Pure, UNet
 
+# Building a network (flax's eager initialisation compiles each small op) and one call per
+# shape: compilation is the time, so XLA's optimisations are off (tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("fast_compile")
+
 
 def _perturbed(net, seed=0):
     """A network whose zero-initialised layers are nonzero (as after training)."""

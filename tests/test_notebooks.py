@@ -17,6 +17,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9]*.py"))
+# Notebooks whose smoke run is mostly compilation run without XLA's optimisations (measured:
+# 09 81 -> 51 s, 08 29 -> 16 s; the others ran as fast or slower).
+COMPILE_BOUND = ("08", "09")
 
 
 def test_there_are_notebooks():
@@ -29,6 +32,8 @@ def test_notebook_runs(path, tmp_path):
     env = dict(os.environ, JCAUSAL_SMOKE="1", MPLBACKEND="Agg")
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     env.pop("XLA_FLAGS", None)
+    if path.name[:2] in COMPILE_BOUND:
+        env["JAX_DISABLE_MOST_OPTIMIZATIONS"] = "1"
     # cwd is a scratch folder so that nothing a notebook writes lands in the repository.
     res = subprocess.run(
         [sys.executable, str(path)],

@@ -14,6 +14,10 @@ import jcausal as jc
 from jcausal.deepscm import VAEImage, dequantise
 from jcausal.nn import MNISTDecoder, MNISTEncoder, Pure
 
+# Untrained or barely trained small networks, called a few times: compilation is the time
+# (tests/conftest.py, fast_compile).
+pytestmark = pytest.mark.usefixtures("fast_compile")
+
 
 @pytest.fixture(scope="module")
 def scm():

@@ -9,6 +9,10 @@ from jcausal.deepscm import morpho
 from jcausal.experiments import deepscm as experiment
 from jcausal.experiments import deepscm_eval, deepscm_quality
 
+# Untrained or barely trained small networks, called a few times: compilation is the time
+# (tests/conftest.py, fast_compile).
+pytestmark = pytest.mark.usefixtures("fast_compile")
+
 
 @pytest.fixture(scope="module")
 def units():

@@ -184,6 +184,10 @@ def test_factorial_set_reads_under_jit():
     s = jax.jit(lambda k: data.sample_scenes(k, 5))(jax.random.key(2))
     idx = np.ravel_multi_index(np.asarray(s["factors"]).T, CARD) % 256
     np.testing.assert_allclose(np.asarray(s["image"])[:, 3, 3, 2] * 255, idx, atol=1e-3)
+    images, grid = _grid_set()
+    wide = FactorialSource(lambda i: (images[i][:, :, :3], grid[i]), CARD, ["a", "b", "c", "d"])
+    with pytest.raises(ValueError, match="square"):
+        FactorialSet(wide, size=16)
 
 
 def test_experiment_data_choice_errors(tmp_path):

@@ -21,6 +21,10 @@ from jcausal.ctvae import (
 from jcausal.data.transitions import Shapes
 from jcausal.nn import MCQVAE
 
+# Small networks built and called a few times: compilation is the time (tests/conftest.py,
+# fast_compile).
+pytestmark = pytest.mark.usefixtures("fast_compile")
+
 A = 6
 VAE = MCQVAE(16, dim=4, num_codebooks=2, num_codes=5, width=4, key=jax.random.key(0))
 SHAPES = Shapes(16, (3, 2, 2, 2, 3))  # 6 actions, tiny images

@@ -21,6 +21,10 @@ from jcausal.modularity import (
 )
 from jcausal.nn import MNISTDecoder, Pure
 
+# Small networks built and called a few times: compilation is the time (tests/conftest.py,
+# fast_compile).
+pytestmark = pytest.mark.usefixtures("fast_compile")
+
 
 @pytest.fixture(scope="module")
 def decoder():

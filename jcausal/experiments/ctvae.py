@@ -188,6 +188,10 @@ def transition_set(data: str, path: str | Path | None, size: int) -> Shapes | Fa
     return FactorialSet(tfds_factorial(data, "train", None if path is None else str(path)), size)
 
 
+def _mean(x: np.ndarray) -> float | None:
+    return float(np.mean(x)) if x.size else None
+
+
 def _chunks(fn, batch: dict, size: int):
     n = len(batch["a"])
     outs = [fn({k: v[i : i + size] for k, v in batch.items()}) for i in range(0, n, size)]
@@ -220,12 +224,13 @@ def evaluate(cfg, shapes, vae, ct, baseline, reader, test: dict) -> dict:
             "majority_action_acc": float(counts.max() / counts.sum()),
             "majority_factor_acc": float(np.bincount(f_true).max() / len(f_true)),
         },
+        # A factor without test transitions (tiny runs) has no accuracy: None, not NaN.
         "per_factor": {
             name: {
                 "frequency": float(np.mean(f_true == f)),
-                "ct_vae_factor_acc": float(np.mean(pred[f_true == f] // 2 == f)),
-                "ct_vae_action_acc": float(np.mean(pred[f_true == f] == test["a"][f_true == f])),
-                "discriminative_factor_acc": float(np.mean(base[f_true == f] // 2 == f)),
+                "ct_vae_factor_acc": _mean(pred[f_true == f] // 2 == f),
+                "ct_vae_action_acc": _mean(pred[f_true == f] == test["a"][f_true == f]),
+                "discriminative_factor_acc": _mean(base[f_true == f] // 2 == f),
             }
             for f, name in enumerate(shapes.names)
         },

@@ -165,7 +165,7 @@ def plot_graphs(ct, vae, shapes, test, path: Path, units: int = 64) -> None:
 def plot_accuracy(table: dict, path: Path) -> None:
     """Per-factor accuracy against the factor's frequency in the test transitions."""
     fig, ax = plt.subplots(figsize=(4.5, 3.4))
-    names = list(table["per_factor"])
+    names = [n for n, v in table["per_factor"].items() if v["ct_vae_factor_acc"] is not None]
     freq = [table["per_factor"][n]["frequency"] for n in names]
     for key, label, m in [
         ("ct_vae_factor_acc", "CT-VAE factor acc.", "o"),

@@ -31,6 +31,11 @@ def plot_sweep(rows: list[dict], best: dict, path: Path, n: int) -> None:
     ax.plot(s, m, "o-", color="C0", label="CLD (lower is better)")
     ax.axvline(best["s"], color="C0", ls=":", lw=1)
     ax.set_xlabel("guidance scale s")
+    positive = s[s > 0]
+    if len(positive) and positive.max() / positive.min() > 20:
+        # A grid over decades: linear near 0 (s = 0 stays on the axis), logarithmic above.
+        ax.set_xscale("symlog", linthresh=float(positive.min()))
+        ax.set_xlabel("guidance scale s (symmetric log axis)")
     ax.set_ylabel("CLD")
     ax2 = ax.twinx()
     ax2.plot(s, eff, "s--", color="C3", label="effectiveness (oracle = target)")

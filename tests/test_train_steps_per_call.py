@@ -7,7 +7,7 @@ import numpy as np
 import optax
 
 from jcausal.train import fit
-from jcausal.train.loop import bare_step_is_faster
+from jcausal.train.step import bare_step_is_faster
 
 KEY = jax.random.PRNGKey(0)
 

@@ -30,7 +30,7 @@ from .checkpoint import (
 )
 from .checks import fault, integer, key_data, leaf_names, num_units
 from .frozen import buffer_flags, is_none, trainable_mask, unfreeze
-from .step import call_loss, make_chunk, permutation, split_loss, takes_step
+from .step import bare_step_is_faster, call_loss, make_chunk, permutation, split_loss, takes_step
 
 CALL_SECONDS = 0.25  # target wall time of one compiled call when steps_per_call is large
 
@@ -564,28 +564,6 @@ def fit(
         history.ema_params = eqx.combine(parallel.local(ema_dyn), static)
     # Several processes: the returned parameters are process-local copies (gathered).
     return eqx.combine(parallel.local(dyn), static), history
-
-
-def bare_step_is_faster(dyn: PyTree, backend: str | None = None) -> bool:
-    """Whether ``fit`` should compile one bare step per call rather than a loop of steps.
-
-    On XLA:CPU a training step with convolutions runs many times slower inside a compiled
-    ``while_loop`` than as a program of its own (measured: a width-16 UNet, batch 64, 0.37 s
-    bare against 5.8 s in the loop), while for dense networks the loop saves a host round trip
-    per step. Convolution kernels are the trained leaves with 4 or more dimensions (flax
-    ``(h, w, in, out)``, equinox ``(out, in, h, w)``); dense weights, biases, embeddings and
-    codebooks have at most 3.
-
-    Args:
-        dyn: the trained leaves.
-        backend: the platform (default: JAX's default backend).
-
-    Returns:
-        True on CPU when a trained leaf has 4 or more dimensions.
-    """
-    if (backend or jax.default_backend()) != "cpu":
-        return False
-    return any(getattr(x, "ndim", 0) >= 4 for x in jax.tree_util.tree_leaves(dyn))
 
 
 def buffer_positions(params: PyTree, dyn: PyTree) -> tuple[tuple[int, int], ...]:

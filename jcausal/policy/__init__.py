@@ -33,7 +33,7 @@ from .bounds import Box
 from .module import Policy
 from .peer import STRATEGIES, EvolveResult, evolve
 from .problem import LEVELS, Problem, Stacked
-from .train import AugmentedLagrangian, LogUniform, Penalty, PolicyFit, Uniform, train
+from .train import AugmentedLagrangian, Grid, LogUniform, Penalty, PolicyFit, Uniform, train
 
 __all__ = [
     "KINDS",
@@ -43,6 +43,7 @@ __all__ = [
     "AugmentedLagrangian",
     "Box",
     "EvolveResult",
+    "Grid",
     "LogUniform",
     "Penalty",
     "Policy",

@@ -3,9 +3,10 @@
 :func:`evolve` flattens the policy's trainable arrays into one vector and searches it with an
 evosax strategy (SNES by default), each generation scoring the whole population on the same
 objective as :func:`jcausal.policy.train` (full batch of units, a fixed set of trade-off
-weights), with a constraint as the quadratic penalty of :class:`Penalty`. It needs no
-gradient, so it also serves objectives that are not differentiable. Generations run in one
-``lax.scan`` per call of ``chunk`` generations.
+weights), with a constraint as the quadratic penalty of :class:`Penalty` (per λ). It needs
+no gradient, so it also serves objectives that are not differentiable. All generations run in
+one compiled ``lax.scan``; generation ``g``'s randomness is ``fold_in(key, g)``, so a run of
+``G`` generations is exactly the first ``G`` generations of a longer one with the same key.
 
 evosax is an optional dependency (the ``bench`` extra).
 """
@@ -70,7 +71,9 @@ def _fitness_fn(problem: Problem, rest: Policy, unravel, data, lams, penalty: fl
             f, g, ok = jax.vmap(lambda lam: problem.terms(policy, data, lam[None]))(lams)
         val = jnp.mean(f)
         if g is not None:
-            val = val + penalty / 2 * jnp.maximum(0.0, jnp.mean(g)) ** 2
+            # Per λ, as in train: the constraint must hold at every trade-off.
+            gbar = jnp.mean(g) if lams is None else jnp.mean(g, axis=-1)
+            val = val + penalty / 2 * jnp.mean(jnp.maximum(0.0, gbar) ** 2)
         # A failed equilibrium solve or a NaN scores worst, never best.
         return jnp.where(jnp.all(ok) & jnp.isfinite(val), val, jnp.inf)
 
@@ -151,19 +154,20 @@ def evolve(
 
     @jax.jit
     def run(state, key):
-        def gen(state, k):
-            k1, k2 = jax.random.split(k)
+        def gen(state, g):
+            k1, k2 = jax.random.split(jax.random.fold_in(key, g))
             pop, state = es.ask(k1, state, params)
             fit = jax.vmap(fitness)(pop)
             state, _ = es.tell(k2, pop, fit, state, params)
             mean = jnp.mean(jnp.where(jnp.isfinite(fit), fit, jnp.nan))
             return state, (state.best_fitness, mean)
 
-        def block(state, k):
-            state, ys = jax.lax.scan(gen, state, jax.random.split(k, every))
+        def block(state, gs):
+            state, ys = jax.lax.scan(gen, state, gs)
             return state, (ys, state.best_solution)
 
-        return jax.lax.scan(block, state, jax.random.split(key, generations // every))
+        gens = jnp.arange(generations, dtype=jnp.int32).reshape(-1, every)
+        return jax.lax.scan(block, state, gens)
 
     t1 = time.perf_counter()
     compiled = run.lower(state, key).compile()

@@ -20,18 +20,62 @@ Two levels:
 
 from __future__ import annotations
 
+import functools
+from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from ..scm import SCM, EquilibriumSCM, abduct
 from .module import Policy
 
 LEVELS = ("unit", "population")
+
+# Signatures of the (problem, policy, data) that passed a check. A check traces the model once
+# (about 0.3 s for an equilibrium economy: more than a hundred training steps), and its verdict
+# depends only on the structure, shapes and dtypes, so repeated train/evolve calls skip it.
+_CHECKED: OrderedDict[Any, None] = OrderedDict()
+_CHECKED_SIZE = 64
+
+
+def _signature(*trees: Any) -> Any:
+    """A hashable key of ``trees``' structure, leaf shapes and dtypes (None if unhashable)."""
+    leaves, treedef = jax.tree_util.tree_flatten(trees)
+    parts = []
+    for x in leaves:
+        if isinstance(x, jax.Array | np.ndarray | jax.ShapeDtypeStruct):
+            parts.append((tuple(x.shape), str(x.dtype)))
+        else:
+            parts.append((type(x), x))
+    sig = (treedef, tuple(parts))
+    try:
+        hash(sig)
+    except TypeError:  # an unhashable static field or leaf: check every time
+        return None
+    return sig
+
+
+def _memo_check(check: Callable) -> Callable:
+    """Run ``check(self, policy, data)`` once per signature; a failing one is not remembered."""
+
+    @functools.wraps(check)
+    def wrapped(self, policy, data=None):
+        sig = _signature(type(self), self, policy, data)
+        if sig is not None and sig in _CHECKED:
+            _CHECKED.move_to_end(sig)
+            return
+        check(self, policy, data)
+        if sig is not None:
+            _CHECKED[sig] = None
+            while len(_CHECKED) > _CHECKED_SIZE:
+                _CHECKED.popitem(last=False)
+
+    return wrapped
 
 
 class Problem(eqx.Module):
@@ -102,11 +146,14 @@ class Problem(eqx.Module):
         ]
         return jnp.concatenate([c.astype(jnp.result_type(float)) for c in cols], axis=1)
 
+    @_memo_check
     def check(self, policy: Policy, data: Mapping[str, Any] | None = None) -> None:
         """Refuse a policy or data that do not fit (named ``ValueError``), before training.
 
         Checks the actions against the model, the covariates (pre-treatment, right count) and
-        that ``outcome`` and ``constraint`` return one scalar per unit.
+        that ``outcome`` and ``constraint`` return one scalar per unit. The verdict depends
+        only on structure, shapes and dtypes, so a passed check is remembered and a repeated
+        call with the same signature returns at once.
         """
         if not isinstance(policy, Policy):
             raise ValueError(f"expected a jcausal.policy.Policy, got {type(policy).__name__}")
@@ -279,8 +326,9 @@ class Stacked(eqx.Module):
             {"obs": d["obs"], "noise": d["noise"]} for d in parts])  # fmt: skip
         return {**data, "features": feats}
 
+    @_memo_check
     def check(self, policy: Policy, data: Mapping[str, Any] | None = None) -> None:
-        """As :meth:`Problem.check`, for the first model."""
+        """As :meth:`Problem.check`, for the first model (remembered likewise)."""
         if data is None:
             raise ValueError("Stacked.check needs the data of Stacked.prepare")
         one = self.model(0)

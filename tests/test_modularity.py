@@ -262,5 +262,43 @@ def test_mcqvae_decoder_stages_compose_and_hybridise():
     assert st.upto(zq[0], "res").shape == (8, 8, 8) and st.upto(zq[0], "up1").shape[-1] == 8
     full = hybridise(st, zq[0], zq[1], "up1", np.ones(8, bool))
     np.testing.assert_allclose(full, vae.decode(zq[1]), rtol=1e-5, atol=1e-6)
+    for layer in ("res", "up1"):  # the empty set is the receiver's own decoding
+        empty = hybridise(st, zq[0], zq[1], layer, [])
+        np.testing.assert_allclose(empty, vae.decode(zq[0]), rtol=1e-5, atol=1e-6)
+    assert np.abs(np.asarray(full - vae.decode(zq[0]))).max() > 1e-3  # the sources differ
     with pytest.raises(ValueError, match="MCQVAE"):
         mcqvae_stages(Pure(MNISTDecoder(4, 2, rngs=nnx.Rngs(0), width=8)))
+
+
+def test_object_shares_of_a_constructed_decoder():
+    from jcausal.experiments.modularity_scenes import object_shares
+
+    # Output RGB = (h0, h0, h1): channel 0 moves two colour planes, channel 1 one.
+    st = Stages(
+        [("l", lambda z: z), ("out", lambda h: jnp.stack([h[..., 0], h[..., 0], h[..., 1]], -1))]
+    )
+    rng = np.random.default_rng(0)
+    n, s = 3, 5
+    obj = rng.random((n, s, s)) < 0.3
+    z1 = rng.normal(size=(n, s, s, 2)).astype(np.float32)
+    d = rng.normal(size=(n, s, s, 2)).astype(np.float32)
+    d[..., 0] *= obj  # channel 0 differs only on the object, channel 1 only off it
+    d[..., 1] *= ~obj
+    z2 = z1 + d
+    masks = np.array([[True, False], [False, True], [True, True], [False, False]])
+    share = object_shares(st, jnp.asarray(z1), jnp.asarray(z2), "l", masks, obj, chunk=2)
+    assert share[0] == pytest.approx(1.0) and share[1] == pytest.approx(0.0)
+    both = 2 * np.abs(d[..., 0]) + np.abs(d[..., 1])
+    assert share[2] == pytest.approx((both * obj).sum() / both.sum(), rel=1e-5)
+    assert 0.05 < share[2] < 0.95 and np.isnan(share[3])  # the empty set changes nothing
+    # Random differences everywhere: the share is the pooled object fraction of the change.
+    z3 = jnp.asarray(z1 + rng.normal(size=z1.shape).astype(np.float32))
+    share = object_shares(st, jnp.asarray(z1), z3, "l", masks[:1], obj)
+    change = 2 * np.abs(np.asarray(z3)[..., 0] - z1[..., 0])
+    assert share[0] == pytest.approx((change * obj).sum() / change.sum(), rel=1e-5)
+    _, kept = object_shares(st, jnp.asarray(z1), jnp.asarray(z2), "l", masks, obj, keep=2)
+    assert kept.shape == (2, 4, s, s, 3)
+    np.testing.assert_allclose(kept[1, 2], hybridise(st, z1[1], z2[1], "l", [0, 1]), atol=1e-6)
+    np.testing.assert_allclose(kept[0, 0, ..., 2], z1[0, ..., 1], atol=1e-6)  # only ch 0 moved
+    with pytest.raises(ValueError, match="obj must be"):
+        object_shares(st, jnp.asarray(z1), z3, "l", masks, obj[:, :4])

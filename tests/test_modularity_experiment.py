@@ -8,7 +8,7 @@ import jax
 import numpy as np
 import pytest
 
-from jcausal.experiments import modularity
+from jcausal.experiments import ctvae, modularity
 
 pytestmark = pytest.mark.slow
 
@@ -20,7 +20,12 @@ TINY = dataclasses.replace(
     classifier_steps=5,
     grid_pairs=2,
     max_rank=3,
+    scene_pairs=8,
+    # 2 rounds: the dead-code restart between them spreads the codes (1 round of 4 steps
+    # encoded every scene to one code grid)
+    mcqvae=dataclasses.replace(ctvae.SMOKE, vae_steps=8, vae_rounds=2),
 )
+PARTS = ("digits", "mcqvae")
 
 
 @pytest.fixture(scope="module")
@@ -30,9 +35,9 @@ def tiny(tmp_path_factory):
     jax.config.update("jax_disable_most_optimizations", True)
     try:
         out = tmp_path_factory.mktemp("modularity")
-        # The scenes part (--scenes) is left out: it would double the test's compilation time
-        # (the suite is at its time limit); its object mask is tested in test_modularity.py.
-        yield out, modularity.run(config=TINY, out=out)
+        # The scene VAE is left out (the suite is at its time limit): it shares the scenes
+        # code with the MCQ-VAE, and its object mask is tested in test_modularity.py.
+        yield out, modularity.run(config=TINY, out=out, parts=",".join(PARTS))
     finally:
         jax.config.update("jax_disable_most_optimizations", before)
 
@@ -45,11 +50,17 @@ def test_files_and_metrics_json(tiny):
     out, m = tiny
     expected = [f"{kind}_{layer}.png" for layer in modularity.LAYERS
                 for kind in ("influence", "hybrids")]  # fmt: skip
+    expected += [f"mcqvae_{kind}_{layer}.png" for layer in ("res", "up1")
+                 for kind in ("influence", "hybrids")]  # fmt: skip
     assert m["figures"] == expected
     for name in expected:
         assert (out / name).stat().st_size > 1000, name
     record = json.loads((out / "metrics.json").read_text())
     assert record["config"]["influence_pairs"] == 8 and record["metrics"]["figures"] == expected
+    assert record["config"]["parts"] == list(PARTS)
+    # The MCQ-VAE was trained by the CT-VAE experiment's own code, at the scenes' size.
+    assert (out / "train_mcqvae" / "train_vae_0.jsonl").stat().st_size > 0
+    assert m["scenes"]["mcqvae"]["training"]["config"]["size"] == 32
 
 
 def test_digit_layers_are_in_range(tiny):
@@ -74,10 +85,33 @@ def test_digit_layers_are_in_range(tiny):
         assert _in(p["receiver_agreement"], 0, 1) and _in(p["donor_agreement"], 0, 1)
 
 
+def test_mcqvae_scene_layers_are_in_range(tiny):
+    _, m = tiny
+    s = m["scenes"]["mcqvae"]
+    assert s["model"] == "mcqvae" and _in(s["reconstruction_mae"], 0, 1)
+    assert _in(s["distinct_pairs"], 1 / TINY.scene_pairs, 1)
+    for layer, c in (("res", TINY.mcqvae.width), ("up1", TINY.mcqvae.width)):
+        d = s["layers"][layer]
+        r = d["rank"]
+        assert d["channels"] == c and 1 <= r <= TINY.max_rank and len(d["assignment"]) == c
+        share = np.array(d["object_share"], float)
+        assert len(share) == r and all(_in(v, 0, 1) for v in share[np.isfinite(share)])
+        assert d["max_object_share"] == pytest.approx(np.nanmax(share))
+        assert d["max_background_share"] == pytest.approx(1 - np.nanmin(share))
+        assert sum(d["module_influence_share"]) <= 1 + 1e-9 and len(d["channel_object_share"]) == c
+        assert _in(d["object_pixel_fraction"], 0.01, 0.99)
+        assert set(d["object_share_by_rank"]) == set(range(2, TINY.max_rank + 1))
+
+
 def test_bad_config_and_steps_are_refused(tmp_path):
     with pytest.raises(ValueError, match="Config"):
         modularity.run(config={"steps": 5}, out=tmp_path)
     with pytest.raises(ValueError, match="--steps"):
         modularity.run(config=TINY, steps=0, out=tmp_path)
     with pytest.raises(ValueError, match="--scene-steps"):
-        modularity.run(config=TINY, scene_steps=2.5, digits=False, out=tmp_path)
+        modularity.run(config=TINY, scene_steps=2.5, parts="vae", out=tmp_path)
+    with pytest.raises(ValueError, match="--mcqvae-steps"):
+        modularity.run(config=TINY, mcqvae_steps=0, parts="mcqvae", out=tmp_path)
+    for bad in ("digits,scenes", "", "vae,vae", ["digits", 3]):
+        with pytest.raises(ValueError, match="--parts"):
+            modularity.run(config=TINY, parts=bad, out=tmp_path)

@@ -20,9 +20,10 @@ means of held-out digits, concatenated with their parent features. Then, per lay
 * the classifier probe: entropy and source agreement of a digit classifier
   (:func:`jcausal.metrics.train_digit_classifier`) on the module hybrids.
 
-With ``--scenes``, also the procedural scenes (:mod:`jcausal.experiments.modularity_scenes`):
-a small VAE trained on :class:`jcausal.data.Shapes`, its modules and each module's share of
-influence on the object pixels (``scenes_<layer>.png``).
+The procedural scenes (:mod:`jcausal.experiments.modularity_scenes`; ``--parts vae`` and
+``mcqvae``): a small VAE and the CT-VAE's MCQ-VAE, each trained on :class:`jcausal.data.Shapes`;
+per layer their influence maps and modules (``<model>_influence_<layer>.png``), module hybrids
+(``<model>_hybrids_<layer>.png``) and each module's share of influence on the object pixels.
 """
 
 from __future__ import annotations
@@ -50,8 +51,10 @@ from ..modularity import (
     measure_shape,
 )
 from ..train import fit
+from . import ctvae as ctvae_experiment
 from ._common import output_dir, run_cli, write_metrics
 from .deepscm import load_splits
+from .modularity_figures import plot_hybrids, plot_influence
 
 NAME = "modularity"
 LAYERS = ("reshape", "up1")
@@ -81,6 +84,10 @@ class Config:
     grid_pairs: int = 6
     scene_steps: int = 6000  # at 3000 the object module reached 70 %, at 6000 81 % (README)
     scene_pairs: int = 128
+    # The CT-VAE experiment's MCQ-VAE settings at the scenes' 32 px (vae_steps: its steps).
+    mcqvae: ctvae_experiment.Config = dataclasses.field(
+        default_factory=lambda: dataclasses.replace(ctvae_experiment.FULL, size=32)
+    )
 
 
 # The smoke sizes are the deepscm smoke's, so its cached Morpho-MNIST units are reused.
@@ -96,14 +103,25 @@ SMOKE = Config(
     grid_pairs=3,
     scene_steps=200,
     scene_pairs=32,
+    mcqvae=dataclasses.replace(ctvae_experiment.SMOKE, vae_steps=200),
 )
 FULL = Config()
+#: the parts of the run (``--parts``) and those run by default
+PARTS = ("digits", "vae", "mcqvae")
+DEFAULT_PARTS = ("digits", "vae", "mcqvae")
 
 
 def train_model(
-    cfg: Config, data: dict, key, steps_per_call: int | None = STEPS_PER_CALL
+    cfg: Config,
+    data: dict,
+    key,
+    steps_per_call: int | None = STEPS_PER_CALL,
+    checkpoint_dir: Path | None = None,
 ) -> object:
-    """A conditional Morpho-MNIST Deep SCM with the paper's input wiring, trained with ``fit``."""
+    """A conditional Morpho-MNIST Deep SCM with the paper's input wiring, trained with ``fit``.
+
+    With ``checkpoint_dir``, ``fit`` checkpoints there and resumes (a finished run is reloaded).
+    """
     kp, kf = jax.random.split(key)
     scm = morpho.model(
         "conditional", kp, data, latent=cfg.latent, width=cfg.width, condition="input"
@@ -118,6 +136,7 @@ def train_model(
         batch_size=min(cfg.batch, len(data["t"])),
         progress=False,
         steps_per_call=steps_per_call,
+        checkpoint_dir=None if checkpoint_dir is None else Path(checkpoint_dir).resolve(),
     )
     return scm
 
@@ -188,66 +207,15 @@ def module_table(
     return table, summary
 
 
-def _plot_influence(maps: np.ndarray, mods, layer: str, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    c, r = len(maps), mods.rank
-    cols = max(8, r)
-    rows = -(-c // cols) + 1
-    fig, axes = plt.subplots(rows, cols, figsize=(1.3 * cols, 1.45 * rows), squeeze=False)
-    for ax in axes.ravel():
-        ax.axis("off")
-    vmax = maps.max()
-    for j in range(c):
-        ax = axes[j // cols, j % cols]
-        ax.imshow(maps[j], cmap="magma", vmin=0, vmax=vmax)
-        m = mods.assignment[j]
-        ax.set_title(f"ch{j} → {'–' if m < 0 else f'M{m}'}", fontsize=7)
-    for k in range(r):
-        ax = axes[-1, k]
-        ax.imshow(mods.footprints[k].reshape(maps.shape[1:]), cmap="viridis")
-        ax.set_title(f"module M{k} ({int((mods.assignment == k).sum())} ch)", fontsize=7)
-    fig.suptitle(
-        f"layer {layer}: influence maps (grey levels, common scale) and NMF footprints", fontsize=9
-    )
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
-def _plot_hybrids(rec, don, hyb, layer: str, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    n, r = hyb.shape[:2]
-    fig, axes = plt.subplots(n, r + 2, figsize=(1.3 * (r + 2), 1.4 * n), squeeze=False)
-    for p in range(n):
-        for j, (img, title) in enumerate(
-            [(rec[p], "receiver"), (don[p], "donor")]
-            + [(hyb[p, k], f"M{k} from donor") for k in range(r)]
-        ):
-            ax = axes[p, j]
-            ax.imshow(np.clip(img, 0, 255), cmap="gray", vmin=0, vmax=255)
-            ax.axis("off")
-            if p == 0:
-                ax.set_title(title, fontsize=7)
-    fig.suptitle(f"module hybrids at layer {layer}", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
-def _digits(cfg: Config, key, seed: int, path: Path, times: dict) -> tuple[dict, list[str]]:
+def _digits(
+    cfg: Config, key, seed: int, path: Path, times: dict, state: Path | None
+) -> tuple[dict, list[str]]:
     """The Morpho-MNIST part: train, then per layer maps, modules, table, probe, figures."""
     t0 = time.time()
     train, _, test = load_splits(cfg.n_train, cfg.val_units, cfg.n_test)
     times["data"] = time.time() - t0
-    scm = train_model(cfg, train, jax.random.fold_in(key, 0))
+    ckpt = None if state is None else state / "checkpoints" / "deepscm"
+    scm = train_model(cfg, train, jax.random.fold_in(key, 0), checkpoint_dir=ckpt)
     times["train"] = time.time() - t0 - times["data"]
     stages, image = generator(scm)
     z = inputs(image, test)
@@ -289,10 +257,63 @@ def _digits(cfg: Config, key, seed: int, path: Path, times: dict) -> tuple[dict,
             "probe": probe,
             "seconds": time.time() - t1,
         }
-        _plot_influence(maps, mods, layer, path / f"influence_{layer}.png")
+        plot_influence(
+            maps, mods, f"layer {layer}: influence maps (grey levels, common scale) and NMF "
+            "footprints", path / f"influence_{layer}.png",
+        )  # fmt: skip
         g = cfg.grid_pairs
-        _plot_hybrids(rec[:g], don[:g], hyb[:g], layer, path / f"hybrids_{layer}.png")
+        plot_hybrids(rec[:g], don[:g], hyb[:g], f"module hybrids at layer {layer}",
+                     path / f"hybrids_{layer}.png")  # fmt: skip
         figures += [f"influence_{layer}.png", f"hybrids_{layer}.png"]
+    return metrics, figures
+
+
+def _positive(name: str, value) -> int:
+    if isinstance(value, bool) or int(value) != value or value < 1:
+        raise ValueError(f"--{name} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+def parse_parts(parts: str | Sequence[str] | None) -> tuple[str, ...]:
+    """The parts to run, from ``"digits,vae"`` or a sequence; ``None`` gives the default.
+
+    Raises:
+        ValueError: an unknown or repeated part, or none.
+    """
+    if parts is None:
+        return DEFAULT_PARTS
+    names = [p.strip() for p in parts.split(",")] if isinstance(parts, str) else list(parts)
+    bad = [p for p in names if p not in PARTS]
+    if bad or not names or len(set(names)) != len(names):
+        raise ValueError(
+            f"--parts must name distinct parts among {PARTS} (comma-separated), got {parts!r}"
+        )
+    return tuple(names)
+
+
+def _scenes(cfg: Config, model: str, key, seed: int, path: Path) -> tuple[dict, list[str]]:
+    """A scene generator's part: train it, measure it, draw influence maps and hybrids."""
+    from .modularity_scenes import scenes_part
+
+    steps = cfg.scene_steps if model == "vae" else cfg.mcqvae.vae_steps
+    metrics, draw = scenes_part(
+        model, key, steps, cfg.scene_pairs, path / f"train_{model}", seed, cfg.mcqvae,
+        max_rank=cfg.max_rank,
+    )  # fmt: skip
+    figures = []
+    for layer, d in draw.items():
+        name = f"{model}_influence_{layer}.png"
+        plot_influence(
+            d["maps"], d["modules"], f"{model} scenes, layer {layer}: influence maps (summed "
+            "over RGB, common scale) and NMF footprints", path / name,
+        )  # fmt: skip
+        labels = [f"M{k}: {100 * s:.0f}% obj" for k, s in enumerate(d["share"])]
+        plot_hybrids(
+            d["receivers"], d["donors"], d["hybrids"], f"{model} scenes, module hybrids at "
+            f"layer {layer} (share of change on objects)", path / f"{model}_hybrids_{layer}.png",
+            labels=labels, grey=False,
+        )  # fmt: skip
+        figures += [name, f"{model}_hybrids_{layer}.png"]
     return metrics, figures
 
 
@@ -301,92 +322,103 @@ def run(
     out: str | Path | None = None,
     seed: int = 0,
     steps: int | None = None,
-    scenes: bool = False,
-    scenes_model: str = "vae",
+    parts: str | Sequence[str] | None = None,
     config: Config | None = None,
-    digits: bool = True,
     scene_steps: int | None = None,
+    mcqvae_steps: int | None = None,
+    state_dir: str | Path | None = None,
 ) -> dict:
-    """Train a small Deep SCM and measure the modularity of its image decoder.
+    """Measure the modularity of the Deep SCM decoder and of the scene generators.
 
     Args:
         smoke: small fast configuration.
-        config: a :class:`Config` to use instead of ``FULL``/``SMOKE`` (tests).
         out: output folder (default ``results/modularity``).
-        seed: seed of the model, the pairs and the classifier (the data are fixed).
+        seed: seed of the models, the pairs and the classifier (the data are fixed).
         steps: training steps of the Deep SCM (default: the config's).
-        scenes: also run the procedural-scenes part (a scene generator is trained first).
-        scenes_model: the scene generator, ``"vae"`` (a small VAE) or ``"mcqvae"`` (the
-            CT-VAE's MCQ-VAE decoder).
-        digits: run the Morpho-MNIST part; ``False`` (``--scenes-only``) runs the scenes only.
-        scene_steps: training steps of the scene generator (default: the config's).
+        parts: which of :data:`PARTS` to run (a sequence or ``"digits,vae"``); default
+            :data:`DEFAULT_PARTS`. ``"digits"``: the Deep SCM on Morpho-MNIST; ``"vae"``: the
+            small scene VAE; ``"mcqvae"``: the CT-VAE's MCQ-VAE decoder on the same scenes.
+        config: a :class:`Config` to use instead of ``FULL``/``SMOKE`` (tests).
+        scene_steps: training steps of the scene VAE (default: the config's).
+        mcqvae_steps: training steps of the MCQ-VAE (default: the config's ``mcqvae``).
+        state_dir: folder of the Deep SCM's checkpoints (``checkpoints/deepscm``; the command
+            line's ``--out``): a rerun with ``--overwrite`` reloads the trained model.
 
     Returns:
         The metrics written to ``metrics.json``.
+
+    Raises:
+        ValueError: a config that is not a :class:`Config`, a step count that is not a
+            positive integer, or unknown parts.
     """
     cfg = config if config is not None else SMOKE if smoke else FULL
     if not isinstance(cfg, Config):
         raise ValueError(f"config must be a modularity Config, got {type(cfg).__name__}")
     if steps is not None:
-        if isinstance(steps, bool) or int(steps) != steps or steps < 1:
-            raise ValueError(f"--steps must be a positive integer, got {steps!r}")
-        cfg = dataclasses.replace(cfg, steps=int(steps))
-    scenes = scenes or not digits  # --scenes-only
+        cfg = dataclasses.replace(cfg, steps=_positive("steps", steps))
     if scene_steps is not None:
-        if isinstance(scene_steps, bool) or int(scene_steps) != scene_steps or scene_steps < 1:
-            raise ValueError(f"--scene-steps must be a positive integer, got {scene_steps!r}")
-        cfg = dataclasses.replace(cfg, scene_steps=int(scene_steps))
+        cfg = dataclasses.replace(cfg, scene_steps=_positive("scene-steps", scene_steps))
+    if mcqvae_steps is not None:
+        n = _positive("mcqvae-steps", mcqvae_steps)
+        cfg = dataclasses.replace(cfg, mcqvae=dataclasses.replace(cfg.mcqvae, vae_steps=n))
+    parts = parse_parts(parts)
     path = output_dir(NAME, out)
     t0 = time.time()
     key = jax.random.key(seed)
     times: dict = {}
-    metrics, figures = _digits(cfg, key, seed, path, times) if digits else ({}, [])
-    if scenes:
-        from .modularity_scenes import plot_scene_hybrids, scenes_modularity
-
+    state = None if state_dir is None else Path(state_dir)
+    metrics, figures = (
+        _digits(cfg, key, seed, path, times, state) if "digits" in parts else ({}, [])
+    )
+    for model in (m for m in ("vae", "mcqvae") if m in parts):
         t1 = time.time()
-        metrics["scenes"], draw = scenes_modularity(
-            jax.random.fold_in(key, 3), cfg.scene_steps, cfg.scene_pairs, seed, scenes_model
-        )
-        for layer, arrays in draw.items():
-            plot_scene_hybrids(arrays, layer, path / f"scenes_{layer}.png")
-            figures.append(f"scenes_{layer}.png")
-        times["scenes"] = time.time() - t1
+        # The VAE keeps the key of the runs reported before the MCQ-VAE was added.
+        k = jax.random.fold_in(key, 3 if model == "vae" else 4)
+        metrics.setdefault("scenes", {})[model], more = _scenes(cfg, model, k, seed, path)
+        figures += more
+        times[model] = time.time() - t1
     times["total"] = time.time() - t0
     metrics["seconds"] = times
     metrics["figures"] = figures
-    config = dataclasses.asdict(cfg) | {"smoke": smoke, "seed": seed, "scenes": scenes,
-                                        "scenes_model": scenes_model, "digits": digits}  # fmt: skip
-    write_metrics(path, metrics, config)
+    write_metrics(path, metrics, dataclasses.asdict(cfg) | {"smoke": smoke, "seed": seed,
+                                                            "parts": list(parts)})  # fmt: skip
     return metrics
 
 
 def _extra(parser) -> None:
     parser.add_argument("--steps", type=int, default=None, help="training steps of the Deep SCM")
     parser.add_argument(
-        "--scenes", action="store_true", help="also the procedural scenes (trains a scene VAE)"
+        "--parts",
+        default=None,
+        help=f"comma-separated parts among {', '.join(PARTS)} (default: "
+        f"{','.join(DEFAULT_PARTS)}): digits = Deep SCM on Morpho-MNIST, vae = a small VAE on "
+        "the procedural scenes, mcqvae = the CT-VAE's MCQ-VAE decoder on the same scenes",
     )
     parser.add_argument(
-        "--scenes-only", dest="digits", action="store_false",
-        help="only the procedural scenes (implies --scenes; skips Morpho-MNIST)",
-    )  # fmt: skip
-    parser.add_argument(
-        "--scene-steps", type=int, default=None, help="training steps of the scene generator"
+        "--scene-steps", type=int, default=None, help="training steps of the scene VAE"
     )
     parser.add_argument(
-        "--scenes-model",
-        choices=("vae", "mcqvae"),
-        default="vae",
-        help="scene generator: a small VAE, or the CT-VAE's MCQ-VAE decoder",
+        "--mcqvae-steps", type=int, default=None, help="training steps of the MCQ-VAE"
     )
 
 
 def main(argv: Sequence[str] | None = None) -> dict:
-    """Command line: ``jcausal experiment modularity [--smoke] [--steps N]``."""
+    """Command line: ``jcausal experiment modularity [--smoke] [--parts P,...] [--steps N]``."""
     return run_cli(
-        NAME, "Modularity of the Deep SCM decoder: hybrids, influence maps, NMF modules", run,
-        argv, _extra,
+        NAME, "Modularity of the Deep SCM decoder and the scene generators: hybrids, influence "
+        "maps, NMF modules", run, argv, _extra, state=("checkpoints",),
     )  # fmt: skip
 
 
-__all__ = ["FULL", "SMOKE", "Config", "main", "module_table", "run", "transfer"]
+__all__ = [
+    "DEFAULT_PARTS",
+    "FULL",
+    "PARTS",
+    "SMOKE",
+    "Config",
+    "main",
+    "module_table",
+    "parse_parts",
+    "run",
+    "transfer",
+]

@@ -5,6 +5,7 @@ Timings are not asserted here (no timed unit tests); the figures come from the f
 
 import importlib.util
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -107,3 +108,33 @@ def test_linear_solver_and_chunked_benchmarks_run(tmp_path):
     out = chunked.main(["--sizes", "1000", "3000", "--chunk", "700", "--repeats", "1",
                         "--out", str(tmp_path / "ch.json")])  # fmt: skip
     assert [r["n"] for r in out["rows"]] == [1000, 3000]
+
+
+def test_policy_benchmark_runs_and_its_regrets_agree(tmp_path):
+    # Tiny sweep (one configuration each, 10 generations, 10 steps, 4 grid λ): the structure of
+    # the report, finite regrets, and the script's own checks (SNES's fitness minus the exact
+    # infimum is the regret computed independently by front_excess; timed calls end at or below
+    # the target) hold.
+    pytest.importorskip("evosax")
+    bench = load("policy")
+    out = tmp_path / "policy.json"
+    report = bench.main(["--populations", "8", "--sigmas", "0.1", "--generations", "10",
+                         "--lrs", "3e-2", "--max-steps", "10", "--no-sampled", "--repeats", "1",
+                         "--grid-size", "3", "--out", str(out)])  # fmt: skip
+    saved = json.loads(out.read_text())
+    assert saved["target_regret"] == pytest.approx(report["target_regret"])
+    (es,), (gr,) = saved["snes"], saved["gradient"]
+    target = saved["target_regret"]
+    # The target is SNES's best; both reach it; the start (identity) is worse.
+    assert target == pytest.approx(es["best_regret"])
+    assert 0 < target < saved["identity_regret"]
+    assert es["curve_check_max_abs"] < 1e-8
+    assert len(gr["curve"]) == 10 and all(math.isfinite(r) for r in gr["curve"])
+    timed = saved["timed"]
+    for side in ("snes", "gradient"):
+        assert all(math.isfinite(r) and r <= target * (1 + 1e-9) for r in timed[side]["regret"])
+        assert all(t > 0 for t in timed[side]["seconds_warm"])
+    assert timed["gradient"]["steps"] == gr["steps_to_target"] >= 1
+    assert timed["snes"]["generations"] == es["generations_to_target"]
+    for k in ("speedup_warm_min", "speedup_warm_median", "speedup_cold_median"):
+        assert math.isfinite(saved[k]) and saved[k] > 0

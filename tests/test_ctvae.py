@@ -10,11 +10,13 @@ from scipy import stats
 import jcausal as jc
 from jcausal.ctvae import (
     CTLayer,
+    Weights,
     action_logliks,
     action_posterior,
     ct_loss,
     gumbel_bernoulli,
     intervene,
+    mask_rate,
     repeat_action,
     scm,
 )
@@ -178,3 +180,33 @@ def test_actions_out_of_range_raise_inside_the_layer():
     model = scm(VAE, ct)
     with pytest.raises(Exception, match="action out of range"):
         jax.block_until_ready(intervene(model, _images(2), jnp.array([0, -1])))
+
+
+def test_mask_rate_and_changed_codes_terms_have_their_closed_forms():
+    # The mask-sparsity penalty is the expected mask rate, mean sigmoid(rho).
+    rho = jnp.array([0.0, np.log(3.0), -np.log(3.0), 20.0])
+    assert float(mask_rate(rho)) == pytest.approx((0.5 + 0.75 + 0.25 + 1.0) / 4, rel=1e-6)
+    # An identity-initialised layer outputs logits 8 * onehot(cx) whatever the action, so
+    # every code of Y has log p = 8 [cy == cx] - log(e^8 + K - 1), K = 5.
+    ct = CTLayer(CODEC.grid, 2, 5, A, key=jax.random.key(3))
+    idx = jax.random.randint(jax.random.key(4), (3, 4, 4, 2), 0, 5)
+    idy = idx.at[:, :2, 0, 1].set((idx[:, :2, 0, 1] + 1) % 5).at[2].set(idx[2])  # unit 2: copy
+    x = jax.vmap(CODEC.decode_codes)(idx)
+    y = jax.vmap(CODEC.decode_codes)(idy)
+    batch = {"x": x, "y": y, "a": jnp.array([0, 3, 5])}
+    params = {"vae": CODEC, "ct": ct}
+    # Compiled (filter_jit: the codec's sizes stay static): one compile beats eager ops here.
+    base, aux = eqx.filter_jit(ct_loss(2))(params, batch, jax.random.key(5))
+    lse = np.log(np.exp(8.0) + 4)
+    changed = np.array([2, 2, 0])  # changed codes per unit
+    # ``changed`` is the mean over a unit's changed codes (0 for a unit without any).
+    np.testing.assert_allclose(aux["changed"], np.mean([lse, lse, 0.0]), rtol=1e-5)
+    np.testing.assert_allclose(aux["action"], np.mean(32 * lse - 8 * (32 - changed)), rtol=1e-5)
+    # Both terms enter the total times their weights.
+    more, _ = eqx.filter_jit(ct_loss(2, Weights(changed=3.0, mask=2.0)))(
+        params, batch, jax.random.key(5)
+    )
+    want = 3 * np.mean([lse, lse, 0.0]) + 2 * float(aux["mask"])
+    np.testing.assert_allclose(float(more - base), want, rtol=1e-4)
+    # The fresh layer's mask logits are MLP outputs around 0: a rate strictly inside (0, 1).
+    assert 0.0 < float(aux["mask"]) < 1.0

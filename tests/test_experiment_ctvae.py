@@ -49,6 +49,12 @@ def test_tiny_run_writes_table_and_figures(tmp_path):
     assert len(t["perplexity"]) == 2 and all(1 <= p <= 8 for p in t["perplexity"])
     for fig in m["figures"]:
         assert (tmp_path / fig).stat().st_size > 1000
+    # The pretrainings are checkpointed under a hash of their settings (a rerun resumes them);
+    # the CT layer is not (it retrains whenever its loss changes).
+    stages = sorted(p.name.split("-")[0] for p in (tmp_path / "checkpoints").iterdir())
+    assert stages == ["discriminative", "reader", "vae"]
+    assert len(list((tmp_path / "checkpoints").glob("vae-*/vae_1"))) == 1
+    assert "action_mode_codes" in t and 0 <= t["action_mode_codes"]["unchanged_kept"] <= 1
     saved = json.loads((tmp_path / "metrics.json").read_text())
     assert "table1" in json.dumps(saved)
     with pytest.raises(ValueError, match="--steps"):

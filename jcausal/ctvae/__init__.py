@@ -16,6 +16,7 @@ from .model import (
     code_loglik,
     ct_loss,
     intervene,
+    mask_rate,
     repeat_action,
     scm,
 )
@@ -29,6 +30,7 @@ __all__ = [
     "ct_loss",
     "gumbel_bernoulli",
     "intervene",
+    "mask_rate",
     "position_encoding",
     "repeat_action",
     "scm",

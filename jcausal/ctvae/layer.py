@@ -14,7 +14,8 @@ For an action ``a`` (or the null action ``A``, "no intervention"):
    ``O(features x hidden)``. ``M_ij ~ Bernoulli(sigmoid(alpha_ij))`` (straight-through Gumbel).
 3. **GNN** (eq. 2): GATv2-style attention (Brody et al. 2022) ``e_ij = w . LeakyReLU(W_t h_i +
    W_s h_j)`` weighted by the edges, ``m_i = sum_j M_ij exp(e_ij) V h_j / sum_j M_ij exp(e_ij)``,
-   residual updates; the action enters the nodes it affects (``R_i onehot(a)``). The readout
+   residual updates, each followed by a node-wise MLP (optional, ``ffn``); the action enters
+   the nodes it affects (``R_i onehot(a)``). The readout
    gives logits over the ``K`` codes of every codebook, plus a learned multiple of the input's
    one-hot codes (a transition leaves most cells unchanged).
 
@@ -77,9 +78,12 @@ class _Attention(eqx.Module):
     att: Array
     w_v: Array
     w_o: Array
+    ff1: Array | None
+    ff_b: Array | None
+    ff2: Array | None
 
-    def __init__(self, hidden: int, key: PRNGKeyArray, identity: bool):
-        k = jax.random.split(key, 5)
+    def __init__(self, hidden: int, key: PRNGKeyArray, identity: bool, ffn: bool):
+        k = jax.random.split(key, 7)
         s = 1.0 / np.sqrt(hidden)
         self.w_t = s * jax.random.normal(k[0], (hidden, hidden))
         self.w_s = s * jax.random.normal(k[1], (hidden, hidden))
@@ -87,13 +91,22 @@ class _Attention(eqx.Module):
         self.w_v = s * jax.random.normal(k[3], (hidden, hidden))
         # The identity initialisation: messages start at zero, the readout sees the input.
         self.w_o = (0.0 if identity else s) * jax.random.normal(k[4], (hidden, hidden))
+        # A node-wise MLP after the messages (as in a transformer block): the new code of a
+        # cell is a lookup on (its code, its parents' messages, the action), which the
+        # attention's single ReLU represents poorly.
+        self.ff1 = s * jax.random.normal(k[5], (hidden, 2 * hidden)) if ffn else None
+        self.ff_b = jnp.zeros(2 * hidden) if ffn else None
+        self.ff2 = (s / np.sqrt(2)) * jax.random.normal(k[6], (2 * hidden, hidden)) if ffn else None
 
     def __call__(self, h: Array, adj: Array) -> Array:
         e = jax.nn.leaky_relu((h @ self.w_t)[:, None] + (h @ self.w_s)[None], 0.2) @ self.att
         e = e - jax.lax.stop_gradient(jnp.max(e, axis=1, keepdims=True))
         w = adj * jnp.exp(e)
         w = w / (jnp.sum(w, axis=1, keepdims=True) + 1e-6)
-        return h + jax.nn.relu(w @ (h @ self.w_v)) @ self.w_o
+        h = h + jax.nn.relu(w @ (h @ self.w_v)) @ self.w_o
+        if self.ff1 is not None:
+            h = h + jax.nn.relu(h @ self.ff1 + self.ff_b) @ self.ff2
+        return h
 
 
 class CTLayer(eqx.Module):
@@ -109,6 +122,7 @@ class CTLayer(eqx.Module):
         pos_dims: dimensions of the position encoding.
         identity: start as the identity transition (zero messages, a large skip weight):
             standard mode then reproduces the input codes exactly.
+        ffn: a node-wise MLP (width ``2 hidden``) after each attention layer.
         key: initialisation key.
     """
 
@@ -141,6 +155,7 @@ class CTLayer(eqx.Module):
         layers: int = 2,
         pos_dims: int = 16,
         identity: bool = True,
+        ffn: bool = True,
         *,
         key: PRNGKeyArray,
     ):
@@ -167,7 +182,7 @@ class CTLayer(eqx.Module):
         self.adj_w = init(k[4], (a + 1, hidden), hidden)
         self.adj_c = jnp.zeros(a + 1)
         self.embed = init(k[5], (f + a, hidden), f)
-        self.gnn = tuple(_Attention(hidden, k[8 + i], identity) for i in range(layers))
+        self.gnn = tuple(_Attention(hidden, k[8 + i], identity, ffn) for i in range(layers))
         ck = self.num_codebooks * self.num_codes
         self.head = (0.0 if identity else 1.0) * init(k[6], (hidden, ck), hidden)
         self.skip = jnp.asarray(8.0 if identity else 1.0)

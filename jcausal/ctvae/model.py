@@ -8,7 +8,10 @@ and :func:`ct_loss` with :func:`jcausal.train.fit`. Every step has the three mod
   (eq. 8);
 * *action* (eq. 9): the codes of ``Y`` under the true action, with the graph regularisers of
   eqs. 13-15: KL of the edge probabilities to the uniform prior, the graph's squared norm
-  (sparsity) and "every node keeps a parent";
+  (sparsity) and "every node keeps a parent"; two terms of ours: the intervention mask's
+  expected rate (:func:`mask_rate`, sparse masks) and the mean log-likelihood of the codes
+  the action changed (``changed``, the same weight for every transition however many cells
+  it changes);
 * *causal* (eq. 10): ``q = softmax`` over actions of the log-likelihood of ``Y``'s codes,
   trained by cross-entropy against the true action. Scoring every action costs
   ``O(actions x N^2 x hidden)``, so training scores the true action against
@@ -39,7 +42,12 @@ from .layer import CTLayer
 
 @dataclasses.dataclass(frozen=True)
 class Weights:
-    """Weights of the CT-VAE loss terms (the seed's defaults are ones; these are tuned here)."""
+    """Weights of the CT-VAE loss terms (the seed's defaults are ones; these are tuned here).
+
+    ``mask`` (the intervention mask's expected rate, :func:`mask_rate`) and ``changed`` (the
+    mean negative log-likelihood of the codes the action changed) are ours, not the paper's;
+    both are off by default.
+    """
 
     standard: float = 1.0
     identity_graph: float = 1.0
@@ -49,12 +57,25 @@ class Weights:
     kl: float = 0.01
     sparsity: float = 0.01
     dependency: float = 0.1
+    mask: float = 0.0
+    changed: float = 0.0
 
 
-def code_loglik(logits: Float[Array, "h w C K"], codes: Int[Array, "h w C"]) -> Array:
-    """``sum log softmax(logits)[codes]`` over the grid and codebooks."""
-    lp = jax.nn.log_softmax(logits, -1)
-    return jnp.sum(jnp.take_along_axis(lp, codes[..., None], -1))
+def code_loglik(
+    logits: Float[Array, "h w C K"], codes: Int[Array, "h w C"], where: Array | None = None
+) -> Array:
+    """``sum log softmax(logits)[codes]`` over the grid and codebooks (or the codes ``where``)."""
+    lp = jnp.take_along_axis(jax.nn.log_softmax(logits, -1), codes[..., None], -1)[..., 0]
+    return jnp.sum(lp if where is None else jnp.where(where, lp, 0.0))
+
+
+def mask_rate(mask_logits: Float[Array, " N"]) -> Array:
+    """Expected fraction of nodes an action intervenes on, ``mean_i sigmoid(rho_i)``.
+
+    The mask-sparsity penalty: an atomic action should touch few cells, and a node outside
+    the mask sees neither the action nor the action's graph, so it can only keep its code.
+    """
+    return jnp.mean(jax.nn.sigmoid(mask_logits))
 
 
 def _unit_terms(ct: CTLayer, cx, cy, a, key, num_negatives: int) -> dict[str, Array]:
@@ -73,9 +94,10 @@ def _unit_terms(ct: CTLayer, cx, cy, a, key, num_negatives: int) -> dict[str, Ar
 
     def score(b, k):
         g = ct.graph(feats, b, k, null)
-        return code_loglik(ct.propagate(feats, b, g["mask"], g["adjacency"]), cy), g
+        return ct.propagate(feats, b, g["mask"], g["adjacency"]), g
 
-    ll, g = jax.vmap(score)(acts, jax.random.split(k_act, len(acts)))
+    out, g = jax.vmap(score)(acts, jax.random.split(k_act, len(acts)))
+    ll = jax.vmap(lambda o: code_loglik(o, cy))(out)
     p = jax.nn.sigmoid(g["edge_logits"][0])
     eps = 1e-6
     kl = jnp.mean(p * jnp.log(p + eps) + (1 - p) * jnp.log(1 - p + eps) + jnp.log(2.0))
@@ -85,6 +107,11 @@ def _unit_terms(ct: CTLayer, cx, cy, a, key, num_negatives: int) -> dict[str, Ar
         "identity_graph": -ident,
         "null_to_identity": null_to_id,
         "action": -ll[0],
+        # The codes the action changed, averaged per unit: few cells change under a shape or
+        # a colour action (and a copy of the input explains all the others), so in the summed
+        # likelihood such a transition weighs less than a move that changes many cells.
+        "changed": -code_loglik(out[0], cy, cy != cx) / jnp.maximum(jnp.sum(cy != cx), 1),
+        "mask": mask_rate(g["mask_logits"][0]),
         "causal": -jax.nn.log_softmax(ll)[0],
         "kl": kl,
         "sparsity": jnp.mean(g["adjacency"][0] ** 2),
@@ -204,6 +231,7 @@ __all__ = [
     "code_loglik",
     "ct_loss",
     "intervene",
+    "mask_rate",
     "repeat_action",
     "scm",
 ]

@@ -25,6 +25,8 @@ Figures: ``interventions.png`` (Fig. 5: one row per factor, the same action appl
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -77,6 +79,10 @@ class Config:
     # actions apart but copies its input (0 of the changed codes right after 300 steps at
     # 32x32); at 20 it predicts 32% of them, with the same causal-mode accuracy.
     action_weight: float = 20.0
+    causal_weight: float = 1.0
+    mask_weight: float = 0.0
+    changed_weight: float = 0.0
+    ffn: bool = True
     lr: float = 1e-3
     reader_steps: int = 3000
     eval_units: int = 1000
@@ -104,7 +110,25 @@ SMOKE = Config(
 FULL = Config()
 
 
-def _fit(loss, params, data, steps, key, lr, path: Path, name: str, progress: bool, loop=False):
+def _fingerprint(cfg: Config, fields: Sequence[str], seed: int, data: str) -> str:
+    """A short hash of the settings a training depends on: its checkpoints' folder name."""
+    spec = {f: getattr(cfg, f) for f in fields} | {"seed": seed, "data": data}
+    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:10]
+
+
+#: The settings each checkpointed training depends on (its checkpoint folder is their hash).
+VAE_FIELDS = ("size", "dim", "codebooks", "codes", "width", "vae_steps", "vae_rounds",
+              "vae_batch", "lr", "codebook")  # fmt: skip
+READER_FIELDS = ("size", "reader_steps", "vae_batch", "lr")
+BASELINE_FIELDS = (*VAE_FIELDS, "ct_steps", "ct_batch", "hidden")
+
+
+def _fit(
+    loss, params, data, steps, key, lr, path: Path, name: str, progress: bool, loop=False,
+    ckpt: Path | None = None,
+):  # fmt: skip
+    # With ``ckpt`` (a folder of the run's state), the training is checkpointed there and a
+    # rerun resumes it (a finished one is restored without a step); its log goes there too.
     # Conv nets (the MCQ-VAE, the factor reader, the baseline's frozen encoder) run one bare
     # compiled step per call: XLA:CPU runs them 3-17x slower inside a compiled loop (measured
     # per step: VAE 907 vs 278 ms, reader 283 vs 16 ms, baseline 140 vs 34 ms of CPU). The CT
@@ -117,14 +141,22 @@ def _fit(loss, params, data, steps, key, lr, path: Path, name: str, progress: bo
         steps=steps,
         key=key,
         log_every=max(1, min(50, steps // 4)),
-        metrics_path=path / f"train_{name}.jsonl",
+        metrics_path=(path if ckpt is None else ckpt) / f"train_{name}.jsonl",
+        checkpoint_dir=None if ckpt is None else (ckpt / name).resolve(),
+        checkpoint_every=max(1, steps // 4),
         progress=progress,
         steps_per_call=None if loop else 1,
     )
 
 
-def train_vae(cfg: Config, shapes: Shapes, key, path: Path, progress: bool):
-    """Pretrain the MCQ-VAE in rounds, restarting dead codes between rounds."""
+def train_vae(
+    cfg: Config, shapes: Shapes, key, path: Path, progress: bool, ckpt: Path | None = None
+):
+    """Pretrain the MCQ-VAE in rounds, restarting dead codes between rounds.
+
+    With ``ckpt`` each round is checkpointed in ``ckpt / "vae_<round>"`` and resumed from there
+    (the restarts between rounds are deterministic, so a resumed round starts where it did).
+    """
     if cfg.codebook not in ("loss", "ema"):
         raise ValueError(f"codebook must be 'loss' or 'ema', got {cfg.codebook!r}")
     ema = cfg.codebook == "ema"
@@ -148,13 +180,19 @@ def train_vae(cfg: Config, shapes: Shapes, key, path: Path, progress: bool):
             path,
             f"vae_{r}",
             progress,
+            ckpt=ckpt,
         )
         vae = unfreeze(trained)
         if r < cfg.vae_rounds - 1:
             probe = shapes.sample_scenes(jax.random.fold_in(key, 100 + r), 256)["image"]
             vae, n = restart_dead_codes(vae, probe, jax.random.fold_in(key, 200 + r))
             restarted.append([int(v) for v in n])
-    return vae, {"restarted_codes": restarted, "last": hist.train[-1] if hist.train else {}}
+    last = hist.train[-1] if hist.train else {}
+    if not last and ckpt is not None:  # restored without a step: the log of the first run
+        log = ckpt / f"train_vae_{cfg.vae_rounds - 1}.jsonl"
+        lines = log.read_text().splitlines() if log.exists() else []
+        last = json.loads(lines[-1]) if lines else {}
+    return vae, {"restarted_codes": restarted, "last": last}
 
 
 def transition_set(data: str, path: str | Path | None, size: int) -> Shapes | FactorialSet:
@@ -188,6 +226,28 @@ def transition_set(data: str, path: str | Path | None, size: int) -> Shapes | Fa
     return FactorialSet(tfds_factorial(data, "train", None if path is None else str(path)), size)
 
 
+def train_ct(cfg: Config, shapes, vae, key, path: Path, progress: bool):
+    """Train the CT layer on the frozen MCQ-VAE's codes (all three modes every step).
+
+    Returns:
+        ``(ct, history)``: the trained :class:`jcausal.ctvae.CTLayer` and ``fit``'s history.
+    """
+    ct = ctvae.CTLayer(
+        vae.grid, cfg.codebooks, cfg.codes, shapes.num_actions, cfg.hidden, cfg.layers,
+        ffn=cfg.ffn, key=jax.random.fold_in(key, 2),
+    )  # fmt: skip
+    weights = ctvae.Weights(
+        action=cfg.action_weight, causal=cfg.causal_weight, mask=cfg.mask_weight,
+        changed=cfg.changed_weight,
+    )  # fmt: skip
+    params, hist = _fit(
+        ctvae.ct_loss(cfg.negatives, weights), {"vae": frozen(vae), "ct": ct},
+        shapes.sampler("train", cfg.ct_batch), cfg.ct_steps, jax.random.fold_in(key, 3),
+        cfg.lr, path, "ct", progress, loop=True,
+    )  # fmt: skip
+    return params["ct"], hist
+
+
 def _mean(x: np.ndarray) -> float | None:
     return float(np.mean(x)) if x.size else None
 
@@ -199,14 +259,23 @@ def _chunks(fn, batch: dict, size: int):
 
 
 def evaluate(cfg, shapes, vae, ct, baseline, reader, test: dict) -> dict:
-    """Causal-mode accuracy, baselines, reconstruction, perplexity and interventions."""
+    """Causal-mode accuracy, baselines, reconstruction, perplexity and interventions.
+
+    ``baseline=None`` leaves the discriminative baseline out (quick evaluations of the CT
+    layer alone).
+    """
     model = ctvae.scm(vae, ct)
     f_true = test["a"] // 2
     q = _chunks(lambda b: ctvae.action_posterior(model, b["x"], b["y"]), test, cfg.chunk)
     pred = q.argmax(-1)
     codes = jax.jit(jax.vmap(vae.codes))
-    pair = jax.jit(lambda x, y: jax.vmap(baseline)(jax.vmap(vae.codes)(x), jax.vmap(vae.codes)(y)))
-    base = _chunks(lambda b: pair(b["x"], b["y"]), test, cfg.chunk).argmax(-1)
+    if baseline is not None:
+        pair = jax.jit(
+            lambda x, y: jax.vmap(baseline)(jax.vmap(vae.codes)(x), jax.vmap(vae.codes)(y))
+        )
+        base = _chunks(lambda b: pair(b["x"], b["y"]), test, cfg.chunk).argmax(-1)
+    else:
+        base = np.full_like(pred, -1)
     counts = np.bincount(test["a"], minlength=shapes.num_actions)
     out = {
         "num_actions": shapes.num_actions,
@@ -235,12 +304,27 @@ def evaluate(cfg, shapes, vae, ct, baseline, reader, test: dict) -> dict:
             for f, name in enumerate(shapes.names)
         },
     }
+    if baseline is None:
+        del out["discriminative"]
+        for v in out["per_factor"].values():
+            del v["discriminative_factor_acc"]
     recon = jax.jit(jax.vmap(lambda x: vae.decode_codes(vae.codes(x))))
     rx = _chunks(lambda b: {"r": recon(b["x"])}, test, cfg.chunk)["r"]
     out["recon_mse"] = float(np.mean((rx - test["x"]) ** 2))
     cx = np.asarray(codes(test["x"]))
     out["perplexity"] = [float(p) for p in perplexity(jnp.asarray(cx), vae.num_codes)]
     out["codes_used"] = [len(np.unique(cx[..., c])) for c in range(vae.num_codebooks)]
+    # Action mode on the codes: the most likely code grid under the true action against Y's.
+    cy = np.asarray(codes(test["y"]))
+    mode = jax.jit(jax.vmap(lambda c, a: jnp.argmax(ct(c, a), -1)))
+    cyhat = _chunks(lambda b: {"c": mode(jnp.asarray(b["cx"]), b["a"])},
+                    {"cx": cx, "a": test["a"]}, cfg.chunk)["c"]  # fmt: skip
+    changed = cy != cx
+    out["action_mode_codes"] = {
+        "changed_fraction": float(np.mean(changed)),
+        "changed_right": _mean(cyhat[changed] == cy[changed]),
+        "unchanged_kept": _mean(cyhat[~changed] == cy[~changed]),
+    }
     # Interventions, read back by the factor classifier trained on the generator's labels.
     yhat = _chunks(lambda b: {"y": ctvae.intervene(model, b["x"], b["a"])}, test, cfg.chunk)["y"]
     read = jax.jit(jax.vmap(reader))
@@ -255,6 +339,10 @@ def evaluate(cfg, shapes, vae, ct, baseline, reader, test: dict) -> dict:
         "all_factors_right": float(np.mean(np.all(fy_hat == test["fy"], -1))),
         "reader_acc_on_true_y": float(np.mean(fy_true_read == test["fy"])),
         "reader_all_right_on_true_y": float(np.mean(np.all(fy_true_read == test["fy"], -1))),
+        "intervened_factor_right_per_factor": {
+            name: _mean(fy_hat[f_true == f, f] == test["fy"][f_true == f, f])
+            for f, name in enumerate(shapes.names)
+        },
     }
     return out
 
@@ -271,6 +359,7 @@ def run(
     codebook: str | None = None,
     data: str = "embedded",
     data_path: str | Path | None = None,
+    state_dir: str | Path | None = None,
 ) -> dict:
     """Train the MCQ-VAE, the CT layer and the baselines; write metrics and figures.
 
@@ -287,6 +376,11 @@ def run(
         config: a whole :class:`Config` (scripts), instead of ``SMOKE`` / ``FULL``.
         data: ``"embedded"`` (the procedural set) or a real set of :data:`DATASETS`.
         data_path: where the real set is (:func:`transition_set`).
+        state_dir: folder of the training state (default ``out``; the command line passes the
+            final ``--out``). The MCQ-VAE, the factor reader and the discriminative baseline
+            are checkpointed in ``state_dir/checkpoints/<stage>-<hash of its settings>`` and a
+            rerun resumes them; the CT layer always retrains (its loss is what one tunes, and a
+            checkpoint cannot tell two loss settings apart).
 
     Returns:
         The metrics written to ``metrics.json``.
@@ -305,24 +399,22 @@ def run(
         cfg = dataclasses.replace(cfg, codebook=str(codebook))
     shapes = transition_set(data, data_path, cfg.size)
     path = output_dir(NAME, out)
+    state = (Path(state_dir) if state_dir is not None else path) / "checkpoints"
     key = jax.random.key(seed)
+
+    def ckpt(stage: str, fields: Sequence[str]) -> Path:
+        return state / f"{stage}-{_fingerprint(cfg, fields, seed, f'{data}:{data_path}')}"
+
     t0 = time.time()
     times = {}
-    vae, vae_info = train_vae(cfg, shapes, jax.random.fold_in(key, 1), path, progress)
+    vae, vae_info = train_vae(
+        cfg, shapes, jax.random.fold_in(key, 1), path, progress, ckpt("vae", VAE_FIELDS)
+    )
     times["vae"] = time.time() - t0
 
     t1 = time.time()
-    ct = ctvae.CTLayer(
-        vae.grid, cfg.codebooks, cfg.codes, shapes.num_actions, cfg.hidden, cfg.layers,
-        key=jax.random.fold_in(key, 2),
-    )  # fmt: skip
     train = shapes.sampler("train", cfg.ct_batch)
-    loss = ctvae.ct_loss(cfg.negatives, ctvae.Weights(action=cfg.action_weight))
-    params, hist = _fit(
-        loss, {"vae": frozen(vae), "ct": ct}, train, cfg.ct_steps,
-        jax.random.fold_in(key, 3), cfg.lr, path, "ct", progress, loop=True,
-    )  # fmt: skip
-    ct = params["ct"]
+    ct, hist = train_ct(cfg, shapes, vae, key, path, progress)
     times["ct"] = time.time() - t1
 
     t1 = time.time()
@@ -331,12 +423,14 @@ def run(
     bparams, _ = _fit(
         pair_loss, {"vae": frozen(vae), "net": baseline}, train, cfg.ct_steps,
         jax.random.fold_in(key, 5), cfg.lr, path, "discriminative", progress,
+        ckpt=ckpt("discriminative", BASELINE_FIELDS),
     )  # fmt: skip
     baseline = bparams["net"]
     reader = FactorReader(cfg.size, shapes.cardinalities, key=jax.random.fold_in(key, 6))
     reader, _ = _fit(
         factor_loss, reader, lambda k: shapes.sample_scenes(k, cfg.vae_batch), cfg.reader_steps,
         jax.random.fold_in(key, 7), cfg.lr, path, "reader", progress,
+        ckpt=ckpt("reader", READER_FIELDS),
     )  # fmt: skip
     times["baselines"] = time.time() - t1
 
@@ -394,7 +488,13 @@ def _extra(parser) -> None:
 
 def main(argv: Sequence[str] | None = None) -> dict:
     """Command line: ``jcausal experiment ctvae [--smoke] [--out DIR] [--steps N]``."""
-    return run_cli(NAME, "CT-VAE on procedural transitions (Table 1, Figs. 5-6)", run, argv, _extra)
+    return run_cli(
+        NAME, "CT-VAE on procedural transitions (Table 1, Figs. 5-6)", run, argv, _extra, STATE
+    )
+
+
+#: The training state a rerun into the same ``--out`` resumes from (kept in place, not staged).
+STATE = ("checkpoints",)
 
 
 __all__ = [

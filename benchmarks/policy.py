@@ -274,18 +274,19 @@ def main(argv=None):
         raise AssertionError(f"a timed call ended above the target: {es_regret}, {gr_regret}")
     gr_compile = first - min(gr_warm)
 
-    # ---- a compiled call's fixed cost (Python setup, dispatch, results to the host): from
-    # two calls of one configuration, w = fixed + count x per-step (median warm times)
-    def fixed(w_long, n_long, w_short, n_short):
-        if n_long == n_short:
-            return 0.0
-        per = (w_long - w_short) / (n_long - n_short)
-        return float(np.clip(w_short - per * n_short, 0.0, w_short))
-
-    call_es = fixed(best_es["seconds_per_generation"] * best_es["generations"],
-                    best_es["generations"], median(es_warm), max(2, g_star))  # fmt: skip
-    call_gr = fixed(best_gr["seconds_per_step"] * best_gr["steps"], best_gr["steps"],
-                    median(gr_warm), n_star)  # fmt: skip
+    # ---- a compiled call's fixed cost (Python setup, dispatch, results to the host): a warm
+    # 1-step train call; a 2-generation evolve call less its compilation and 2 generations
+    grad_train(task, kw, 1, a.seed)  # compiles the 1-step program
+    call_gr = median([grad_train(task, kw, 1, a.seed)[1] for _ in range(repeats)])
+    call_es = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        _, res = jp.evolve(task.problem, task.pol0, task.data, generations=2,
+                           key=jax.random.key(a.seed + 2), population=best_es["population"],
+                           sigma=best_es["sigma"], lambdas=task.grid)  # fmt: skip
+        call_es.append(time.perf_counter() - t0 - res.compile_seconds
+                       - 2 * best_es["seconds_per_generation"])  # fmt: skip
+    call_es = max(0.0, median(call_es))
     for rows, unit, call, count in ((snes, "seconds_per_generation", call_es, "generations"),
                                     (grads, "seconds_per_step", call_gr, "steps")):  # fmt: skip
         for r in rows:  # per-step costs without the call's fixed cost

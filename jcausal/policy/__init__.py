@@ -6,7 +6,8 @@ covariates) and optionally trade-off weights λ to the bounded parameters of int
 bounds by :class:`Box`). A :class:`Problem` states the objective on outcomes, per unit
 (counterfactual: abduct once, predict under the policy) or over the population
 (interventional), with a constraint held by a :class:`Penalty` or an
-:class:`AugmentedLagrangian`, for acyclic and equilibrium models alike. :func:`train` learns
+:class:`AugmentedLagrangian` (at every λ for a λ-conditioned policy: one multiplier per point
+of a :class:`Grid`), for acyclic and equilibrium models alike. :func:`train` learns
 the policy with the one :func:`jcausal.train.fit`, batched over units and λ;
 :func:`evolve` is the gradient-free peer (evosax evolution strategies). :class:`Stacked`
 trains one policy over several models of one structure (e.g. one per region), and

@@ -85,3 +85,28 @@ def test_per_lambda_constraint_bad_input():
     for bad in ([], [[[1.0]]], [1.0, np.nan]):
         with pytest.raises(ValueError, match="Grid needs"):
             jp.Grid(bad)
+
+
+def test_a_passed_check_is_remembered_a_failed_one_is_not(monkeypatch):
+    # A check traces the model (eval_shape); train and evolve call it every time, so a passed
+    # one is remembered per signature (structure, shapes, dtypes) and a failed one re-raises.
+    from jcausal.policy import problem as problem_module
+
+    problem_module._CHECKED.clear()
+    problem, pol, data = _setup()
+    traced = []
+    real = jax.eval_shape
+    monkeypatch.setattr(jax, "eval_shape", lambda *a, **k: traced.append(1) or real(*a, **k))
+    problem.check(pol, data)
+    first = len(traced)
+    problem.check(pol, data)
+    assert first > 0 and len(traced) == first
+    # Same structure, other numbers: still remembered; another shape of data: checked again.
+    problem.check(pol, jax.tree_util.tree_map(lambda x: x + 1.0, data))
+    assert len(traced) == first
+    problem.check(pol, jax.tree_util.tree_map(lambda x: x[:2], data))
+    assert len(traced) > first
+    bad = jp.Policy([jp.Action("t", "hard", jp.Box(0.0, 2.0))], 3, 1, key=jax.random.key(1))
+    for _ in range(2):
+        with pytest.raises(ValueError, match="reads 3"):
+            problem.check(bad, data)

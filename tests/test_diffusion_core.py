@@ -54,7 +54,9 @@ def test_schedules_match_closed_forms():
     want = np.array([f((t + 1) / 1000) / f(0) for t in range(1000)])
     # Equal until max_beta clips the very last step.
     np.testing.assert_allclose(cos.alpha_bar[:-1], want[:-1], rtol=1e-5, atol=1e-7)
-    np.testing.assert_array_equal(ddim_times(1000, 100)[[0, 1, -1]], [9, 19, 999])
+    np.testing.assert_array_equal(ddim_times(1000, 100)[[0, 1, -1]], [0, 10, 999])
+    np.testing.assert_array_equal(ddim_times(1000, 50)[[0, 1, 2, -1]], [0, 20, 41, 999])
+    np.testing.assert_array_equal(ddim_times(1000, 1), [999])
     np.testing.assert_array_equal(ddim_times(10, 10), np.arange(10))
     with pytest.raises(ValueError, match="steps"):
         ddim_times(1000, 0)

@@ -1,8 +1,15 @@
 """Deterministic DDIM sampling (eta = 0) and DDIM inversion, each one ``lax.scan``.
 
-The step grid: ``steps = K`` diffusion times ``tau_k = floor(k T / K) - 1`` (``k = 1..K``, so
-``tau_K = T - 1`` and ``K = T`` is every step), and *levels* ``0..K`` with ``abar`` of level 0
-equal to 1 (the data) and of level ``k`` equal to ``alpha_bar[tau_k]``. A DDIM step between
+The step grid: ``steps = K`` diffusion times ``tau_k = round((k - 1) (T - 1) / (K - 1))``
+(``k = 1..K``: evenly spaced from ``tau_1 = 0`` to ``tau_K = T - 1``; ``K = T`` is every step),
+the spacing of the guided-diffusion code that Diff-SCM builds on, and *levels* ``0..K`` with
+``abar`` of level 0 equal to 1 (the data) and of level ``k`` equal to ``alpha_bar[tau_k]``.
+Starting at ``tau_1 = 0`` matters for exact inversion: the step between the data and level 1
+inverts the network's last denoising step, which is close to a projection onto the images it
+can produce (its Jacobian is ~1 across them), so its implicit equation is nearly singular
+unless level 1 is almost noise-free (measured on the trained MNIST UNet, K = 50: relative
+residual 3.7e-3 after 300 Anderson steps from ``tau_1 = 19``, 2.7e-5 from ``tau_1 = 0``; every
+other level converges in 3-25 steps). A DDIM step between
 levels ``i`` and ``j`` with the noise prediction ``e`` is
 
     x_j = sqrt(a_j / a_i) x_i + (sqrt(1 - a_j) - sqrt(a_j (1 - a_i) / a_i)) e,
@@ -44,8 +51,10 @@ def ddim_times(T: int, steps: int) -> np.ndarray:
     """The diffusion steps ``tau_1 < ... < tau_K`` of a ``steps``-step grid (int32 ``(K,)``)."""
     if isinstance(steps, bool) or not isinstance(steps, int | np.integer) or not 1 <= steps <= T:
         raise ValueError(f"steps must be an integer in [1, T={T}], got {steps!r}")
-    k = np.arange(1, steps + 1)
-    return (k * T // steps - 1).astype(np.int32)
+    if steps == 1:
+        return np.array([T - 1], np.int32)
+    k = np.arange(steps)
+    return np.round(k * (T - 1) / (steps - 1)).astype(np.int32)
 
 
 def level(fraction: float, steps: int, what: str = "fraction") -> int:

@@ -302,3 +302,30 @@ def test_object_shares_of_a_constructed_decoder():
     np.testing.assert_allclose(kept[0, 0, ..., 2], z1[0, ..., 1], atol=1e-6)  # only ch 0 moved
     with pytest.raises(ValueError, match="obj must be"):
         object_shares(st, jnp.asarray(z1), z3, "l", masks, obj[:, :4])
+
+
+def test_specificity_and_attribute_groups_of_known_tables():
+    from jcausal.experiments.modularity_attributes import attribute_groups, specificity
+
+    # Module 0 moves thickness only; module 1 all four alike; module 2 nothing (or backwards).
+    table = {
+        "thickness": [0.8, 0.5, -0.2],
+        "intensity": [0.0, 0.5, 0.0],
+        "slant": [-0.1, 0.5, float("nan")],
+        "width": [0.0, 0.5, 0.0],
+    }
+    top, spec = specificity(table)
+    assert top == ["thickness", "thickness", None]
+    assert spec[0] == pytest.approx(1.0) and spec[1] == pytest.approx(0.25) and np.isnan(spec[2])
+    # Channels 0-1 transfer slant far above the layer's mean, 2 width, 3 is below every mean.
+    channels = {
+        "thickness": [0.1, 0.1, 0.1, 0.0],
+        "intensity": [0.1, 0.1, 0.1, 0.0],
+        "slant": [0.9, 0.6, 0.1, 0.0],
+        "width": [0.1, 0.1, 0.5, 0.05],
+    }
+    groups = attribute_groups(channels)
+    assert groups.shape == (4, 4)
+    assert groups[2].tolist() == [True, True, False, False]  # slant
+    assert groups[3].tolist() == [False, False, True, False]  # width
+    assert not groups[:2].any() and not groups[:, 3].any()

@@ -20,6 +20,7 @@ TINY = dataclasses.replace(
     classifier_steps=5,
     grid_pairs=2,
     max_rank=3,
+    search_rank=3,
     scene_pairs=8,
     # 2 rounds: the dead-code restart between them spreads the codes (1 round of 4 steps
     # encoded every scene to one code grid)
@@ -80,6 +81,17 @@ def test_digit_layers_are_in_range(tiny):
             assert all(np.isfinite(t) for t in d["transfer"][a]), (layer, a)
         s = d["summary"]["score"]
         assert math.isnan(s) or _in(s, 1 / r - 1e-9, 1)  # a share of the best module
+        search = d["search"]
+        assert set(search["by_rank"]) == {2, 3}
+        for r, e in search["by_rank"].items():
+            assert all(math.isnan(v) or _in(v, 0.25, 1) for v in e["specificity"]), (layer, r)
+            assert len(e["top_attribute"]) == r and len(e["assignment"]) == c
+        assert all(len(v) == c for v in search["channel_transfer"].values())
+        grouped = [g for v in search["attribute_modules"]["channels"].values() for g in v]
+        assert len(grouped) == len(set(grouped)) and all(0 <= g < c for g in grouped)
+        best = search["most_specific"]
+        assert best is None or (_in(best["specificity"], 0.25, 1)
+                                and best["transfer"][best["top_attribute"]] >= 0.3)  # fmt: skip
         p = d["probe"]
         assert _in(p["entropy"], 0, math.log(10)) and _in(p["entropy_sources"], 0, math.log(10))
         assert _in(p["receiver_agreement"], 0, 1) and _in(p["donor_agreement"], 0, 1)

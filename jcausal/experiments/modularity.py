@@ -18,7 +18,10 @@ means of held-out digits, concatenated with their parent features. Then, per lay
   is the mean over attributes of the best module's share of the positive transfer; the ratio
   best/second-best module is reported per attribute;
 * the classifier probe: entropy and source agreement of a digit classifier
-  (:func:`jcausal.metrics.train_digit_classifier`) on the module hybrids.
+  (:func:`jcausal.metrics.train_digit_classifier`) on the module hybrids;
+* the search for a single-attribute module (:mod:`jcausal.experiments.modularity_attributes`):
+  the table at every NMF rank up to ``search_rank``, and channel groups formed by their
+  single-channel transfers.
 
 The procedural scenes (:mod:`jcausal.experiments.modularity_scenes`; ``--parts vae`` and
 ``mcqvae``): a small VAE and the CT-VAE's MCQ-VAE, each trained on :class:`jcausal.data.Shapes`;
@@ -80,6 +83,7 @@ class Config:
     influence_pairs: int = 400
     table_pairs: int = 200
     max_rank: int = 6
+    search_rank: int = 8  # largest NMF rank of the single-attribute search (modularity_attributes)
     classifier_steps: int = 1000
     grid_pairs: int = 6
     scene_steps: int = 6000  # at 3000 the object module reached 70 %, at 6000 81 % (README)
@@ -99,6 +103,7 @@ SMOKE = Config(
     width=8,
     influence_pairs=32,
     table_pairs=16,
+    search_rank=4,
     classifier_steps=50,
     grid_pairs=3,
     scene_steps=200,
@@ -178,7 +183,11 @@ def transfer(hybrid: np.ndarray, receiver: np.ndarray, donor: np.ndarray) -> flo
 
 
 def module_table(
-    hyb: np.ndarray, rec: np.ndarray, don: np.ndarray
+    hyb: np.ndarray,
+    rec: np.ndarray,
+    don: np.ndarray,
+    a_r: dict[str, np.ndarray] | None = None,
+    a_d: dict[str, np.ndarray] | None = None,
 ) -> tuple[dict[str, list[float]], dict[str, float]]:
     """Transfer of each attribute by each module, the modularity score and best/second ratios.
 
@@ -186,12 +195,15 @@ def module_table(
         hyb: ``(n, r, 28, 28)`` module hybrids (grey levels).
         rec: ``(n, 28, 28)`` receivers ``G(z1)``.
         don: ``(n, 28, 28)`` donors ``G(z2)``.
+        a_r: the receivers' :func:`attributes`, when already measured (else measured here).
+        a_d: the donors' :func:`attributes`, likewise.
 
     Returns:
         ``{attribute: [T per module]}`` and ``{"score", "ratio_<attribute>", ...}``.
     """
     r = hyb.shape[1]
-    a_r, a_d = attributes(rec), attributes(don)
+    a_r = attributes(rec) if a_r is None else a_r
+    a_d = attributes(don) if a_d is None else a_d
     a_h = [attributes(hyb[:, k]) for k in range(r)]
     table = {a: [transfer(a_h[k][a], a_r[a], a_d[a]) for k in range(r)] for a in ATTRIBUTES}
     summary, shares = {}, []
@@ -211,6 +223,8 @@ def _digits(
     cfg: Config, key, seed: int, path: Path, times: dict, state: Path | None
 ) -> tuple[dict, list[str]]:
     """The Morpho-MNIST part: train, then per layer maps, modules, table, probe, figures."""
+    from .modularity_attributes import attribute_search  # it imports this module
+
     t0 = time.time()
     train, _, test = load_splits(cfg.n_train, cfg.val_units, cfg.n_test)
     times["data"] = time.time() - t0
@@ -240,6 +254,8 @@ def _digits(
         don = np.asarray(jax.vmap(stages)(z2[:m]))
         table, summary = module_table(hyb, rec, don)
         probe = classifier_probe(lambda x: predict_proba(classifier, x), hyb, rec, don)
+        search = attribute_search(stages, maps, z1[:m], z2[:m], layer, rec, don,
+                                  cfg.search_rank, seed)  # fmt: skip
         # Share of all influence carried by each module's channels.
         mass = maps.reshape(len(maps), -1).sum(1)
         metrics["layers"][layer] = {
@@ -255,6 +271,7 @@ def _digits(
             "transfer": table,
             "summary": summary,
             "probe": probe,
+            "search": search,
             "seconds": time.time() - t1,
         }
         plot_influence(

@@ -127,3 +127,10 @@ def test_bad_config_and_steps_are_refused(tmp_path):
     for bad in ("digits,scenes", "", "vae,vae", ["digits", 3]):
         with pytest.raises(ValueError, match="--parts"):
             modularity.run(config=TINY, parts=bad, out=tmp_path)
+
+
+def test_unet_part_refuses_a_missing_diffscm_run(tmp_path):
+    with pytest.raises(ValueError, match="--unet-state"):
+        modularity.run(config=TINY, parts="digits", unet_state=tmp_path, out=tmp_path / "a")
+    with pytest.raises(FileNotFoundError, match="checkpoints/score"):
+        modularity.run(config=TINY, parts="unet", unet_state=tmp_path, out=tmp_path / "b")

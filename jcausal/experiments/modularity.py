@@ -27,6 +27,10 @@ The procedural scenes (:mod:`jcausal.experiments.modularity_scenes`; ``--parts v
 ``mcqvae``): a small VAE and the CT-VAE's MCQ-VAE, each trained on :class:`jcausal.data.Shapes`;
 per layer their influence maps and modules (``<model>_influence_<layer>.png``), module hybrids
 (``<model>_hybrids_<layer>.png``) and each module's share of influence on the object pixels.
+
+On request (``--parts unet``), the Diff-SCM ε-UNet at a fixed step
+(:mod:`jcausal.experiments.modularity_unet`): influence maps, modules and module hybrids read
+as one-step clean-image estimates (``unet_influence_<layer>.png``, ``unet_hybrids_<layer>.png``).
 """
 
 from __future__ import annotations
@@ -92,6 +96,14 @@ class Config:
     mcqvae: ctvae_experiment.Config = dataclasses.field(
         default_factory=lambda: dataclasses.replace(ctvae_experiment.FULL, size=32)
     )
+    # The ε-UNet part (modularity_unet): pairs, step as a fraction of T, layers; and the small
+    # score model trained when no Diff-SCM run is given (--unet-state).
+    unet_pairs: int = 64
+    unet_t: float = 0.3
+    unet_layers: tuple[str, ...] = ("mid", "u1.1")
+    unet_steps: int = 400
+    unet_width: int = 16
+    unet_n_train: int | None = 2000
 
 
 # The smoke sizes are the deepscm smoke's, so its cached Morpho-MNIST units are reused.
@@ -109,11 +121,15 @@ SMOKE = Config(
     scene_steps=200,
     scene_pairs=32,
     mcqvae=dataclasses.replace(ctvae_experiment.SMOKE, vae_steps=200),
+    unet_pairs=8,
+    unet_steps=20,
+    unet_width=8,
+    unet_n_train=256,
 )
 FULL = Config()
 #: the parts of the run (``--parts``) and those run by default
-PARTS = ("digits", "vae", "mcqvae")
-DEFAULT_PARTS = ("digits", "vae", "mcqvae")
+PARTS = ("digits", "vae", "mcqvae", "unet")
+DEFAULT_PARTS = ("digits", "vae", "mcqvae", "unet")
 
 
 def train_model(
@@ -344,6 +360,7 @@ def run(
     scene_steps: int | None = None,
     mcqvae_steps: int | None = None,
     state_dir: str | Path | None = None,
+    unet_state: str | Path | None = None,
 ) -> dict:
     """Measure the modularity of the Deep SCM decoder and of the scene generators.
 
@@ -354,19 +371,22 @@ def run(
         steps: training steps of the Deep SCM (default: the config's).
         parts: which of :data:`PARTS` to run (a sequence or ``"digits,vae"``); default
             :data:`DEFAULT_PARTS`. ``"digits"``: the Deep SCM on Morpho-MNIST; ``"vae"``: the
-            small scene VAE; ``"mcqvae"``: the CT-VAE's MCQ-VAE decoder on the same scenes.
+            small scene VAE; ``"mcqvae"``: the CT-VAE's MCQ-VAE decoder on the same scenes;
+            ``"unet"``: the Diff-SCM ε-UNet at a fixed step (not run by default).
         config: a :class:`Config` to use instead of ``FULL``/``SMOKE`` (tests).
         scene_steps: training steps of the scene VAE (default: the config's).
         mcqvae_steps: training steps of the MCQ-VAE (default: the config's ``mcqvae``).
         state_dir: folder of the Deep SCM's checkpoints (``checkpoints/deepscm``; the command
             line's ``--out``): a rerun with ``--overwrite`` reloads the trained model.
+        unet_state: the ``--out`` folder of a Diff-SCM run whose score model the ``"unet"``
+            part reloads (:mod:`jcausal.experiments.modularity_unet`); else it trains one.
 
     Returns:
         The metrics written to ``metrics.json``.
 
     Raises:
         ValueError: a config that is not a :class:`Config`, a step count that is not a
-            positive integer, or unknown parts.
+            positive integer, unknown parts, or ``unet_state`` without the ``"unet"`` part.
     """
     cfg = config if config is not None else SMOKE if smoke else FULL
     if not isinstance(cfg, Config):
@@ -379,6 +399,8 @@ def run(
         n = _positive("mcqvae-steps", mcqvae_steps)
         cfg = dataclasses.replace(cfg, mcqvae=dataclasses.replace(cfg.mcqvae, vae_steps=n))
     parts = parse_parts(parts)
+    if unet_state is not None and "unet" not in parts:
+        raise ValueError("--unet-state is read by the unet part: add it to --parts")
     path = output_dir(NAME, out)
     t0 = time.time()
     key = jax.random.key(seed)
@@ -394,11 +416,21 @@ def run(
         metrics.setdefault("scenes", {})[model], more = _scenes(cfg, model, k, seed, path)
         figures += more
         times[model] = time.time() - t1
+    if "unet" in parts:
+        from .modularity_unet import unet_part
+
+        t1 = time.time()
+        metrics["unet"], more = unet_part(
+            cfg, jax.random.fold_in(key, 5), seed, path, path if state is None else state,
+            unet_state,
+        )  # fmt: skip
+        figures += more
+        times["unet"] = time.time() - t1
     times["total"] = time.time() - t0
     metrics["seconds"] = times
     metrics["figures"] = figures
-    write_metrics(path, metrics, dataclasses.asdict(cfg) | {"smoke": smoke, "seed": seed,
-                                                            "parts": list(parts)})  # fmt: skip
+    settings = {"smoke": smoke, "seed": seed, "parts": list(parts), "unet_state": unet_state}
+    write_metrics(path, metrics, dataclasses.asdict(cfg) | settings)
     return metrics
 
 
@@ -409,13 +441,20 @@ def _extra(parser) -> None:
         default=None,
         help=f"comma-separated parts among {', '.join(PARTS)} (default: "
         f"{','.join(DEFAULT_PARTS)}): digits = Deep SCM on Morpho-MNIST, vae = a small VAE on "
-        "the procedural scenes, mcqvae = the CT-VAE's MCQ-VAE decoder on the same scenes",
+        "the procedural scenes, mcqvae = the CT-VAE's MCQ-VAE decoder on the same scenes, "
+        "unet = the Diff-SCM ε-UNet at a fixed step",
     )
     parser.add_argument(
         "--scene-steps", type=int, default=None, help="training steps of the scene VAE"
     )
     parser.add_argument(
         "--mcqvae-steps", type=int, default=None, help="training steps of the MCQ-VAE"
+    )
+    parser.add_argument(
+        "--unet-state",
+        default=None,
+        help="the --out folder of a `jcausal experiment diffscm` run: the unet part reloads its "
+        "score model (checkpoints/score) instead of training a small one",
     )
 
 

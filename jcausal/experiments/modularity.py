@@ -376,8 +376,10 @@ def run(
         config: a :class:`Config` to use instead of ``FULL``/``SMOKE`` (tests).
         scene_steps: training steps of the scene VAE (default: the config's).
         mcqvae_steps: training steps of the MCQ-VAE (default: the config's ``mcqvae``).
-        state_dir: folder of the Deep SCM's checkpoints (``checkpoints/deepscm``; the command
-            line's ``--out``): a rerun with ``--overwrite`` reloads the trained model.
+        state_dir: folder of the training state (the command line's ``--out``): the Deep
+            SCM's and the ε-UNet's checkpoints (``checkpoints/deepscm``,
+            ``checkpoints/unet_score``) and the UNet's ``train_unet_score.jsonl``; a rerun with
+            ``--overwrite`` reloads the trained models.
         unet_state: the ``--out`` folder of a Diff-SCM run whose score model the ``"unet"``
             part reloads (:mod:`jcausal.experiments.modularity_unet`); else it trains one.
 
@@ -462,7 +464,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     """Command line: ``jcausal experiment modularity [--smoke] [--parts P,...] [--steps N]``."""
     return run_cli(
         NAME, "Modularity of the Deep SCM decoder and the scene generators: hybrids, influence "
-        "maps, NMF modules", run, argv, _extra, state=("checkpoints",),
+        "maps, NMF modules", run, argv, _extra, state=("checkpoints", "train_*.jsonl"),
     )  # fmt: skip
 
 

@@ -93,7 +93,8 @@ def unet_part(cfg, key, seed: int, path: Path, state: Path, source=None) -> tupl
     Returns:
         ``(metrics, figures)``: per layer the rank, assignment, module influence shares and
         each module's ``donor_fraction`` (mean ``|x0_hat(hybrid) - x0_hat(z1)|`` over mean
-        ``|x0_hat(z2) - x0_hat(z1)|``: the share of the donor's difference it carries).
+        ``|x0_hat(z2) - x0_hat(z1)|``: the share of the donor's difference it carries), also
+        for every NMF rank ``2..max_rank`` (``donor_fraction_by_rank``).
     """
     net, sched, info = score_model(cfg, jax.random.fold_in(key, 0), state, source)
     t = round(cfg.unet_t * (len(sched.alpha_bar) - 1))
@@ -120,6 +121,17 @@ def unet_part(cfg, key, seed: int, path: Path, state: Path, source=None) -> tupl
         hyb = np.asarray(hybrids(st, z1, z2, layer, mods.masks()))  # (n, r, 28, 28, 1)
         hyb = grey(hyb, z1[:, None])
         mass = maps.reshape(len(maps), -1).sum(1)
+
+        def fractions(masks):  # each channel set's share of the donor's x0_hat difference
+            h = grey(np.asarray(hybrids(st, z1, z2, layer, masks)), z1[:, None])
+            return [float(np.abs(h[:, k] - rec).mean() / base) for k in range(len(masks))]
+
+        # Forced ranks as well: the criterion may pick one module when every map covers the
+        # digit alike.
+        by_rank = {
+            r: fractions(find_modules(maps, rank=r, seed=seed).masks())
+            for r in range(2, min(cfg.max_rank, len(maps)) + 1)
+        }
         metrics["layers"][layer] = {
             "channels": len(maps),
             "rank": mods.rank,
@@ -132,6 +144,7 @@ def unet_part(cfg, key, seed: int, path: Path, state: Path, source=None) -> tupl
             "donor_fraction": [
                 float(np.abs(hyb[:, k] - rec).mean() / base) for k in range(mods.rank)
             ],
+            "donor_fraction_by_rank": by_rank,
         }
         plot_influence(maps, mods, f"ε-UNet at t={t}, layer {layer}: influence maps on x̂0 "
                        "(grey levels, common scale) and NMF footprints",

@@ -53,7 +53,6 @@ from ..modularity import (
     classifier_probe,
     decoder_stages,
     find_modules,
-    hybrids,
     influence_maps,
     measure_shape,
 )
@@ -239,7 +238,7 @@ def _digits(
     cfg: Config, key, seed: int, path: Path, times: dict, state: Path | None
 ) -> tuple[dict, list[str]]:
     """The Morpho-MNIST part: train, then per layer maps, modules, table, probe, figures."""
-    from .modularity_attributes import attribute_search  # it imports this module
+    from .modularity_attributes import attribute_search, padded_hybrids  # they import this module
 
     t0 = time.time()
     train, _, test = load_splits(cfg.n_train, cfg.val_units, cfg.n_test)
@@ -265,7 +264,8 @@ def _digits(
         maps = influence_maps(stages, z1, z2, layer)
         mods = find_modules(maps, max_rank=cfg.max_rank, seed=seed)
         m = cfg.table_pairs
-        hyb = np.asarray(hybrids(stages, z1[:m], z2[:m], layer, mods.masks()))
+        # padded to C channel sets: one compiled program with the search's hybrids
+        hyb = padded_hybrids(stages, z1[:m], z2[:m], layer, mods.masks())
         rec = np.asarray(jax.vmap(stages)(z1[:m]))
         don = np.asarray(jax.vmap(stages)(z2[:m]))
         table, summary = module_table(hyb, rec, don)

@@ -56,7 +56,7 @@ def attribute_groups(
     return (best[None, :] == np.arange(len(ATTRIBUTES))[:, None]) & keep[None, :]
 
 
-def _padded_hybrids(stages: Stages, z1: Array, z2: Array, layer: str, masks) -> np.ndarray:
+def padded_hybrids(stages: Stages, z1: Array, z2: Array, layer: str, masks) -> np.ndarray:
     """Hybrids ``(n, M, ...)``, the masks padded to ``C`` rows so every call shares a program."""
     masks = np.asarray(masks, bool)
     m, c = masks.shape
@@ -101,7 +101,7 @@ def attribute_search(
     candidates = []
     for r in range(2, min(max_rank, c) + 1):
         mods = find_modules(maps, rank=r, seed=seed)
-        hyb = _padded_hybrids(stages, z1, z2, layer, mods.masks())
+        hyb = padded_hybrids(stages, z1, z2, layer, mods.masks())
         table, summary = module_table(hyb, rec, don, a_r, a_d)
         top, spec = specificity(table)
         out["by_rank"][r] = {
@@ -113,7 +113,7 @@ def attribute_search(
         }
         candidates += [(f"rank {r} M{k}", table, k, mods.masks()[k]) for k in range(r)]
     single, _ = module_table(
-        _padded_hybrids(stages, z1, z2, layer, np.eye(c, dtype=bool)), rec, don, a_r, a_d
+        padded_hybrids(stages, z1, z2, layer, np.eye(c, dtype=bool)), rec, don, a_r, a_d
     )
     out["channel_transfer"] = single
     groups = attribute_groups(single)
@@ -122,7 +122,7 @@ def attribute_search(
     channels = {a: np.flatnonzero(g).tolist() for a, g in zip(names, groups, strict=True)}
     entry: dict = {"channels": channels}
     if len(groups):
-        table, _ = module_table(_padded_hybrids(stages, z1, z2, layer, groups), rec, don, a_r, a_d)
+        table, _ = module_table(padded_hybrids(stages, z1, z2, layer, groups), rec, don, a_r, a_d)
         top, spec = specificity(table)
         entry |= {"transfer": table, "top_attribute": top, "specificity": spec}
         candidates += [(f"{a} group", table, k, groups[k]) for k, a in enumerate(names)]
@@ -140,4 +140,4 @@ def attribute_search(
     return out
 
 
-__all__ = ["attribute_groups", "attribute_search", "specificity"]
+__all__ = ["attribute_groups", "attribute_search", "padded_hybrids", "specificity"]

@@ -1,5 +1,10 @@
 """jcausal.policy: bounds, identity, closed-form optima, constraints, the peer, bad input."""
 
+import os
+import subprocess
+import sys
+import textwrap
+
 import distrax
 import equinox as eqx
 import jax
@@ -273,3 +278,100 @@ def test_sharded_training_and_peer_bad_input():
     lam_pol = jp.Policy([jp.Action("t", "shift")], 1, 1, key=jax.random.key(0))
     with pytest.raises(ValueError, match="trade-off weights contain NaN"):
         lam_pol.parameters(obs["x"][:, None], jnp.full((64, 1), jnp.nan))
+
+
+SHARDED = textwrap.dedent(
+    """
+    import sys
+    import jax, jax.numpy as jnp, numpy as np, equinox as eqx, distrax
+    import jcausal as jc
+    from jcausal import policy as jp
+
+    jpt = sys.modules["jcausal.policy.train"]  # the module (its name is also the function's)
+
+    assert jax.device_count() == 2, jax.devices()
+    specs = []
+    inner = jpt._policy_loss
+
+    def spy(params, batch, key):  # records how fit hands the units' batch to the loss
+        specs.append(str(jax.typeof(jax.tree.leaves(batch)[0]).sharding.spec))
+        return inner(params, batch, key)
+
+    jpt._policy_loss = spy
+    scm = jc.SCM(
+        x=jc.Root(distrax.Normal(0.0, 1.0)),
+        t=jc.Additive(lambda p, pa: 0.5 * pa["x"], None, distrax.Normal(0.0, 1.0), ["x"]),
+        y=jc.Additive(lambda p, pa: pa["x"] + 2.0 * pa["t"], None, distrax.Normal(0.0, 0.5),
+                      ["x", "t"]),
+    )
+    obs = jc.sample(jax.random.key(0), scm, 64)
+    # Batched over units and over lambda: the target of y is lambda.
+    problem = jp.Problem(scm, lambda v, th, lam: (v["y"] - lam[0]) ** 2, ["x"])
+    data = problem.prepare(obs)
+    pol = jp.Policy([jp.Action("t", "shift", jp.Box(-2.0, 2.0))], 1, 1, key=jax.random.key(1),
+                    width=4)
+    kw = dict(steps=20, key=jax.random.key(2), lr=0.05, batch_size=32,
+              lambdas=jp.Uniform(0.0, 2.0), num_lambdas=4)
+    plain, _ = jp.train(problem, pol, data, **kw)
+    sharded, _ = jp.train(problem, pol, data, sharding=jax.make_mesh((2,), ("data",)), **kw)
+    a = jax.tree.leaves(eqx.filter(plain, eqx.is_inexact_array))
+    b = jax.tree.leaves(eqx.filter(sharded, eqx.is_inexact_array))
+    p0 = jax.tree.leaves(eqx.filter(pol, eqx.is_inexact_array))
+    diff = max(float(jnp.max(jnp.abs(u - v))) for u, v in zip(a, b))
+    moved = max(float(jnp.max(jnp.abs(u - v))) for u, v in zip(a, p0))
+    print(repr((diff, moved, specs[-1])))
+    """
+)
+
+
+def test_sharded_over_two_fake_devices_matches_one_device(tmp_path):
+    # Units split over a 2-device mesh (XLA's fake host devices), λ batched on each: the
+    # trained policy is the one-device policy, and the loss did see a split batch.
+    script = tmp_path / "sharded_policy.py"
+    script.write_text(SHARDED)
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
+    res = subprocess.run(
+        [sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert res.returncode == 0, res.stderr[-3000:]
+    diff, moved, spec = eval(res.stdout.strip().splitlines()[-1])
+    assert "data" in spec, spec
+    assert moved > 1e-2
+    assert diff < 1e-6
+
+
+def test_nan_guard_names_the_step_through_train():
+    # fit's NaN guard reaches the policy user: a non-finite outcome stops training by name.
+    scm = _linear_gaussian()
+    obs = jc.sample(jax.random.key(0), scm, 16)
+    problem = jp.Problem(scm, lambda v, th, lam: jnp.log(v["y"] - 100.0), ["x"])
+    pol = jp.Policy([jp.Action("t", "shift", jp.Box(-1.0, 1.0))], 1, key=jax.random.key(1))
+    with pytest.raises(FloatingPointError, match=r"non-finite value at step 0 .*'outcome' = .*nan"):
+        jp.train(problem, pol, problem.prepare(obs), steps=3, key=jax.random.key(2))
+
+
+def test_hard_on_a_categorical_node_is_refused_by_name():
+    # Bounds make sense on continuous nodes only: health's exercise is categorical (Gumbel-max).
+    scm = examples.health()
+    problem = jp.Problem(scm, lambda v, th, lam: v["risk"])
+    pol = jp.Policy([jp.Action("exercise", "hard", jp.Box(0.0, 2.0))], key=jax.random.key(0))
+    with pytest.raises(ValueError, match=r"Action\('exercise', 'hard'\): the node is categorical"):
+        problem.check(pol)
+
+
+def test_evolve_solves_a_non_differentiable_objective_the_gradient_cannot():
+    pytest.importorskip("evosax")
+    # Reward only doses within 0.1 of 1.5: a step function, zero gradient almost everywhere.
+    scm = examples.treatment()
+    obs = jc.sample(jax.random.key(0), scm, 32)
+    problem = jp.Problem(scm, lambda v, th, lam: jnp.where(jnp.abs(v["t"] - 1.5) < 0.1, 0.0, 1.0))
+    pol = jp.Policy([jp.Action("t", "hard", jp.Box(0.0, 2.0))], key=jax.random.key(1), depth=0)
+    data = problem.prepare(obs)
+    start = float(pol.parameters(None, n=1)["t"][0, 0])
+    assert abs(start - 1.5) > 0.1
+    by_grad, _ = jp.train(problem, pol, data, steps=20, key=jax.random.key(2), lr=0.1)
+    assert float(by_grad.parameters(None, n=1)["t"][0, 0]) == pytest.approx(start, abs=1e-9)
+    best, res = jp.evolve(problem, pol, data, generations=30, key=jax.random.key(3),
+                          population=16, sigma=1.0)  # fmt: skip
+    assert abs(float(best.parameters(None, n=1)["t"][0, 0]) - 1.5) < 0.1
+    assert float(res.best_fitness[-1]) == 0.0

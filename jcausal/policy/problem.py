@@ -231,8 +231,13 @@ class Problem(eqx.Module):
         desc = self.scm.descendants(*acted)
         targets = tuple(k for k in self.scm.order if k in desc)
         values, ok = _predict(self.scm, noise, obs, targets, ivs, obs)
-        lam_u = None if lam is None else jnp.broadcast_to(lam, (n, policy.num_lambdas))
-        axes = (0, 0, None if lam_u is None else 0)
+        # One λ for every unit is passed unmapped, not broadcast over the units: a broadcast
+        # copy is not split over a mesh like the units' values are, and vmap refuses the mix.
+        if lam is None or lam.shape[0] == 1:
+            lam_u, lam_axis = (None if lam is None else lam[0]), None
+        else:
+            lam_u, lam_axis = jnp.broadcast_to(lam, (n, policy.num_lambdas)), 0
+        axes = (0, 0, lam_axis)
         args = (values, theta, lam_u)
         if self.constants is not None:
             axes, args = (*axes, None), (*args, self.constants)

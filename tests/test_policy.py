@@ -375,3 +375,27 @@ def test_evolve_solves_a_non_differentiable_objective_the_gradient_cannot():
                           population=16, sigma=1.0)  # fmt: skip
     assert abs(float(best.parameters(None, n=1)["t"][0, 0]) - 1.5) < 0.1
     assert float(res.best_fitness[-1]) == 0.0
+
+
+def test_augmented_lagrangian_resumes_from_its_rounds_checkpoints(tmp_path):
+    # An interrupted run (rounds 1 and 2 lost) resumes: round 0 is restored, not retrained,
+    # the multiplier follows from it, and the result is the uninterrupted run's.
+    import shutil
+
+    scm = examples.treatment()
+    obs = jc.sample(jax.random.key(0), scm, 64)
+    problem = jp.Problem(
+        scm, lambda v, th, lam: -v["y"], ["x"], constraint=lambda v, th, lam: v["t"] - 0.5
+    )
+    pol = jp.Policy([jp.Action("t", "hard", jp.Box(0.0, 2.0))], 2, key=jax.random.key(1), width=4)
+    data = problem.prepare(obs)
+    kw = dict(steps=60, key=jax.random.key(2), lr=2e-2,
+              constraint=jp.AugmentedLagrangian(rho=10.0, tol=1e-12, rounds=3))  # fmt: skip
+    full, info_full = jp.train(problem, pol, data, checkpoint_dir=str(tmp_path), **kw)
+    assert len(info_full.histories) == 3
+    for r in (1, 2):
+        shutil.rmtree(tmp_path / f"round_{r}")
+    again, info = jp.train(problem, pol, data, checkpoint_dir=str(tmp_path), **kw)
+    assert [h.start_step for h in info.histories] == [20, 0, 0]
+    np.testing.assert_allclose(info.multiplier, info_full.multiplier, rtol=1e-6)
+    np.testing.assert_allclose(again.net.layers[-1].weight, full.net.layers[-1].weight, rtol=1e-5)

@@ -194,8 +194,10 @@ def _policy_loss(params: dict, batch: Any, key: PRNGKeyArray) -> tuple[Array, di
 @functools.lru_cache(maxsize=16)
 def _default_optimizer(lr: float, steps: int) -> optax.GradientTransformation:
     # One object per setting: fit caches its compiled program on the optimiser object, so
-    # repeated train calls with the same lr and steps compile once.
-    return optax.adam(optax.cosine_decay_schedule(lr, steps, alpha=1e-2))
+    # repeated train calls with the same lr and steps compile once. decay_steps is a float
+    # from the start: optax's schedule turns an int into a float in its closure on first use,
+    # which changed the optimiser's fingerprint between rounds and refused resuming them.
+    return optax.adam(optax.cosine_decay_schedule(lr, float(steps), alpha=1e-2))
 
 
 def _check_count(name: str, v: Any, low: int = 1) -> int:

@@ -399,3 +399,22 @@ def test_augmented_lagrangian_resumes_from_its_rounds_checkpoints(tmp_path):
     assert [h.start_step for h in info.histories] == [20, 0, 0]
     np.testing.assert_allclose(info.multiplier, info_full.multiplier, rtol=1e-6)
     np.testing.assert_allclose(again.net.layers[-1].weight, full.net.layers[-1].weight, rtol=1e-5)
+
+
+def test_population_level_on_an_equilibrium_model():
+    # Fresh units drawn from the equilibrium SCM (its demand y is fixed: every unit is the
+    # table's economy), then the policy's factors: x = (I - aA)^-1 a y, as unit level.
+    A = np.array([[0.1, 0.2, 0.0], [0.05, 0.1, 0.3], [0.2, 0.0, 0.1]])
+    model = IOModel(A, [1.0, 2.0, 1.5])
+    problem = jp.Problem(model.scm(), lambda v, th, lam: jnp.sum(v["x"]), level="population")
+    pol = jp.Policy([jp.Action("x", "scale", jp.Box(0.0, 2.0), size=3)], key=jax.random.key(0))
+    alpha = np.array([0.5, 1.5, 1.0])
+    pol = eqx.tree_at(
+        lambda p: p.net.layers[-1].bias, pol, jnp.asarray(np.log(alpha / (2 - alpha)))
+    )
+    data = problem.draw(jax.random.key(1), 4)
+    np.testing.assert_allclose(data["obs"]["x"], np.tile(model.x_observed, (4, 1)), rtol=1e-5)
+    f, _, ok = problem.terms(pol, data, None)
+    x = np.linalg.solve(np.eye(3) - alpha[:, None] * A, alpha * np.asarray(model.y))
+    assert bool(ok)
+    np.testing.assert_allclose(f, np.full(4, x.sum()), rtol=1e-4)

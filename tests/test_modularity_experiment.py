@@ -124,6 +124,9 @@ def test_bad_config_and_steps_are_refused(tmp_path):
         modularity.run(config=TINY, scene_steps=2.5, parts="vae", out=tmp_path)
     with pytest.raises(ValueError, match="--mcqvae-steps"):
         modularity.run(config=TINY, mcqvae_steps=0, parts="mcqvae", out=tmp_path)
+    # The UNet part needs a Diff-SCM run (or trains a UNet): on request only.
+    assert modularity.parse_parts(None) == ("digits", "vae", "mcqvae")
+    assert modularity.parse_parts(" unet,digits") == ("unet", "digits")
     for bad in ("digits,scenes", "", "vae,vae", ["digits", 3]):
         with pytest.raises(ValueError, match="--parts"):
             modularity.run(config=TINY, parts=bad, out=tmp_path)

@@ -35,3 +35,20 @@ def test_fingerprint_ignores_memory_addresses():
     assert "different structure" in describe_optimizer_change(
         fa, optimizer_fingerprint(sgd, sgd.init(b))
     )
+
+
+def test_int_and_float_settings_agree_but_values_do_not():
+    # optax turns some int constants into floats on first use: 100 and 100.0 are one setting.
+    params = jnp.ones(3)
+
+    def adam(steps):
+        return optax.adam(optax.cosine_decay_schedule(1e-3, decay_steps=steps))
+
+    f_int = optimizer_fingerprint(adam(100), adam(100).init(params))
+    f_float = optimizer_fingerprint(adam(100.0), adam(100.0).init(params))
+    assert f_int["settings"] != f_float["settings"]  # the raw fingerprints do differ
+    assert describe_optimizer_change(f_int, f_float) is None
+    changed = describe_optimizer_change(
+        f_int, optimizer_fingerprint(adam(200), adam(200).init(params))
+    )
+    assert "settings differ" in changed

@@ -99,6 +99,25 @@ def _filled(cell: types.CellType) -> bool:
     return True
 
 
+def _number(x: Any) -> Any:
+    """A setting as a float when it is a number (``100``, ``100.0`` and ``"100.0"`` agree).
+
+    optax keeps some constants as given and converts others on first use (a schedule's int
+    step count becomes a float), so the same optimiser can print an int before its first step
+    and a float after it; a resume must not take that for a change of settings.
+    """
+    if isinstance(x, bool) or x is None:
+        return x
+    if isinstance(x, int | float):
+        return float(x)
+    if isinstance(x, str):
+        try:
+            return float(x)
+        except ValueError:
+            return x
+    return x
+
+
 def _flat(tree: Any) -> list:
     if isinstance(tree, list):
         return [y for x in tree for y in _flat(x)]
@@ -153,7 +172,7 @@ def describe_optimizer_change(saved: Mapping[str, Any], now: Mapping[str, Any]) 
             f"chain): checkpoint {saved.get('structure')}, now {now['structure']}"
         )
     a, b = _flat(saved.get("settings")), _flat(now["settings"])
-    if a != b:
+    if [_number(x) for x in a] != [_number(x) for x in b]:
         diff = next(((x, y) for x, y in zip(a, b, strict=False) if x != y), (a[-1:], b[-1:]))
         return (
             "its optimiser settings differ (e.g. a learning rate, a schedule or a "

@@ -83,7 +83,8 @@ class _Attention(eqx.Module):
     ff2: Array | None
 
     def __init__(self, hidden: int, key: PRNGKeyArray, identity: bool, ffn: bool):
-        k = jax.random.split(key, 7)
+        k = jax.random.split(key, 5)
+        kf = jax.random.split(jax.random.fold_in(key, 1), 2)  # ffn=False keeps the first five
         s = 1.0 / np.sqrt(hidden)
         self.w_t = s * jax.random.normal(k[0], (hidden, hidden))
         self.w_s = s * jax.random.normal(k[1], (hidden, hidden))
@@ -94,9 +95,10 @@ class _Attention(eqx.Module):
         # A node-wise MLP after the messages (as in a transformer block): the new code of a
         # cell is a lookup on (its code, its parents' messages, the action), which the
         # attention's single ReLU represents poorly.
-        self.ff1 = s * jax.random.normal(k[5], (hidden, 2 * hidden)) if ffn else None
+        self.ff1 = s * jax.random.normal(kf[0], (hidden, 2 * hidden)) if ffn else None
         self.ff_b = jnp.zeros(2 * hidden) if ffn else None
-        self.ff2 = (s / np.sqrt(2)) * jax.random.normal(k[6], (2 * hidden, hidden)) if ffn else None
+        s2 = s / np.sqrt(2)
+        self.ff2 = s2 * jax.random.normal(kf[1], (2 * hidden, hidden)) if ffn else None
 
     def __call__(self, h: Array, adj: Array) -> Array:
         e = jax.nn.leaky_relu((h @ self.w_t)[:, None] + (h @ self.w_s)[None], 0.2) @ self.att

@@ -210,3 +210,27 @@ def test_mask_rate_and_changed_codes_terms_have_their_closed_forms():
     np.testing.assert_allclose(float(more - base), want, rtol=1e-4)
     # The fresh layer's mask logits are MLP outputs around 0: a rate strictly inside (0, 1).
     assert 0.0 < float(aux["mask"]) < 1.0
+
+
+def test_causal_mode_over_every_action_is_the_evaluated_posterior():
+    # A layer whose mask and graph are certain (logits +30): training's samples are the modes,
+    # so causal mode over every action (num_negatives=None, eq. 10) is the cross-entropy of the
+    # posterior evaluation ranks, -log softmax_a(action_logliks)[a_true] per unit.
+    ct = CTLayer(CODEC.grid, 2, 5, A, identity=False, key=jax.random.key(6))
+    ct = eqx.tree_at(lambda c: (c.mask_bias, c.adj_c), ct, (ct.mask_bias + 30, ct.adj_c + 30))
+    idx = jax.random.randint(jax.random.key(7), (3, 4, 4, 2), 0, 5)
+    idy = jax.random.randint(jax.random.key(8), (3, 4, 4, 2), 0, 5)
+    a = jnp.array([0, 3, 5])
+    batch = {"x": jax.vmap(CODEC.decode_codes)(idx), "y": jax.vmap(CODEC.decode_codes)(idy), "a": a}
+    ll = jax.vmap(lambda x, y: action_logliks(ct, x, y))(idx, idy)
+    ce = -np.asarray(jnp.take_along_axis(jax.nn.log_softmax(ll, -1), a[:, None], -1)[:, 0])
+    assert np.ptp(ce) > 1e-3  # the units differ, so the weighting below is visible
+    params = {"vae": CODEC, "ct": ct}
+    _, aux = eqx.filter_jit(ct_loss(None))(params, batch, jax.random.key(9))
+    np.testing.assert_allclose(float(aux["causal"]), ce.mean(), rtol=1e-5)
+    # Class weights per true action: the batch mean becomes the weighted mean.
+    w = np.arange(1.0, A + 1)
+    _, aux = eqx.filter_jit(ct_loss(None, action_weights=w))(params, batch, jax.random.key(9))
+    np.testing.assert_allclose(float(aux["causal"]), np.sum(w[a] * ce) / np.sum(w[a]), rtol=1e-5)
+    with pytest.raises(ValueError, match="action_weights"):
+        ct_loss(None, action_weights=-w)

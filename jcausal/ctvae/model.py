@@ -88,9 +88,13 @@ def _unit_terms(ct: CTLayer, cx, cy, a, key, num_negatives: int) -> dict[str, Ar
     standard = code_loglik(ct.propagate(feats, n_act, g0["mask"], g0["adjacency"]), cx)
     ident = code_loglik(ct.propagate(feats, n_act, jnp.zeros(ct.num_nodes), eye), cx)
     null_to_id = jnp.mean((g0["adjacency"] - eye) ** 2)
-    # Negatives: uniform over the other actions (with replacement).
-    shift = 1 + jax.random.randint(k_neg, (num_negatives,), 0, max(n_act - 1, 1))
-    acts = jnp.concatenate([a[None], (a + shift) % n_act])
+    if num_negatives is None:
+        # Every action, the true one first (eq. 10 as written: the ranking used in evaluation).
+        acts = (a + jnp.arange(n_act)) % n_act
+    else:
+        # Negatives: uniform over the other actions (with replacement).
+        shift = 1 + jax.random.randint(k_neg, (num_negatives,), 0, max(n_act - 1, 1))
+        acts = jnp.concatenate([a[None], (a + shift) % n_act])
 
     def score(b, k):
         g = ct.graph(feats, b, k, null)
@@ -122,19 +126,31 @@ def _unit_terms(ct: CTLayer, cx, cy, a, key, num_negatives: int) -> dict[str, Ar
     }
 
 
-def ct_loss(num_negatives: int = 3, weights: Weights = Weights()):
+def ct_loss(
+    num_negatives: int | None = 3,
+    weights: Weights = Weights(),
+    action_weights: Float[Array, " A"] | None = None,
+):
     """The loss ``loss(params, batch, key) -> (loss, aux)`` of the CT layer for ``fit``.
 
     Args:
-        num_negatives: actions scored against the true one in causal mode.
+        num_negatives: actions sampled (with replacement) and scored against the true one in
+            causal mode; ``None`` scores every action (eq. 10 exactly, the ranking evaluated;
+            it costs ``A / (1 + num_negatives)`` times the action passes).
         weights: the terms' weights. Code log-likelihoods are divided by the number of codes
             per unit (``h w C``) so the weights are comparable; causal mode uses the raw sum.
+        action_weights: optional weight of every true action in the action, changed and causal
+            terms (e.g. inverse frequencies: class balance); the batch mean is weighted by them.
 
     The batch needs ``x``, ``y`` (images) and ``a`` (actions); ``params`` is
     ``{"vae": MCQVAE, "ct": CTLayer}`` (the VAE wrapped in ``jc.frozen`` for training).
     """
-    if int(num_negatives) < 1:
-        raise ValueError(f"num_negatives must be >= 1, got {num_negatives}")
+    if num_negatives is not None and int(num_negatives) < 1:
+        raise ValueError(f"num_negatives must be >= 1 or None (every action), got {num_negatives}")
+    if action_weights is not None:
+        action_weights = jnp.asarray(action_weights, jnp.float32)
+        if action_weights.ndim != 1 or not bool(jnp.all(action_weights > 0)):
+            raise ValueError("action_weights must be a 1-D array of positive weights per action")
 
     def loss(params, batch, key):
         vae, ct = params["vae"], params["ct"]
@@ -144,7 +160,14 @@ def ct_loss(num_negatives: int = 3, weights: Weights = Weights()):
         terms = jax.vmap(lambda x, y, a, k: _unit_terms(ct, x, y, a, k, num_negatives))(
             cx, cy, batch["a"], keys
         )
-        terms = {k: jnp.mean(v) for k, v in terms.items()}
+        if action_weights is not None:
+            w = action_weights[batch["a"]]
+            w = w / jnp.sum(w)
+            terms = {
+                k: jnp.sum(w * v) if k in _PER_ACTION else jnp.mean(v) for k, v in terms.items()
+            }
+        else:
+            terms = {k: jnp.mean(v) for k, v in terms.items()}
         per_code = float(cx[0].size)
         total = 0.0
         for name, w in dataclasses.asdict(weights).items():
@@ -155,6 +178,7 @@ def ct_loss(num_negatives: int = 3, weights: Weights = Weights()):
 
 
 _LIKELIHOOD = ("standard", "identity_graph", "action")
+_PER_ACTION = ("action", "changed", "causal")
 
 
 def action_logliks(

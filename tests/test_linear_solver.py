@@ -100,6 +100,26 @@ def test_auto_factorises_small_maps_and_iterates_large_ones():
     assert int(rep.num_steps) == int(ref_rep.num_steps)
 
 
+def test_auto_aims_below_rtol_on_large_matrices_and_is_judged_by_rtol():
+    a, y = _system(n=110)  # above DIRECT_MAX: Anderson
+    ref = np.linalg.solve(np.eye(110) - a, y)
+    x, rep = linear_fixed_point(a, y)
+    assert float(rep.relative_residual) <= 1e-10 / jc.solvers.AUTO_MARGIN
+    np.testing.assert_allclose(x, ref, rtol=1e-11)
+    k = int(linear_fixed_point(a, y, solver=jc.Anderson())[1].num_steps)
+    # With Anderson's budget for rtol = 1e-10, the tighter aim is not reached, rtol is.
+    tight = jc.Anderson(rtol=1e-10 / jc.solvers.AUTO_MARGIN, max_steps=k)
+    assert linear_fixed_point(a, y, solver=tight, throw=False)[1].result != RESULTS.successful
+    for call in (linear_fixed_point, jax.jit(linear_fixed_point, static_argnames="solver")):
+        x, rep = call(a, y, solver=Auto(max_steps=k))
+        assert rep.result == RESULTS.successful and int(rep.num_steps) == k
+        assert 1e-10 / jc.solvers.AUTO_MARGIN < float(rep.relative_residual) <= 1e-10
+    # float32 keeps its own tolerance (1e-5): a hundred times less is below its rounding.
+    x32, rep32 = linear_fixed_point(a.astype(np.float32), y.astype(np.float32))
+    assert bool(rep32.converged) and float(rep32.relative_residual) <= 1e-5
+    np.testing.assert_allclose(x32, ref, rtol=1e-4)
+
+
 def test_linear_operator_and_warm_start():
     a, y = _system(n=25)
     ref = np.linalg.solve(np.eye(25) - a, y)

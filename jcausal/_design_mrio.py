@@ -70,11 +70,10 @@ def run(
     from rich.console import Console
 
     from . import _design_report as report
-    from . import parallel
-    from .design import PROXY_NOTE, _checked, default_rows
+    from .design import PROXY_NOTE, default_rows, sweep_grouped
     from .economy import design as edesign
     from .economy import io as eio
-    from .economy import mrio
+    from .economy import mrio, sweeps
     from .results import output_dir, write_csv, write_json, write_metrics
 
     console = console or Console()
@@ -83,7 +82,6 @@ def run(
             "--bounded is not available with --mrio / --synthetic-mrio (the bound couples "
             "the region to the whole table; its linear programme is not implemented)"
         )
-    mesh = parallel.sweep_mesh(cfg.devices) if cfg.devices is not None else None
     model, system, test_table = load_table(cfg)
     if cfg.synthetic_mrio is not None:
         ghg, employment = cfg.ghg or SYNTHETIC_GHG, cfg.employment or SYNTHETIC_EMPLOYMENT
@@ -96,28 +94,25 @@ def run(
     if proxy:
         console.print(f"[yellow]note:[/yellow] {PROXY_NOTE}")
 
-    results, blocks, fronts = {}, {}, {}
+    def block(reg: str) -> edesign.DesignProblem:
+        table = (
+            eio.from_pymrio(system, reg, dtype=cfg.dtype,
+                            allow_negative_demand=cfg.allow_negative_demand)
+            if system is not None else mrio.domestic_block(model, reg)
+        )  # fmt: skip
+        return edesign.DesignProblem(table, ghg, employment)
+
+    blocks = {reg: block(reg) for reg in regs}
+    # Every region in one compiled sweep on the whole table, then every domestic block in
+    # one, on the same λ (jcausal design --devices N --shard lambdas|cases places the grid).
     with report.progress_bar(console, ", ".join(regs), 2 * len(regs) * cfg.steps, progress) as t:
-        for reg, prob in problems.items():
-            lams = (
-                np.asarray(cfg.lambdas, float)
-                if cfg.lambdas is not None
-                else edesign.auto_lambdas(prob, cfg.n_lambdas, cfg.include_zero)
-            )
-            res = mrio.sweep(prob, lams, steps=cfg.steps, lr=cfg.lr, mesh=mesh,
-                             progress=_checked(t))  # fmt: skip
+        results = sweep_grouped(problems, cfg, mrio.sweep_cases, t)
+        for res in results.values():
             res.design.check(cfg.max_excess)
-            block = edesign.DesignProblem(
-                eio.from_pymrio(system, reg, dtype=cfg.dtype,
-                                allow_negative_demand=cfg.allow_negative_demand)
-                if system is not None else mrio.domestic_block(model, reg),
-                ghg, employment,
-            )  # fmt: skip
-            blocks[reg] = edesign.sweep(
-                block, lams, steps=cfg.steps, lr=cfg.lr, mesh=mesh, progress=_checked(t)
-            ).check(cfg.max_excess)
-            results[reg] = res
-            fronts[reg] = report.summarise(prob, res.design, cfg)
+        lams = {reg: res.design.lambdas for reg, res in results.items()}
+        blocks = sweep_grouped(blocks, cfg, sweeps.sweep_cases, t, lambdas=lams)
+    blocks = {reg: res.check(cfg.max_excess) for reg, res in blocks.items()}
+    fronts = {reg: report.summarise(problems[reg], results[reg].design, cfg) for reg in regs}
 
     units = {"ghg": model.unit(ghg), "employment": model.unit(employment)}
     metrics: dict[str, Any] = {"regions": {}}

@@ -149,7 +149,9 @@ class Config:
             count GHG where it happens (leakage); see :mod:`jcausal._design_mrio`.
         synthetic_mrio: ``"RxS"``: the same on a synthetic Exiobase-shaped table of ``R``
             regions × ``S`` sectors (:func:`jcausal.economy.synthetic_mrio`; implies ``mrio``).
-        devices: split the λ sweep over this many devices (``None``: one).
+        devices: split the sweep over this many devices (``None``: one).
+        shard: what ``devices`` split: ``"lambdas"`` (the λ of every case; tables
+            replicated) or ``"cases"`` (the regions × years; each device holds its cases).
     """
 
     regions: tuple[str, ...] | None = None
@@ -172,6 +174,7 @@ class Config:
     mrio: bool = False
     synthetic_mrio: str | None = None
     devices: int | None = None
+    shard: str = "lambdas"
 
 
 #: The default of ``jcausal design``: one region, meaningful and fast.
@@ -347,6 +350,8 @@ def check_config(cfg: Config) -> None:
         isinstance(cfg.devices, bool) or not isinstance(cfg.devices, int) or cfg.devices < 1
     ):
         raise ValueError(f"--devices must be a positive whole number, got {cfg.devices!r}")
+    if cfg.shard not in ("lambdas", "cases"):
+        raise ValueError(f"--shard must be 'lambdas' or 'cases', got {cfg.shard!r}")
     if cfg.synthetic_mrio is not None and cfg.exiobase is not None:
         raise ValueError("--synthetic-mrio builds its own table; it cannot go with --exiobase")
     for flag in ("bounded", "drops", "mrio"):
@@ -468,6 +473,7 @@ OPTION_FIELDS = (
     "mrio",
     "synthetic_mrio",
     "devices",
+    "shard",
 )
 
 
@@ -516,7 +522,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--devices",
         type=int,
         default=None,
-        help="split the λ sweep over N devices (must divide the number of λ)",
+        help="split the sweep over N devices (must divide the number of λ, or of cases "
+        "with --shard cases)",
+    )
+    p.add_argument(
+        "--shard",
+        choices=["lambdas", "cases"],
+        default=None,
+        help="what --devices splits: the λ of every case (default; tables replicated) or the "
+        "cases, i.e. regions × years (each device holds its cases' tables)",
     )
     p.add_argument("--smoke", action="store_true", help="small, fast configuration (tests, CI)")
     p.add_argument("--list", action="store_true", help="list the table's regions and rows, exit")
@@ -580,6 +594,67 @@ def _list(cfg: Config) -> int:
     return 0
 
 
+def _times(tick: Any, cases: int) -> Any:
+    # A step of a grid advances every case: the bar counts steps × cases.
+    return None if tick is None else (lambda k: tick(k * cases))
+
+
+def sweep_grouped(
+    problems: Mapping[str, Any],
+    cfg: Config,
+    sweep_cases: Any,
+    tick: Any = None,
+    lambdas: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Sweep every case (region, year) of ``problems`` in one compiled program per sector count.
+
+    The cases × λ grid is placed on ``cfg.devices`` devices: the λ of every case split over
+    them (``cfg.shard == "lambdas"``), or the cases (``"cases"``); see
+    :func:`jcausal.economy.sweeps.sweep_cases`.
+
+    Args:
+        problems: ``{key: problem}``.
+        cfg: the configuration (λ grid, steps, lr, devices, shard).
+        sweep_cases: :func:`jcausal.economy.sweeps.sweep_cases` or
+            :func:`jcausal.economy.mrio.sweep_cases`.
+        tick: progress callback, advanced by steps × cases.
+        lambdas: ``{key: (L,) λ}`` (default: ``cfg``'s grid for each problem).
+
+    Returns:
+        ``{key: result}`` in the order of ``problems``.
+
+    Raises:
+        ValueError: a device count that does not divide the λ (or the cases).
+    """
+    import numpy as np
+
+    from . import parallel
+    from .economy import design as edesign
+
+    split = cfg.devices if cfg.shard == "cases" else 1
+    mesh = None if cfg.devices is None else parallel.sweep_mesh(cfg.devices, cases=split)
+    groups: dict[tuple, list[str]] = {}
+    for key, prob in problems.items():
+        groups.setdefault(tuple(prob.x_ref.shape), []).append(key)
+    out = {}
+    for keys in groups.values():
+        lams = np.stack(
+            [
+                np.asarray(lambdas[k], float)
+                if lambdas is not None
+                else np.asarray(cfg.lambdas, float)
+                if cfg.lambdas is not None
+                else edesign.auto_lambdas(problems[k], cfg.n_lambdas, cfg.include_zero)
+                for k in keys
+            ]
+        )
+        step = _checked(_times(tick, len(keys)))
+        res = sweep_cases([problems[k] for k in keys], lams, steps=cfg.steps, lr=cfg.lr,
+                          mesh=mesh, progress=step)  # fmt: skip
+        out.update(zip(keys, res, strict=True))
+    return {key: out[key] for key in problems}
+
+
 def run(
     config: Config,
     out: str | Path,
@@ -613,9 +688,9 @@ def run(
     from rich.console import Console
 
     from . import _design_report as report
-    from . import parallel
     from .economy import design as edesign
     from .economy import io as eio
+    from .economy import sweeps
     from .economy.archive import check_archive
     from .results import output_dir, write_csv, write_json, write_metrics
 
@@ -653,21 +728,12 @@ def run(
     labels = [lab for lab in sources if lab is not None]
     latest = labels[-1] if labels else None
 
-    results = {}
-    mesh = None if cfg.devices is None else parallel.sweep_mesh(cfg.devices)
     title = ", ".join(dict.fromkeys(r for r, _ in cases.values()))
     if len(labels) > 1:
         title += f" × {len(labels)} years"
     with report.progress_bar(console, title, len(problems) * cfg.steps, progress) as tick:
-        for key, prob in problems.items():
-            lams = (
-                np.asarray(cfg.lambdas, float)
-                if cfg.lambdas is not None
-                else edesign.auto_lambdas(prob, cfg.n_lambdas, cfg.include_zero)
-            )
-            res = edesign.sweep(prob, lams, steps=cfg.steps, lr=cfg.lr, progress=_checked(tick),
-                                mesh=mesh)  # fmt: skip
-            results[key] = res.check(cfg.max_excess)
+        results = sweep_grouped(problems, cfg, sweeps.sweep_cases, tick)
+    results = {key: res.check(cfg.max_excess) for key, res in results.items()}
 
     fronts = {key: report.summarise(problems[key], res, cfg) for key, res in results.items()}
     model0 = next(iter(problems.values())).model

@@ -25,6 +25,8 @@ from jaxtyping import PyTree
 UNITS = "units"
 #: Name of the mesh axis a sweep (λ, regions, years, ...) is split over.
 SWEEP = "sweep"
+#: Name of the mesh axis the cases of a sweep (regions, years, stressor weightings) are split over.
+CASES = "cases"
 #: Name of the mesh axis the rows of a large matrix (an MRIO table's A) are split over.
 ROWS = "rows"
 
@@ -142,21 +144,24 @@ def constrain_batch(batch: PyTree, sharding: NamedSharding) -> PyTree:
     return jax.lax.with_sharding_constraint(batch, sharding)
 
 
-def sweep_mesh(devices: int | None = None, rows: int = 1) -> Mesh:
-    """A ``("sweep", "rows")`` mesh: a sweep split over ``devices // rows``, matrices over ``rows``.
+def sweep_mesh(devices: int | None = None, rows: int = 1, cases: int = 1) -> Mesh:
+    """A ``("cases", "sweep", "rows")`` mesh for a sweep of cases (regions, years, ...) × λ.
 
-    ``rows=1`` (default) replicates the table on every device and splits only the sweep; a
-    table too large for one device takes ``rows > 1``: its ``A`` is split by rows and the
-    fixed point's matrix-vector products (and their transposes in the implicit gradient) run
-    sharded. In a multi-process run (after ``jax.distributed.initialize()``) the mesh spans
-    every process's devices.
+    The devices are arranged ``cases × (devices // (cases · rows)) × rows``: the cases of a
+    sweep are split over ``"cases"`` (each device holds its cases' tables), the λ over
+    ``"sweep"``, and a matrix's rows over ``"rows"``. ``cases=1, rows=1`` (default) replicates
+    the tables on every device and splits only the λ; a table too large for one device takes
+    ``rows > 1``: its ``A`` is split by rows and the fixed point's matrix-vector products (and
+    their transposes in the implicit gradient) run sharded. In a multi-process run (after
+    ``jax.distributed.initialize()``) the mesh spans every process's devices.
 
     Args:
         devices: number of devices (default all, ``jax.devices()``: every process's).
-        rows: devices per row group (must divide ``devices``).
+        rows: devices per row group.
+        cases: devices the cases are split over.
 
     Raises:
-        ValueError: more devices than available, or ``rows`` not dividing ``devices``.
+        ValueError: more devices than available, or ``rows · cases`` not dividing ``devices``.
     """
     available = jax.devices()
     k = len(available) if devices is None else devices
@@ -166,15 +171,32 @@ def sweep_mesh(devices: int | None = None, rows: int = 1) -> Mesh:
             "XLA_FLAGS=--xla_force_host_platform_device_count=N before importing jax to test"
         )
     k = int(k)
-    if isinstance(rows, bool) or int(rows) != rows or rows < 1 or k % int(rows):
-        raise ValueError(f"rows={rows!r} must be a positive divisor of the {k} devices")
-    rows = int(rows)
+    for name, v in (("rows", rows), ("cases", cases)):
+        if isinstance(v, bool) or int(v) != v or v < 1 or k % int(v):
+            raise ValueError(f"{name}={v!r} must be a positive divisor of the {k} devices")
+    rows, cases = int(rows), int(cases)
+    if k % (rows * cases):
+        raise ValueError(
+            f"rows={rows} × cases={cases} must divide the {k} devices (the rest split the λ)"
+        )
     return jax.make_mesh(
-        (k // rows, rows),
-        (SWEEP, ROWS),
-        axis_types=(AxisType.Auto, AxisType.Auto),
+        (cases, k // (rows * cases), rows),
+        (CASES, SWEEP, ROWS),
+        axis_types=(AxisType.Auto,) * 3,
         devices=available[:k],
     )
+
+
+def auto_axes(mesh: Mesh) -> Mesh:
+    """``mesh`` with Auto axes (the same devices and names).
+
+    Placements made on it let ``jit`` propagate shardings through any computation; a mesh
+    from ``jax.make_mesh`` has Explicit axes by default, on which an operation whose output
+    sharding is ambiguous (a scatter into a sharded batch) is refused.
+    """
+    if all(t == AxisType.Auto for t in mesh.axis_types):
+        return mesh
+    return Mesh(mesh.devices, mesh.axis_names, axis_types=(AxisType.Auto,) * len(mesh.axis_names))
 
 
 def axis_size(mesh: Mesh, axis: str, what: str = "an array") -> int:
@@ -336,9 +358,11 @@ def to_host(tree: PyTree) -> PyTree:
 
 
 __all__ = [
+    "CASES",
     "ROWS",
     "SWEEP",
     "UNITS",
+    "auto_axes",
     "axis_size",
     "batch_shardings",
     "constrain_batch",

@@ -93,3 +93,41 @@ def test_synthetic_table_shape_radius_and_seed():
     res = mrio.sweep(p, [0.0, 1.0], steps=300, lr=0.1)
     assert res.design.max_excess_loss < 0.01 and res.converged.all()
     assert jax.numpy.asarray(res.ghg_by_region).shape == (2, 5)
+
+
+def test_case_sweeps_equal_separate_sweeps_and_share_the_table():
+    """Regions (one table), years (two tables) and weightings as one grid == one by one."""
+    from jcausal.economy import sweeps
+
+    m1, m2 = synthetic_mrio(3, 4, seed=1), synthetic_mrio(3, 4, seed=2)
+    kw, lams = dict(steps=20, lr=0.1), [0.0, 0.5, 4.0]
+    regions = [mrio.MRIOProblem(m1, r, "GHG", "Employment") for r in ("R1", "R3")]
+    grid = mrio.sweep_cases(regions, lams, **kw)
+    one = mrio.sweep(regions[1], lams, **kw)
+    assert np.max(np.abs(one.design.u)) > 0.1  # the runs moved
+    assert np.max(np.abs(grid[1].design.u - one.design.u)) < 1e-12
+    assert np.max(np.abs(grid[1].x_all - one.x_all)) < 1e-12 * np.abs(one.x_all).max()
+    assert [g.region for g in grid] == ["R1", "R3"]
+    # the table is held once; only the regions' positions and indicators are stacked
+    cases = sweeps.stack(regions)
+    assert cases.problem.model.A is regions[0].model.A and not cases.stacked[0]
+    # years × weightings: tables stacked, per-case λ grids
+    blocks = [mrio.domestic_block(m, "R2") for m in (m1, m2)]
+    probs = [design.DesignProblem(b, {"GHG": 1.0, "Employment": w}, "Employment")
+             for w in (0.0, 0.01) for b in blocks]  # fmt: skip
+    per_case = np.asarray([lams, [0.0, 1.0, 2.0], lams, lams])
+    got = sweeps.sweep_cases(probs, per_case, **kw)
+    ref = design.sweep(probs[3], lams, **kw)
+    assert np.max(np.abs(got[3].u - ref.u)) < 1e-12 and np.array_equal(got[1].lambdas, [0, 1, 2])
+    assert np.max(np.abs(got[3].loss - ref.loss)) < 1e-12
+    bad = [
+        (lambda: sweeps.stack([regions[0], probs[0]]), "it is a DesignProblem"),
+        (lambda: sweeps.stack([probs[0], design.DesignProblem(m1, "GHG", "Employment")]),
+         "an array of shape (12, 12) stands where case 0 has (4, 4)"),
+        (lambda: sweeps.sweep_cases(probs, np.ones((3, 2)), **kw), "one per case (4, L)"),
+        (lambda: sweeps.sweep_cases(probs, lams, case_axis="sweep", **kw), "pass mesh= too"),
+    ]  # fmt: skip
+    for call, message in bad:
+        with pytest.raises(ValueError) as err:
+            call()
+        assert message in str(err.value), str(err.value)

@@ -1,5 +1,8 @@
 """Sharded sweeps, counterfactuals and training on 8 fake CPU devices equal one device.
 
+The sweeps: λ split (table replicated or rows split), and sweeps over regions, years and
+stressor weightings (cases split, or cases and λ over two mesh axes).
+
 One subprocess (the device count is fixed when JAX starts) runs every check and prints the
 differences; the test asserts them. Tolerances: 1e-12 in float64 for the λ sweeps and the
 counterfactuals (measured ~2e-14), 1e-10 for training (the batch mean's sum is reduced over
@@ -37,11 +40,38 @@ SCRIPT = textwrap.dedent(
                         float(np.max(np.abs(r.x_all - one.x_all)) / np.abs(one.x_all).max()),
                         float(np.max(np.abs(r.design.loss - one.design.loss))))
     out["moved"] = float(np.max(np.abs(one.design.u)))
+    # sweeps over regions (one table), and over years x weightings (tables stacked): the
+    # regions split over a "cases" axis and the λ over "sweep" (a jax.make_mesh mesh); the
+    # 4 cases over "cases" with the stacked tables' rows over "rows" (sweep_mesh)
+    from jcausal.economy import design, sweeps
+    regs = [mrio.MRIOProblem(m, r, "GHG", "Employment") for r in ("R1", "R2", "R3", "R4")]
+    grid = jax.make_mesh((4, 2), ("cases", "sweep"))
+    ref = mrio.sweep_cases(regs, lams, **kw)
+    got = mrio.sweep_cases(regs, lams, mesh=grid, case_axis="cases", lambda_axis="sweep", **kw)
+    out["regions"] = max(max(float(np.max(np.abs(a.design.u - b.design.u))),
+                             float(np.max(np.abs(a.x_all - b.x_all)) / np.abs(a.x_all).max()))
+                         for a, b in zip(ref, got))
+    blocks = [mrio.domestic_block(t, "R2") for t in (m, synthetic_mrio(4, 10, seed=2))]
+    cases = [design.DesignProblem(b, {"GHG": 1.0, "Employment": w}, "Employment")
+             for w in (0.0, 0.01) for b in blocks]
+    ref = sweeps.sweep_cases(cases, lams[:2], **kw)
+    got = sweeps.sweep_cases(cases, lams[:2], mesh=parallel.sweep_mesh(8, rows=2, cases=4),
+                             **kw)
+    out["years_weights"] = max(max(float(np.max(np.abs(a.u - b.u))),
+                                   float(np.max(np.abs(a.loss - b.loss))))
+                               for a, b in zip(ref, got))
+    out["cases_moved"] = float(np.max(np.abs(ref[3].u)))
     errors = {}
     for name, call in {
         "not_dividing": lambda: mrio.sweep(p, lams[:6], mesh=parallel.sweep_mesh(8), **kw),
         "no_axis": lambda: mrio.sweep(p, lams, mesh=parallel.unit_mesh(8), **kw),
         "rows": lambda: parallel.sweep_mesh(8, rows=3),
+        "cases_not_dividing": lambda: sweeps.sweep_cases(
+            cases[:3], lams, mesh=parallel.sweep_mesh(8), case_axis="sweep", **kw),
+        "no_case_axis": lambda: mrio.sweep_cases(regs, lams, mesh=grid, case_axis="regions",
+                                                 **kw),
+        "same_axis": lambda: mrio.sweep_cases(regs, lams, mesh=grid, case_axis="sweep",
+                                              lambda_axis="sweep", **kw),
         "rows_of_A": lambda: mrio.sweep(mrio.MRIOProblem(synthetic_mrio(3, 3), "R1", "GHG",
                                         "Employment"), lams[:2],
                                         mesh=parallel.sweep_mesh(8, rows=4), **kw),
@@ -108,6 +138,7 @@ def test_sharded_sweeps_counterfactuals_and_training_match_one_device():
     out = json.loads(line.split(" ", 1)[1])
     assert out["moved"] > 0.1 and out["fit_moved"] > 1e-2  # the runs did something
     assert out["sweep8"] < 1e-12 and out["rows2"] < 1e-12
+    assert out["regions"] < 1e-12 and out["years_weights"] < 1e-12 and out["cases_moved"] > 0.1
     assert out["cf"] < 1e-12 and out["cf_devices"] == 8
     assert out["fit8"] < 1e-10 and out["local_data"] < 1e-10
     assert out["resume_start"] == 20
@@ -119,3 +150,10 @@ def test_sharded_sweeps_counterfactuals_and_training_match_one_device():
     assert "the mesh has no axis 'sweep'" in err["no_axis"] and "['units']" in err["no_axis"]
     assert "rows=3 must be a positive divisor of the 8 devices" in err["rows"]
     assert "a matrix of 9 rows cannot be split over the 4 devices" in err["rows_of_A"]
+    assert (
+        "has 3 cases, not divisible by the 8 devices of mesh axis 'sweep'"
+        in (err["cases_not_dividing"])
+    )
+    assert "the mesh has no axis 'regions'" in err["no_case_axis"]
+    assert "['cases', 'sweep']" in err["no_case_axis"]
+    assert "case_axis and lambda_axis are both 'sweep'" in err["same_axis"]

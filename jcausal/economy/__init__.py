@@ -6,13 +6,14 @@ an archive before pymrio reads it (:mod:`.archive`), the design of interventions
 emission cuts against employment (:mod:`.design`), unit prices ``p = A^T p + value added``
 (:mod:`.prices`), demand curves (:mod:`.demand`) and the coupled price-quantity rebound model
 (:mod:`.rebound`); the multi-regional design with trade (:mod:`.mrio`), a synthetic
-Exiobase-shaped table (:mod:`.synthetic`) and sweeps on a device mesh (:mod:`.sharding`).
+Exiobase-shaped table (:mod:`.synthetic`), and sweeps over cases (regions, years, weightings)
+× λ (:mod:`.sweeps`) on a device mesh (:mod:`.sharding`).
 """
 
 import importlib
 from typing import Any
 
-from . import design, mrio, sharding, synthetic
+from . import design, mrio, sharding, sweeps, synthetic
 from .archive import check_archive, find_archives
 from .demand import ConstantElasticity, DemandCurve, Logistic
 from .design import DesignDiverged, DesignProblem, DesignResult
@@ -45,6 +46,7 @@ _IO_NAMES = (
     "regions",
     "reproduction_error",
     "stressor_table",
+    "sweeps",
 )
 
 
@@ -91,6 +93,7 @@ __all__ = [
     "sharding",
     "spectral_radius",
     "stressor_table",
+    "sweeps",
     "synthetic",
     "synthetic_mrio",
     "unit_prices",

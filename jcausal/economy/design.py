@@ -69,10 +69,7 @@ import numpy as np
 import optax
 from jaxtyping import Array, ArrayLike, Bool, Float
 
-from .. import parallel
-from ..train import fit, frozen
 from .leontief import IOModel, StressorSpec
-from .sharding import place_sweep
 
 #: Most steps in one compiled call (fit shortens calls to ~0.25 s; this bounds its buffers).
 MAX_CALL = 4096
@@ -238,21 +235,6 @@ def _optimizer(steps: int, lr: float) -> optax.GradientTransformation:
     return optax.chain(optax.zero_nans(), optax.adam(schedule, b2=0.9))
 
 
-def _sweep_loss(params: dict, batch: None, key: Array) -> tuple[Array, dict[str, Array]]:
-    # Module level, so that `fit` reuses its compiled program across calls (one per λ in the
-    # loop baseline). The sum over λ has per-λ gradients (each u_l enters one term), and Adam
-    # is elementwise: every λ follows exactly the updates of its own run.
-    problem, lams, u = params["problem"], params["lambdas"], params["u"]
-    fn = jax.vmap(problem.loss) if u.ndim == 2 else problem.loss
-    loss, (_, _, ok) = fn(u, lams)
-    return jnp.sum(loss), {"loss_per_lambda": loss, "converged": ok}
-
-
-@eqx.filter_jit
-def _evaluate(problem: DesignProblem, u: Array) -> tuple[Array, Array, Array, Array]:
-    return jax.vmap(problem.terms)(u)
-
-
 @dataclasses.dataclass
 class DesignResult:
     """A designed front: one optimised intervention per λ (numpy arrays).
@@ -377,83 +359,27 @@ def sweep(
         ValueError: bad ``lambdas``, ``steps`` or ``lr``; a mesh without a ``"sweep"`` axis
             or whose size does not divide the number of λ; ``mesh`` with ``vectorise=False``.
     """
+    from . import sweeps  # (the grid of cases × λ; this sweep is its one case)
+
     lam_np = np.asarray(lambdas, np.float64)
     _check_run(lam_np, steps, lr)
     if mesh is not None and not vectorise:
         raise ValueError("mesh= splits the vectorised sweep; it cannot go with vectorise=False")
-    steps = int(steps)
-    dtype = problem.x_ref.dtype
-    lam = jnp.asarray(lam_np, dtype)
-    tx = _optimizer(steps, float(lr))
-    stride = -(-steps // MAX_HISTORY)  # ceil: at most MAX_HISTORY records
-    n = problem.x_ref.shape[0]
-    t0 = time.perf_counter()
-
-    def optimise(lams: Array) -> tuple[Array, Array, Array, Array]:
-        prob, u0 = problem, jnp.zeros((*lams.shape, n), dtype)
-        if mesh is not None:
-            prob, u0, lams = place_sweep(prob, u0, lams, mesh)
-        params = {"u": u0, "problem": frozen(prob), "lambdas": frozen(lams)}
-        try:
-            out, hist = fit(
-                _sweep_loss,
-                params,
-                None,
-                optimizer=tx,
-                steps=steps,
-                key=jax.random.key(0),
-                log_every=stride,
-                steps_per_call=min(steps, MAX_CALL),
-                progress=progress if progress is not None else False,
-            )
-        except FloatingPointError as err:
-            raise DesignDiverged(
-                f"the design optimisation did not reach the optimum: it diverged ({err}); "
-                "lower the step size (lr) or raise the number of steps"
-            ) from None
-        rec = hist.train
-        losses = jnp.asarray([r["loss_per_lambda"] for r in rec], dtype)[: steps // stride]
-        ok = jnp.all(jnp.asarray([r["converged"] for r in rec]), axis=0)
-        return out["u"], ok, losses, jnp.asarray(rec[-1]["loss_per_lambda"], dtype)
-
     if vectorise:
-        u, ok, hist, last = optimise(lam)
-        hist = hist.T
-    else:
-        outs = [optimise(lam[i]) for i in range(lam.shape[0])]
-        u, ok, hist, last = (jnp.stack(z) for z in zip(*outs, strict=True))
-    if mesh is not None:
-        ghg, dev, x, conv = _evaluate(*place_sweep(problem, u, lam, mesh)[:2])
-    else:
-        ghg, dev, x, conv = _evaluate(problem, u)
-    # (parallel.to_host: a sweep spread over several processes is gathered first)
-    u, ghg, dev, x, ok, conv = parallel.to_host((u, ghg, dev, x, ok, conv))
-    seconds = time.perf_counter() - t0
-    G, E = float(problem.G), float(problem.E)
-    ghg, dev = np.asarray(ghg, np.float64), np.asarray(dev, np.float64)
-    ref = analytic_front(problem, lam_np)
-    best = ref["ghg"] / G + lam_np * ref["deviation"] / E
-    with np.errstate(invalid="ignore"):
-        excess = ghg + lam_np * dev - best
-    return DesignResult(
-        lambdas=lam_np,
-        u=np.asarray(u),
-        x=np.asarray(x),
-        ghg=ghg * G,
-        employment=np.asarray(jnp.asarray(x) @ problem.r),
-        deviation=dev * E,
-        ghg_ref=G,
-        employment_ref=E,
-        analytic_ghg=ref["ghg"],
-        analytic_employment=ref["employment"],
-        excess_loss=excess,
-        loss=np.asarray(hist),
-        loss_stride=stride,
-        final_loss=np.asarray(last),
-        converged=np.asarray(ok & conv),
-        steps=steps,
-        seconds=seconds,
-    )
+        (result,) = sweeps.sweep_cases(
+            [problem], lam_np, steps=steps, lr=lr, progress=progress, mesh=mesh
+        )
+        return result
+    t0 = time.perf_counter()
+    cases = sweeps.stack([problem])
+    kw = dict(steps=int(steps), lr=lr, progress=progress, mesh=None, case_axis=None,
+              lambda_axis=None)  # fmt: skip
+    runs = [sweeps.optimise(cases, lam_np[None, i : i + 1], **kw) for i in range(lam_np.size)]
+    # (u (1, L, n), converged (1, L), history (H, 1, L), last loss (1, L)): λ axes joined
+    parts = zip(*runs, strict=True)
+    u, ok, hist, last = (jnp.concatenate(z, ax) for z, ax in zip(parts, (1, 1, 2, 1), strict=True))
+    return sweeps.results([problem], cases, lam_np[None], (u, ok, hist, last), steps=int(steps),
+                          t0=t0)[0]  # fmt: skip
 
 
 def analytic_front(

@@ -34,14 +34,12 @@ import dataclasses
 from collections.abc import Callable, Sequence
 
 import equinox as eqx
-import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh
 from jaxtyping import Array, ArrayLike, Bool, Float, Int
 
 from .. import parallel
-from . import design as _design
 from .design import DesignResult, _indicator
 from .leontief import IOModel, StressorSpec, unknown_name_message
 
@@ -239,8 +237,9 @@ class MRIOProblem(eqx.Module):
 
 
 @eqx.filter_jit
-def _outputs(problem: MRIOProblem, u: Array) -> tuple[Array, Array]:
-    return jax.vmap(problem.solve_all)(u)
+def _outputs(cases, u: Array) -> tuple[Array, Array]:
+    # (cases: a jcausal.economy.sweeps.Cases; u (C, L, S)) -> x (C, L, N), converged (C, L)
+    return cases.map("solve_all", u)
 
 
 @dataclasses.dataclass
@@ -325,13 +324,67 @@ def sweep(
 
     Raises:
         ValueError: bad λ / steps / lr, or a mesh that cannot split the λ (see
-            :func:`jcausal.parallel.shard_sweep`).
+            :func:`jcausal.economy.sharding.place_grid`).
     """
-    res = _design.sweep(problem, lambdas, steps=steps, lr=lr, progress=progress, mesh=mesh)
-    u = jnp.asarray(res.u, problem.x_all_ref.dtype)
+    (result,) = sweep_cases([problem], lambdas, steps=steps, lr=lr, mesh=mesh,
+                            progress=progress)  # fmt: skip
+    return result
+
+
+def sweep_cases(
+    problems: Sequence[MRIOProblem],
+    lambdas: Float[ArrayLike, "*C L"],
+    *,
+    steps: int,
+    lr: float,
+    mesh: Mesh | None = None,
+    case_axis: str | None = None,
+    lambda_axis: str | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> list[MRIOResult]:
+    """:func:`sweep` for several regions (or stressor weightings) of one table, as one program.
+
+    The table is shared by the cases (held once, see :mod:`jcausal.economy.sweeps`); only the
+    regions' positions and indicators are stacked.
+
+    Args:
+        problems: ``C`` problems on one table with regions of equal sector counts (e.g.
+            ``[MRIOProblem(model, r, ghg, employment) for r in regions]``).
+        lambdas: ``(L,)`` for every case or ``(C, L)``.
+        steps: Adam steps.
+        lr: initial Adam step.
+        mesh: a device mesh (see :func:`jcausal.economy.sweeps.sweep_cases`).
+        case_axis: the mesh axis the cases (regions) are split over, or ``None``.
+        lambda_axis: the mesh axis the λ are split over (neither given: read from the mesh,
+            see :func:`jcausal.economy.sweeps.default_axes`).
+        progress: called with the number of steps just done.
+
+    Returns:
+        One :class:`MRIOResult` per case, in order.
+
+    Raises:
+        ValueError: as :func:`jcausal.economy.sweeps.sweep_cases`.
+    """
+    from . import sweeps
+    from .sharding import place_grid
+
+    problems = list(problems)
+    designs = sweeps.sweep_cases(problems, lambdas, steps=steps, lr=lr, mesh=mesh,
+                                 case_axis=case_axis, lambda_axis=lambda_axis,
+                                 progress=progress)  # fmt: skip
+    cases = sweeps.stack(problems)
+    dtype = problems[0].x_all_ref.dtype
+    u = jnp.asarray(np.stack([d.u for d in designs]), dtype)
     if mesh is not None:
-        u = parallel.shard_sweep(u, mesh)
-    x_all, ok = parallel.to_host(_outputs(problem, u))
+        lam = jnp.asarray(np.stack([d.lambdas for d in designs]), dtype)
+        axes = sweeps.default_axes(mesh, case_axis, lambda_axis)
+        cases, u, _ = place_grid(cases, u, lam, mesh, *axes)
+    x_alls, oks = parallel.to_host(_outputs(cases, u))
+    return [_account(p, d, x, ok) for p, d, x, ok in zip(problems, designs, x_alls, oks,
+                                                         strict=True)]  # fmt: skip
+
+
+def _account(problem: MRIOProblem, res: DesignResult, x_all: np.ndarray, ok: np.ndarray):
     regs = region_names(problem.model)
     c_all, r_all = np.asarray(problem.c_all, float), np.asarray(problem.r_all, float)
     x_ref = np.asarray(problem.x_all_ref, float)
@@ -363,5 +416,6 @@ __all__ = [
     "region_index",
     "region_names",
     "sweep",
+    "sweep_cases",
     "without_trade",
 ]

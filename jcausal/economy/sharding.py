@@ -1,55 +1,91 @@
-"""Placing a design sweep on a device mesh: λ split, the table replicated or split by rows.
+"""Placing a design sweep (cases × λ) on a device mesh: the grid split, the tables replicated.
 
-Used by :func:`jcausal.economy.design.sweep` (``mesh=``). The sweep's per-λ arrays (the
-parameters ``u`` ``(L, n)`` and the λ values) are split over the mesh's ``"sweep"`` axis; the
-problem (table, indicators) is copied to every device, except that when the mesh has a
-``"rows"`` axis of more than one device, the table's ``A`` is split by rows over it, so that
-a table too large for one device (Exiobase's 9,800 sectors: 768 MB in float64) is spread; the
+Used by :func:`jcausal.economy.sweeps.sweep_cases` and so by every sweep of the design library
+(:func:`jcausal.economy.design.sweep`, :func:`jcausal.economy.mrio.sweep`, ``jcausal design
+--devices``). The grid's arrays (the parameters ``u`` ``(C, L, n)`` and the λ ``(C, L)``) are
+split over one or two mesh axes: the λ over ``lambda_axis`` (each device holds every case's
+tables and a slice of the λ), the cases over ``case_axis`` (each device holds the stacked tables
+of its cases only). Shared tables are copied to every device, except that when the mesh has a
+``"rows"`` axis of more than one device, the table's ``A`` is split by rows over it, so that a
+table too large for one device (Exiobase's 9,800 sectors: 768 MB in float64) is spread; the
 compiler then partitions the fixed point's matrix-vector products and the implicit gradient's
-transposed ones. ``jit`` propagates these placements through the whole compiled sweep: no
-code of the sweep changes, and the results equal the one-device run.
+transposed ones. ``jit`` propagates these placements through the whole compiled sweep: no code
+of the sweep changes, and the results equal the one-device run.
 """
 
 from __future__ import annotations
 
-import equinox as eqx
-from jax.sharding import Mesh
-from jaxtyping import Array, PyTree
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from jaxtyping import Array
 
 from .. import parallel
 
 
-def place_sweep(
-    problem: PyTree, u: Array, lambdas: Array, mesh: Mesh
-) -> tuple[PyTree, Array, Array]:
-    """``(problem, u, lambdas)`` placed on ``mesh`` (see the module docstring).
+def place_grid(
+    cases, u: Array, lambdas: Array, mesh: Mesh, case_axis: str | None, lambda_axis: str | None
+) -> tuple:
+    """``(cases, u, lambdas)`` placed on ``mesh`` (see the module docstring).
 
     Args:
-        problem: a design problem (``.model.A`` is the table).
-        u: ``(L, n)`` per-λ parameters.
-        lambdas: ``(L,)`` λ values.
-        mesh: a mesh with a ``"sweep"`` axis (:func:`jcausal.parallel.sweep_mesh`), and
-            optionally ``"rows"``.
+        cases: a :class:`jcausal.economy.sweeps.Cases` (``.problem.model.A`` is the table).
+        u: ``(C, L, n)`` parameters.
+        lambdas: ``(C, L)`` λ values.
+        mesh: a mesh (e.g. :func:`jcausal.parallel.sweep_mesh`).
+        case_axis: the mesh axis the cases are split over, or ``None``.
+        lambda_axis: the mesh axis the λ are split over, or ``None``.
 
     Raises:
-        ValueError: the mesh has no ``"sweep"`` axis, ``L`` is not divisible by its size, or
-            ``A``'s rows by the ``"rows"`` axis's size.
+        ValueError: an axis the mesh does not have (its axes are listed), one axis named for
+            both, a number of cases or λ not divisible by its axis's devices, or ``A``'s rows
+            by the ``"rows"`` axis's.
     """
-    if u.ndim != 2:
-        raise ValueError(f"a sharded sweep needs a 1-D array of λ values, got shape {u.shape[:-1]}")
-    k = parallel.axis_size(mesh, parallel.SWEEP, "the λ sweep")
-    if u.shape[0] % k:
+    if case_axis is not None and case_axis == lambda_axis:
         raise ValueError(
-            f"the sweep has {u.shape[0]} λ values, not divisible by the {k} devices of mesh "
-            f"axis {parallel.SWEEP!r}; use a multiple of {k} values (e.g. --n-lambdas "
-            f"{k * max(1, u.shape[0] // k) - 1} with λ = 0, or --lambdas) or fewer devices"
+            f"case_axis and lambda_axis are both {case_axis!r}; split the cases and the λ "
+            "over different mesh axes (or one of them only)"
         )
-    u, lambdas = parallel.shard_sweep((u, lambdas), mesh)
-    placed = parallel.replicate_arrays(problem, mesh)
-    if parallel.ROWS in mesh.axis_names and mesh.shape[parallel.ROWS] > 1:
-        rows = parallel.split_rows(problem.model.A, mesh)
-        placed = eqx.tree_at(lambda p: p.model.A, placed, rows)
-    return placed, u, lambdas
+    C, L = np.shape(lambdas)
+    for axis, size, what in ((case_axis, C, "cases"), (lambda_axis, L, "λ values")):
+        if axis is None:
+            continue
+        k = parallel.axis_size(mesh, axis, f"the sweep's {what}")
+        if size % k:
+            hint = (
+                f"(e.g. --n-lambdas {k * max(1, size // k) - 1} with λ = 0, or --lambdas)"
+                if what == "λ values"
+                else "(add or drop regions, years or weightings)"
+            )
+            raise ValueError(
+                f"the sweep has {size} {what}, not divisible by the {k} devices of mesh axis "
+                f"{axis!r}; use a multiple of {k} {hint} or fewer devices"
+            )
+    mesh = parallel.auto_axes(mesh)  # (jit propagates the placement; see auto_axes)
+    u = parallel.put(u, NamedSharding(mesh, PartitionSpec(case_axis, lambda_axis, None)))
+    lambdas = parallel.put(lambdas, NamedSharding(mesh, PartitionSpec(case_axis, lambda_axis)))
+    leaves, treedef = jax.tree.flatten(cases.problem)
+    a = cases.problem.model.A
+    rows = parallel.ROWS in mesh.axis_names and mesh.shape[parallel.ROWS] > 1
+    placed = []
+    for leaf, stacked in zip(leaves, cases.stacked, strict=True):
+        lead = (case_axis,) if stacked else ()
+        if leaf is a and rows:
+            k = mesh.shape[parallel.ROWS]
+            if np.shape(leaf)[-2] % k:
+                raise ValueError(
+                    f"a matrix of {np.shape(leaf)[-2]} rows cannot be split over the {k} "
+                    f"devices of mesh axis {parallel.ROWS!r}; use a number of row devices "
+                    "that divides it"
+                )
+            spec = PartitionSpec(*lead, parallel.ROWS, None)
+        elif isinstance(leaf, jax.Array | np.ndarray):
+            spec = PartitionSpec(*lead)
+        else:  # a Python number stays a number (static under jit)
+            placed.append(leaf)
+            continue
+        placed.append(parallel.put(leaf, NamedSharding(mesh, spec)))
+    return type(cases)(jax.tree.unflatten(treedef, placed), cases.stacked, cases.count), u, lambdas
 
 
-__all__ = ["place_sweep"]
+__all__ = ["place_grid"]

@@ -277,6 +277,8 @@ _krylov_solve.defvjp(_krylov_fwd, _krylov_bwd)
 # --------------------------------------------------------------------------------------------
 # The public entry point.
 
+_AUTO = Auto()  # the default, built once: a module's construction costs ~10 us
+
 
 def _affine(x, p):
     A, b = p
@@ -379,7 +381,7 @@ def linear_fixed_point(
     spectral radius of ``A`` is >= 1 (where fixed-point iteration diverges): check signs or
     the spectral radius when the model needs them (``IOModel`` does).
     """
-    solver = Auto() if solver is None else solver
+    solver = _AUTO if solver is None else solver
     if not isinstance(solver, AbstractSolver):
         raise TypeError(
             "solver must be a jcausal solver object such as jc.Auto(), jc.Anderson() or "

@@ -1,4 +1,4 @@
-"""Two processes equal one: a sharded counterfactual batch and a sharded λ sweep.
+"""Two processes equal one: a sharded counterfactual batch and a sharded λ sweep; checkpoints.
 
 The processes run on this machine (JAX's distributed runtime, gloo collectives on CPU, 2 × 4
 devices).
@@ -19,7 +19,7 @@ import pytest
 WORKER = textwrap.dedent(
     """
     import json, sys
-    pid, port = int(sys.argv[1]), sys.argv[2]
+    pid, port, ckpt = int(sys.argv[1]), sys.argv[2], sys.argv[3]
     import jax
     jax.config.update("jax_enable_x64", True)
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
@@ -46,7 +46,30 @@ WORKER = textwrap.dedent(
     p = mrio.MRIOProblem(m, "R2", "GHG", "Employment")
     lams = np.concatenate([[0.0], np.geomspace(0.05, 20, 7)])
     two = mrio.sweep(p, lams, steps=70, lr=0.1, mesh=parallel.sweep_mesh())
-    out = {}
+    # training with checkpoints in one shared folder: orbax writes the arrays, process 0 alone
+    # the checksum sidecar (the others wait at a barrier); a resumed run equals an unbroken one
+    import equinox as eqx, optax
+    from jcausal.train import checkpoint, fit
+    writes, real = [], checkpoint._atomic_write
+    checkpoint._atomic_write = lambda path, text: (writes.append(path), real(path, text))[1]
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(64, 3))
+    data = {"x": x[32 * pid:][:32], "y": np.tanh(x @ np.array([1.0, -1.0, 0.5]))[32 * pid:][:32]}
+    data = parallel.process_local_data(data, mesh)
+    model = eqx.nn.MLP(3, 1, 8, 1, key=jax.random.key(0))
+    loss = lambda mdl, b, key: jnp.mean((jax.vmap(mdl)(b["x"])[:, 0] - b["y"]) ** 2)
+    kw = dict(optimizer=optax.adam(1e-2), batch_size=32, key=jax.random.key(1), progress=False,
+              log_every=5, sharding=mesh, steps_per_call=5)
+    unbroken, _ = fit(loss, model, data, steps=20, **kw)
+    fit(loss, model, data, steps=10, checkpoint_dir=ckpt, checkpoint_every=10, **kw)
+    resumed, hist = fit(loss, model, data, steps=20, checkpoint_dir=ckpt, checkpoint_every=10,
+                        **kw)
+    leaves = lambda t: jax.tree.leaves(eqx.filter(t, eqx.is_array))
+    out = {"sidecar_writes": len(writes), "resume_start": hist.start_step,
+           "resumed": max(float(jnp.max(jnp.abs(a - b)))
+                          for a, b in zip(leaves(resumed), leaves(unbroken))),
+           "trained": max(float(jnp.max(jnp.abs(a - b)))
+                          for a, b in zip(leaves(unbroken), leaves(model)))}
     if pid == 0:  # the single-process references, on this process's own devices
         ref = jc.counterfactual(scm, obs, {"age": jc.Hard(age)}, jax.random.key(1),
                                 num_samples=3)
@@ -75,7 +98,7 @@ def test_two_processes_match_one(tmp_path):
     port = str(_free_port())
     procs = [
         subprocess.Popen(
-            [sys.executable, str(script), str(i), port],
+            [sys.executable, str(script), str(i), port, str(tmp_path / "ckpt")],
             env=env,
             text=True,
             stdout=subprocess.PIPE,
@@ -94,9 +117,16 @@ def test_two_processes_match_one(tmp_path):
         pytest.fail("the two processes did not finish in 240 s")
     for p, (_, err) in zip(procs, outs, strict=True):
         assert p.returncode == 0, err[-3000:]
-    line = [x for x in outs[0][0].splitlines() if x.startswith("RESULT")][-1]
-    res = json.loads(line.split(" ", 1)[1])
+    res, other = (
+        json.loads([x for x in o.splitlines() if x.startswith("RESULT")][-1].split(" ", 1)[1])
+        for o, _ in outs
+    )
     assert res["cf_shape"] == [3, 64]
     assert res["cf"] < 1e-12
     assert res["moved"] > 0.1  # the sweep did move the interventions
     assert res["sweep_u"] < 1e-12 and res["sweep_x"] < 1e-12
+    # checkpoints: steps 10 and 20, each sidecar written once, by process 0
+    assert res["sidecar_writes"] == 2 and other["sidecar_writes"] == 0
+    assert sorted(p.name for p in (tmp_path / "ckpt").iterdir()) == ["10", "20"]
+    for r in (res, other):
+        assert r["resume_start"] == 10 and r["resumed"] < 1e-12 and r["trained"] > 1e-2

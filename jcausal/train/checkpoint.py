@@ -9,6 +9,11 @@ On restore the newest checkpoint whose sidecar, arrays and checksums all agree (
 parameters are finite) is used; a corrupt one is moved aside to ``<step>.corrupt`` with a
 warning naming the step and what was wrong, and the next older one is tried.
 
+Several processes (``jax.distributed``): orbax's own protocol writes the arrays (its primary
+process writes and renames the folder; the others wait at its barriers); the sidecar is written,
+and a corrupt folder moved aside, by process 0 only, the others waiting at a barrier
+(:func:`_after_primary`) so that no process reads a folder before it is complete.
+
 Only JSON and orbax's tensorstore arrays are read (orbax's ``StandardRestore`` reads JSON
 metadata and array data; nothing is unpickled).
 """
@@ -46,6 +51,22 @@ def _digest(x: np.ndarray) -> str:
 
 def _body_digest(body: Mapping[str, Any]) -> str:
     return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+
+
+def _primary() -> bool:
+    import jax
+
+    return jax.process_index() == 0
+
+
+def _after_primary(name: str) -> None:
+    """Every process waits here until all reach it (a no-op in a single process)."""
+    import jax
+
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices(name)
 
 
 def _atomic_write(path: str, text: str) -> None:
@@ -238,7 +259,9 @@ class Checkpoints:
             "info": dict(info),
         }
         text = json.dumps({"body": body, "sha256": _body_digest(body)})
-        _atomic_write(os.path.join(self._folder(step), SIDECAR), text)
+        if _primary():  # (every process holds the same gathered arrays: one writer)
+            _atomic_write(os.path.join(self._folder(step), SIDECAR), text)
+        _after_primary(f"jcausal checkpoint {step} written")
 
     def _folder(self, step: int) -> str:
         return os.path.join(self.directory, str(step))
@@ -346,11 +369,15 @@ class Checkpoints:
         return None
 
     def _quarantine(self, step: int) -> str:
+        # (several processes: all found the same fault in the same files; process 0 moves)
+        _after_primary(f"jcausal quarantine {step}")
         src = self._folder(step)
         dst, i = src + ".corrupt", 1
         while os.path.exists(dst):
             dst, i = f"{src}.corrupt{i}", i + 1
-        os.replace(src, dst)
+        if _primary():
+            os.replace(src, dst)
+        _after_primary(f"jcausal quarantine {step} done")
         self.manager.close()
         self.manager = self._open()
         return dst

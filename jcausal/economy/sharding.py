@@ -85,7 +85,11 @@ def place_grid(
             placed.append(leaf)
             continue
         placed.append(parallel.put(leaf, NamedSharding(mesh, spec)))
-    return type(cases)(jax.tree.unflatten(treedef, placed), cases.stacked, cases.count), u, lambdas
+    # Tables whole on every device: each device runs its part of the grid alone (shard_map in
+    # Cases.map). Rows split: the compiler partitions the products (jit propagation).
+    layout = None if rows else (mesh, case_axis, lambda_axis)
+    problem = jax.tree.unflatten(treedef, placed)
+    return type(cases)(problem, cases.stacked, cases.count, layout), u, lambdas
 
 
 __all__ = ["place_grid"]

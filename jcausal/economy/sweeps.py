@@ -32,6 +32,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh
+from jax.sharding import PartitionSpec as P
 from jaxtyping import Array, ArrayLike, Float
 
 from .. import parallel
@@ -46,11 +47,15 @@ class Cases(eqx.Module):
             leading case axis.
         stacked: per leaf (in ``jax.tree.leaves`` order), whether it is stacked.
         count: the number of cases ``C``.
+        layout: ``(mesh, case_axis, lambda_axis)`` when the grid is placed on a mesh whose
+            devices each run their own part (set by
+            :func:`jcausal.economy.sharding.place_grid`), else ``None``.
     """
 
     problem: Any
     stacked: tuple[bool, ...] = eqx.field(static=True)
     count: int = eqx.field(static=True)
+    layout: tuple | None = eqx.field(static=True, default=None)
 
     def in_axes(self) -> Any:
         """The ``vmap`` ``in_axes`` of :attr:`problem` over cases (0 or None per leaf)."""
@@ -60,16 +65,39 @@ class Cases(eqx.Module):
     def map(self, method: str, *args: Array) -> Any:
         """``problem_c.method(*args[c, l])`` for every case ``c`` and λ index ``l``.
 
+        With a :attr:`layout`, the grid runs under ``jax.shard_map``: each device solves its
+        own cases and λ from start to end, with no collective inside the solves (each fixed
+        point stops on its own device's convergence test, not a global one).
+
         Args:
             method: the name of a per-point method of the problems (``"terms"``, ``"loss"``).
             *args: arrays with leading ``(C, L)`` axes.
+
+        Returns:
+            The method's outputs with leading ``(C, L)`` axes.
         """
+        axes = (self.in_axes(), *(0 for _ in args))
 
         def one_case(prob, *a):
             return jax.vmap(getattr(prob, method))(*a)
 
-        axes = (self.in_axes(), *(0 for _ in args))
-        return jax.vmap(one_case, in_axes=axes)(self.problem, *args)
+        if self.layout is None:
+            return jax.vmap(one_case, in_axes=axes)(self.problem, *args)
+        mesh, case_axis, lambda_axis = self.layout
+        dyn, static = eqx.partition(self.problem, eqx.is_array)
+        flags = [s for leaf, s in zip(jax.tree.leaves(self.problem), self.stacked, strict=True)
+                 if eqx.is_array(leaf)]  # fmt: skip
+        specs = jax.tree.unflatten(
+            jax.tree.structure(dyn), [P(case_axis) if s else P() for s in flags]
+        )
+        grid = P(case_axis, lambda_axis)
+
+        def local(d, *a):
+            return jax.vmap(one_case, in_axes=axes)(eqx.combine(d, static), *a)
+
+        # (check_vma off: the solvers' loops mix replicated constants with per-device values)
+        return jax.shard_map(local, mesh=mesh, in_specs=(specs, *(grid for _ in args)),
+                             out_specs=grid, check_vma=False)(dyn, *args)  # fmt: skip
 
 
 def _same(a: Any, b: Any) -> bool:

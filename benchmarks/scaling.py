@@ -10,6 +10,10 @@ devices on the machine's cores); the workloads are
     2,000-sector synthetic MRIO (10 regions × 200), λ split over the devices with the table
     replicated (``sweep``), or the table's rows split over the devices (``rows``;
     ``jcausal.parallel.sweep_mesh(k, rows=k)``);
+(b') 50 products ``A @ X`` with the sweep's λ columns split over the devices, each device
+    multiplying the whole ``A`` by its own columns (what the fixed points of (b) do every
+    iteration), under ``shard_map``: no collective; it isolates the cost of every device
+    streaming its own copy of ``A`` (``--only matmul``);
 (c) a data-parallel training step (``fit(..., sharding=mesh)``) of a dense network, batch 4096.
 
 Each figure is the best of ``--repeats`` whole calls (a 4-step sweep, a 20-step ``fit``)
@@ -46,17 +50,29 @@ from pathlib import Path
 OUT = Path(__file__).resolve().parent / "results" / "scaling.json"
 
 
-def _best(f, repeats: int) -> float:
-    best = float("inf")
+def _best(f, repeats: int, cpu: dict | None = None, key: str = "") -> float:
+    """Best wall time of ``repeats`` calls; ``cpu[key]`` gets that call's CPU time.
+
+    CPU time is user + sys of all threads: on fake devices sharing the cores it is the work
+    done, less sensitive to other processes' load than the wall time.
+    """
+    best, best_cpu = float("inf"), float("nan")
     for _ in range(repeats):
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         f()
-        best = min(best, time.perf_counter() - t)
+        wall = time.perf_counter() - t
+        if wall < best:
+            best, best_cpu = wall, time.process_time() - c
+    if cpu is not None:
+        cpu[key] = best_cpu
     return best
 
 
+WORKLOADS = ("counterfactual", "sweep", "rows", "matmul", "train")
+
+
 def worker(devices: int, units: int, sectors: tuple[int, int], lambdas: int, batch: int,
-           repeats: int) -> dict:  # fmt: skip
+           repeats: int, only: tuple[str, ...] = WORKLOADS) -> dict:  # fmt: skip
     """Part 1 on ``devices`` devices (this process was started with that many)."""
     import jax
 
@@ -73,17 +89,19 @@ def worker(devices: int, units: int, sectors: tuple[int, int], lambdas: int, bat
 
     assert len(jax.devices()) == devices, jax.devices()
     out: dict = {"devices": devices}
+    cpu: dict = {}
     # (a) counterfactuals
-    scm = examples.health()
-    obs = jc.sample(jax.random.key(0), scm, units)
-    obs = parallel.shard_units(obs, parallel.unit_mesh(devices))
-    iv = {"age": jc.Shift(-10.0)}
+    if "counterfactual" in only:
+        scm = examples.health()
+        obs = jc.sample(jax.random.key(0), scm, units)
+        obs = parallel.shard_units(obs, parallel.unit_mesh(devices))
+        iv = {"age": jc.Shift(-10.0)}
 
-    def cf():
-        jax.block_until_ready(jc.counterfactual(scm, obs, iv, jax.random.key(1)))
+        def cf():
+            jax.block_until_ready(jc.counterfactual(scm, obs, iv, jax.random.key(1)))
 
-    cf()
-    out["counterfactual_s"] = _best(cf, repeats)
+        cf()
+        out["counterfactual_s"] = _best(cf, repeats, cpu, "counterfactual_cpu_s")
     # (b) Adam steps of a λ sweep on an MRIO: λ split, the table replicated ("sweep"), or the
     # table's rows split over every device ("rows": each device streams 1/k of A).
     m = synthetic_mrio(*sectors, seed=0)
@@ -91,22 +109,51 @@ def worker(devices: int, units: int, sectors: tuple[int, int], lambdas: int, bat
     lams = np.geomspace(0.01, 100, lambdas)
     for name, mesh in (("sweep", parallel.sweep_mesh(devices)),
                        ("rows", parallel.sweep_mesh(devices, rows=devices))):  # fmt: skip
+        if name not in only:
+            continue
         mrio.sweep(p, lams, steps=4, lr=0.05, mesh=mesh)  # compiles (fit caches the program)
-        t = _best(lambda mesh=mesh: mrio.sweep(p, lams, steps=4, lr=0.05, mesh=mesh), repeats)
+        t = _best(lambda mesh=mesh: mrio.sweep(p, lams, steps=4, lr=0.05, mesh=mesh), repeats,
+                  cpu, f"{name}_step_cpu_s")  # fmt: skip
         out[f"{name}_step_s"] = t / 4  # whole calls (with their final evaluation) / steps
+        cpu[f"{name}_step_cpu_s"] /= 4
+    # (b') what the λ split costs in itself: 50 products A @ X of the table with the sweep's
+    # λ columns, each device multiplying the whole A by its own columns (as the sweep's
+    # fixed points do every iteration), no collective
+    if "matmul" in only:
+        from jax.sharding import PartitionSpec as P
+
+        mesh = parallel.sweep_mesh(devices)
+        a = parallel.replicate(m.A, mesh)
+        x = parallel.shard_sweep(jnp.ones((lambdas, m.A.shape[0])), mesh)
+
+        @jax.jit
+        def products(a, x):
+            def local(a, x):
+                return jax.lax.fori_loop(0, 50, lambda i, v: (v @ a.T) * 0.5 + 0.5, x)
+
+            return jax.shard_map(local, mesh=mesh, in_specs=(P(), P("sweep")),
+                                 out_specs=P("sweep"))(a, x)  # fmt: skip
+
+        jax.block_until_ready(products(a, x))
+        t = _best(lambda: jax.block_until_ready(products(a, x)), repeats, cpu, "matmul_cpu_s")
+        out["matmul_s"] = t / 50
+        cpu["matmul_cpu_s"] /= 50
     # (c) a data-parallel training step
-    rng = np.random.default_rng(0)
-    data = {"x": rng.normal(size=(batch * 4, 64)), "y": rng.normal(size=(batch * 4,))}
-    net = eqx.nn.MLP(64, 1, 256, 3, key=jax.random.key(0))
+    if "train" in only:
+        rng = np.random.default_rng(0)
+        data = {"x": rng.normal(size=(batch * 4, 64)), "y": rng.normal(size=(batch * 4,))}
+        net = eqx.nn.MLP(64, 1, 256, 3, key=jax.random.key(0))
 
-    def loss(model, b, key):
-        return jnp.mean((jax.vmap(model)(b["x"])[:, 0] - b["y"]) ** 2)
+        def loss(model, b, key):
+            return jnp.mean((jax.vmap(model)(b["x"])[:, 0] - b["y"]) ** 2)
 
-    kw = dict(optimizer=optax.adam(1e-3), batch_size=batch, key=jax.random.key(1),
-              progress=False, sharding=parallel.unit_mesh(devices), log_every=10)  # fmt: skip
-    fit(loss, net, data, steps=20, **kw)  # compiles; later calls reuse the program
-    out["train_step_s"] = _best(lambda: fit(loss, net, data, steps=20, **kw), repeats) / 20
-    return out
+        kw = dict(optimizer=optax.adam(1e-3), batch_size=batch, key=jax.random.key(1),
+                  progress=False, sharding=parallel.unit_mesh(devices), log_every=10)  # fmt: skip
+        fit(loss, net, data, steps=20, **kw)  # compiles; later calls reuse the program
+        out["train_step_s"] = _best(lambda: fit(loss, net, data, steps=20, **kw), repeats, cpu,
+                                    "train_step_cpu_s") / 20  # fmt: skip
+        cpu["train_step_cpu_s"] /= 20
+    return out | cpu
 
 
 def big_jax(regions: int, sectors: int, lambdas: int, repeats: int) -> dict:
@@ -222,13 +269,19 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--lu", type=int, default=2, help="λ measured on the numpy side (part 2)")
     ap.add_argument("--out", default=str(OUT))
+    ap.add_argument(
+        "--only",
+        default=",".join(WORKLOADS),
+        help=f"workloads of part 1, comma-separated (of {', '.join(WORKLOADS)})",
+    )
     ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.worker is not None:
         kind, *rest = args.worker.split(":")
         vals = [int(v) for v in rest]
         if kind == "devices":
-            out = worker(vals[0], vals[1], (vals[2], vals[3]), vals[4], vals[5], vals[6])
+            only = tuple(args.only.split(","))
+            out = worker(vals[0], vals[1], (vals[2], vals[3]), vals[4], vals[5], vals[6], only)
         elif kind == "jax":
             out = big_jax(*vals)
         else:
@@ -263,12 +316,20 @@ def main(argv: list[str] | None = None) -> dict:
         R, S, L = (2, 8, 8) if args.quick else (10, 200, 64)
         batch = 64 if args.quick else 4096
         rows = [
-            _child(["--worker", f"devices:{k}:{units}:{R}:{S}:{L}:{batch}:{args.repeats}"], k)
+            _child(
+                [
+                    "--worker",
+                    f"devices:{k}:{units}:{R}:{S}:{L}:{batch}:{args.repeats}",
+                    "--only",
+                    args.only,
+                ],
+                k,
+            )
             for k in devs
         ]
         base = rows[0]
         for row in rows:
-            for key in ("counterfactual_s", "sweep_step_s", "rows_step_s", "train_step_s"):
+            for key in [k for k in base if k.endswith("_s")]:
                 row[key[:-2] + "_vs_1"] = row[key] / base[key]
         report["devices"] = {"units": units, "mrio_sectors": R * S, "lambdas": L,
                              "batch": batch, "rows": rows}  # fmt: skip

@@ -151,7 +151,11 @@ class Config:
             regions × ``S`` sectors (:func:`jcausal.economy.synthetic_mrio`; implies ``mrio``).
         devices: split the sweep over this many devices (``None``: one).
         shard: what ``devices`` split: ``"lambdas"`` (the λ of every case; tables
-            replicated) or ``"cases"`` (the regions × years; each device holds its cases).
+            replicated) or ``"cases"`` (the regions × years × weightings; each device holds
+            its cases).
+        weightings: ``((label, {row: weight}), ...)``: several GHG indicators (e.g. GWP100
+            and GWP20 weights), each a case of the sweep next to the regions and years
+            (instead of ``ghg``).
     """
 
     regions: tuple[str, ...] | None = None
@@ -175,6 +179,7 @@ class Config:
     synthetic_mrio: str | None = None
     devices: int | None = None
     shard: str = "lambdas"
+    weightings: tuple[tuple[str, dict[str, float]], ...] | None = None
 
 
 #: The default of ``jcausal design``: one region, meaningful and fast.
@@ -283,7 +288,37 @@ def normalise_options(opts: Mapping[str, Any]) -> dict[str, Any]:
         given["exiobase"] = tuple(str(p) for p in given["exiobase"])
     if "years" in given:
         given["years"] = parse_years(given["years"])
+    if "weightings" in given:
+        given["weightings"] = parse_weightings(given["weightings"])
     return given
+
+
+def parse_weightings(items: str | Sequence[Any]) -> tuple[tuple[str, dict[str, float]], ...]:
+    """``["GWP100:CO2=1,CH4=28", "GWP20:CO2=1,CH4=84"]`` as ``(("GWP100", {...}), ...)``.
+
+    A label, a colon, then rows as for ``--ghg`` (:func:`parse_rows`); the first colon ends
+    the label (row names may hold colons). Pairs already parsed are kept.
+
+    Raises:
+        ValueError: no label, a repeated label, or unreadable rows.
+    """
+    out: dict[str, dict[str, float]] = {}
+    for item in [items] if isinstance(items, str) else list(items):
+        if isinstance(item, tuple | list) and len(item) == 2:
+            label, rows = str(item[0]), parse_rows(item[1])
+        else:
+            label, sep, text = str(item).partition(":")
+            label = label.strip()
+            if not sep or not label or not text.strip():
+                raise ValueError(
+                    f"--weighting {item!r} needs a label, a colon and rows, e.g. "
+                    "'GWP20:CO2=1,CH4=84,N2O=264'"
+                )
+            rows = parse_rows(text)
+        if label in out:
+            raise ValueError(f"--weighting label {label!r} is given twice; labels name cases")
+        out[label] = rows
+    return tuple(out.items())
 
 
 def parse_years(text: str | Sequence[Any]) -> tuple[str, ...]:
@@ -350,6 +385,16 @@ def check_config(cfg: Config) -> None:
         isinstance(cfg.devices, bool) or not isinstance(cfg.devices, int) or cfg.devices < 1
     ):
         raise ValueError(f"--devices must be a positive whole number, got {cfg.devices!r}")
+    if cfg.weightings is not None:
+        if cfg.ghg is not None:
+            raise ValueError(
+                "--weighting gives the GHG indicators (one case each); it cannot go with --ghg"
+            )
+        if cfg.mrio or cfg.synthetic_mrio is not None:
+            raise ValueError(
+                "--weighting is not available with --mrio / --synthetic-mrio (sweep the "
+                "weightings from Python: jcausal.economy.mrio.sweep_cases)"
+            )
     if cfg.shard not in ("lambdas", "cases"):
         raise ValueError(f"--shard must be 'lambdas' or 'cases', got {cfg.shard!r}")
     if cfg.synthetic_mrio is not None and cfg.exiobase is not None:
@@ -474,6 +519,7 @@ OPTION_FIELDS = (
     "synthetic_mrio",
     "devices",
     "shard",
+    "weightings",
 )
 
 
@@ -524,6 +570,15 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="split the sweep over N devices (must divide the number of λ, or of cases "
         "with --shard cases)",
+    )
+    p.add_argument(
+        "--weighting",
+        dest="weightings",
+        action="append",
+        default=None,
+        metavar="LABEL:ROW=W[,ROW=W]",
+        help="a GHG weighting as a case of the sweep (repeat for several: every region and "
+        "year is designed under each; replaces --ghg)",
     )
     p.add_argument(
         "--shard",
@@ -709,9 +764,12 @@ def run(
     ghg = cfg.ghg or ghg_default
     employment = cfg.employment or emp_default
     proxy = cfg.exiobase is None and set(employment) == {eio.TEST_EMPLOYMENT}
+    indicators = dict(cfg.weightings) if cfg.weightings else {None: ghg}
+    ghg = next(iter(indicators.values()))
 
-    # key -> (region, year label or None); the test table's keys are the bare region names.
-    problems, cases = {}, {}
+    # key -> (region, year label or None); the test table's keys are the bare region names,
+    # followed by the year and the weighting's label when there are such.
+    problems, cases, weighting = {}, {}, {}
     for label, path in sources.items():
         io_system = eio.load_test() if path is None else eio.load_exiobase(path)
         regs = cfg.regions or (eio.regions(io_system)[0],)
@@ -719,9 +777,10 @@ def run(
             model = eio.from_pymrio(
                 io_system, reg, dtype=cfg.dtype, allow_negative_demand=cfg.allow_negative_demand
             )
-            key = reg if label is None else f"{reg} {label}"
-            problems[key] = edesign.DesignProblem(model, ghg, employment, bounded=cfg.bounded)
-            cases[key] = (reg, label)
+            for wlabel, rows in indicators.items():
+                key = " ".join(str(p) for p in (reg, label, wlabel) if p is not None)
+                problems[key] = edesign.DesignProblem(model, rows, employment, bounded=cfg.bounded)
+                cases[key], weighting[key] = (reg, label), wlabel
         del io_system  # one archive in memory at a time
     if proxy:
         console.print(f"[yellow]note:[/yellow] {PROXY_NOTE}")
@@ -731,6 +790,8 @@ def run(
     title = ", ".join(dict.fromkeys(r for r, _ in cases.values()))
     if len(labels) > 1:
         title += f" × {len(labels)} years"
+    if cfg.weightings:
+        title += f" × {len(indicators)} weightings"
     with report.progress_bar(console, title, len(problems) * cfg.steps, progress) as tick:
         results = sweep_grouped(problems, cfg, sweeps.sweep_cases, tick)
     results = {key: res.check(cfg.max_excess) for key, res in results.items()}
@@ -738,12 +799,20 @@ def run(
     fronts = {key: report.summarise(problems[key], res, cfg) for key, res in results.items()}
     model0 = next(iter(problems.values())).model
     units = {"ghg": model0.unit(ghg), "employment": model0.unit(employment)}
+    other = {w: model0.unit(rows) for w, rows in indicators.items()}
+    if len(set(other.values())) > 1:
+        raise ValueError(
+            f"the --weighting indicators are in different units ({other}); weight rows of "
+            "one unit so that the fronts compare"
+        )
     metrics: dict[str, Any] = {"regions": {}}
     table_rows, front_rows = [], []
     for key, f in fronts.items():
         prob, k = problems[key], f["marked"]
         reg, label = cases[key]
         where = {"region": reg} if label is None else {"region": reg, "year": label}
+        if weighting[key] is not None:
+            where["weighting"] = weighting[key]
         point = f["points"][k]
         if label == latest:  # several years: the tables of the latest one are printed
             report.print_table(console, key, f["table"], f["lambdas"][k], units, point)
@@ -752,6 +821,7 @@ def run(
             table_rows.append({**where, "rank": rank, "lambda": f["lambdas"][k], **row})
         metrics["regions"][key] = {
             **({} if label is None else {**where, "archive": str(sources[label])}),
+            **({} if weighting[key] is None else {**where, "ghg": indicators[weighting[key]]}),
             "reference_ghg": f["G_ref"],
             "reference_employment": f["E_ref"],
             "reproduction_error": prob.model.reproduction_error,
@@ -773,7 +843,7 @@ def run(
     note = PROXY_NOTE if proxy else ""
     front_doc = {
         "units": units,
-        "ghg": ghg,
+        "ghg": ghg if not cfg.weightings else indicators,
         "employment": employment,
         "employment_note": note,
         "loss": "GHG(x)/GHG* + lambda * ||e(x) - e*||_1 / E*",
@@ -799,8 +869,12 @@ def run(
     ghg_label = " + ".join(n if w == 1 else f"{w:g}·{n}" for n, w in ghg.items())
     if len(ghg_label) > 60:  # e.g. three Exiobase rows: their common suffix once
         ghg_label = report.weighted_label(ghg)
-    if len(labels) > 1:
-        report.plot_years(path / "trade_off.png", fronts, cases, emp_label, ghg_label, units)
+    if cfg.weightings:
+        ghg_label = "GHG, weighted as the legend says"
+    if len(labels) > 1:  # (one panel per region and weighting)
+        panels = {k: (" · ".join(str(p) for p in (r, weighting[k]) if p is not None), y)
+                  for k, (r, y) in cases.items()}  # fmt: skip
+        report.plot_years(path / "trade_off.png", fronts, panels, emp_label, ghg_label, units)
     else:
         report.plot(path / "trade_off.png", fronts, emp_label, ghg_label)
     metrics.update(

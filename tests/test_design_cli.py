@@ -61,6 +61,10 @@ def no_compute(monkeypatch):
         (["--years", "2018"], "--years selects Exiobase archives"),
         (["--years", "2018-2012", "--exiobase", "."], "--years '2018-2012' is an empty range"),
         (["--years", "20x8", "--exiobase", "."], "cannot read years"),
+        (["--weighting", "nolabel"], "--weighting 'nolabel' needs a label"),
+        (["--weighting", "a:emission_type1=1", "--weighting", "a:x=1"], "'a' is given twice"),
+        (["--weighting", "a:emission_type1=1", "--ghg", "x=1"], "cannot go with --ghg"),
+        (["--weighting", "a:emission_type1=1", "--mrio"], "not available with --mrio"),
     ],
 )
 def test_bad_option_values_exit_2_before_any_work(tmp_path, capsys, no_compute, args, names):

@@ -1,11 +1,14 @@
-"""`jcausal design --mrio` / `--synthetic-mrio`: outputs, leakage columns, bad input."""
+"""`jcausal design --mrio` / `--synthetic-mrio`: outputs, leakage columns, bad input; cases."""
 
 import csv
 import json
 
 import numpy as np
 
+from jcausal import design
 from jcausal.design import main
+from jcausal.economy import design as ed
+from jcausal.economy import io as eio
 
 
 def test_design_mrio_writes_leakage(tmp_path, capsys):
@@ -48,3 +51,42 @@ def test_design_synthetic_mrio_and_bad_input(tmp_path, capsys):
         err = capsys.readouterr().err
         assert code == 2 and message in err, (extra, err)
     assert not (tmp_path / "bad").exists()
+
+
+def test_weightings_and_regions_are_cases_of_one_sweep(tmp_path, capsys):
+    """--weighting × --region: one front per case, each equal to its own library sweep."""
+    out = tmp_path / "w"
+    ws = [
+        "--weighting",
+        "one:emission_type1=1",
+        "--weighting",
+        "mix:emission_type1=1,emission_type2=25",
+    ]
+    args = [
+        *["--smoke", "--lambdas", "0,1,10", "--quiet"],
+        *ws,
+        "--region",
+        "reg1,reg2",
+        "--devices",
+        "1",
+        "--shard",
+        "cases",
+    ]
+    assert design.main([*args, "--out", str(out)]) == 0
+    rows = list(csv.DictReader((out / "front.csv").open()))
+    assert len(rows) == 2 * 2 * 3 and {r["weighting"] for r in rows} == {"one", "mix"}
+    mix = [float(r["ghg"]) for r in rows if r["region"] == "reg2" and r["weighting"] == "mix"]
+    problem = ed.DesignProblem(eio.from_pymrio(eio.load_test(), "reg2"),
+                               {"emission_type1": 1.0, "emission_type2": 25.0},
+                               eio.TEST_EMPLOYMENT)  # fmt: skip
+    ref = ed.sweep(problem, [0.0, 1.0, 10.0], steps=design.SMOKE.steps, lr=design.SMOKE.lr)
+    np.testing.assert_allclose(mix, ref.ghg, rtol=1e-9)
+    capsys.readouterr()
+    bad = [
+        *["--smoke", "--lambdas", "0,1,10", "--quiet"],
+        "--weighting",
+        "a:no such row=1",
+        "--out",
+        str(tmp_path / "bad"),
+    ]
+    assert design.main(bad) == 2 and "no such row" in capsys.readouterr().err

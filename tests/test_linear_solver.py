@@ -114,6 +114,15 @@ def test_auto_aims_below_rtol_on_large_matrices_and_is_judged_by_rtol():
         x, rep = call(a, y, solver=Auto(max_steps=k))
         assert rep.result == RESULTS.successful and int(rep.num_steps) == k
         assert 1e-10 / jc.solvers.AUTO_MARGIN < float(rep.relative_residual) <= 1e-10
+    # From krylov_min on: GMRES (its own stopping rule, no margin), values and gradients.
+    gmres = Auto(krylov_min=110)
+    assert gmres.choose(110, linear=True).linear_solver == "gmres"
+    x, rep = linear_fixed_point(a, y, solver=gmres)
+    assert bool(rep.converged) and float(rep.relative_residual) <= 1e-10
+    np.testing.assert_allclose(x, ref, rtol=1e-9)
+    w = np.random.default_rng(5).standard_normal(110)
+    gy = jax.grad(lambda y_: jnp.asarray(w) @ linear_fixed_point(a, y_, solver=gmres)[0])(y)
+    np.testing.assert_allclose(gy, np.linalg.solve(np.eye(110) - a.T, w), rtol=1e-8)
     # float32 keeps its own tolerance (1e-5): a hundred times less is below its rounding.
     x32, rep32 = linear_fixed_point(a.astype(np.float32), y.astype(np.float32))
     assert bool(rep32.converged) and float(rep32.relative_residual) <= 1e-5
@@ -174,6 +183,8 @@ def test_bad_input_is_named():
         linear_fixed_point(a, y, solver="lu")
     with pytest.raises(ValueError, match="direct_max"):
         Auto(direct_max=2.5)
+    with pytest.raises(ValueError, match="krylov_min"):
+        Auto(krylov_min="1000")
     for bad_a, bad_y in [(np.where(np.eye(5) > 0, np.nan, a), y), (a, np.r_[y[:4], np.inf])]:
         for solver in (None, jc.Anderson()):
             _, rep = linear_fixed_point(bad_a, bad_y, solver=solver, throw=False)

@@ -18,7 +18,7 @@ jaxopt's Anderson, measured against ours, is a peer in ``benchmarks/`` only.
 from .anderson import AbstractSolver, Anderson, Forward, default_rtol
 from .implicit import fixed_point, relative_residual
 from .iteration import AndersonIteration
-from .linear import AUTO_MARGIN, DIRECT_MAX, Auto, linear_fixed_point
+from .linear import AUTO_MARGIN, DIRECT_MAX, KRYLOV_MIN, Auto, linear_fixed_point
 from .newton import Newton
 from .results import RESULTS, FixedPointError, FixedPointReport, solver_message
 
@@ -28,6 +28,7 @@ Solver = AbstractSolver
 __all__ = [
     "AUTO_MARGIN",
     "DIRECT_MAX",
+    "KRYLOV_MIN",
     "RESULTS",
     "AbstractSolver",
     "Anderson",

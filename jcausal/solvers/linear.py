@@ -23,7 +23,8 @@ The crossover used by :class:`Auto` comes from ``benchmarks/linear_solvers.py`` 
 rtol 1e-10, 2 CPU cores, dense, block-regional and spectral-radius-0.95 input-output
 matrices; see the README's performance table): at n = 50 XLA's LU and Anderson take about the
 same time (the LU's residual is 1e-16, Anderson's 1e-11), at n = 200 the LU already takes 2-3x
-Anderson's time, so the LU is used up to ``DIRECT_MAX = 100`` unknowns.
+Anderson's time, so the LU is used up to ``DIRECT_MAX = 100`` unknowns; from n = 1000 JAX's
+GMRES is as fast as or faster than Anderson at the same residual (``KRYLOV_MIN``).
 """
 
 from __future__ import annotations
@@ -59,6 +60,10 @@ from .results import (
 #: Measured by ``benchmarks/linear_solvers.py`` (README, performance).
 DIRECT_MAX = 100
 
+#: Smallest ``n`` for which :class:`Auto` solves an explicit matrix by GMRES (JAX's, with
+#: Givens rotations) instead of Anderson. Measured by ``benchmarks/linear_solvers.py``.
+KRYLOV_MIN = 1000
+
 #: :class:`Auto`'s Anderson on an explicit matrix stops this factor below ``rtol`` (float64),
 #: so that its residual matches a Krylov solver's, which overshoots its tolerance (1-4 more
 #: products with ``A``; measured by ``benchmarks/linear_solvers.py``).
@@ -70,13 +75,16 @@ class Auto(AbstractSolver):
 
     - a linear map with an explicit matrix (:func:`linear_fixed_point`) of at most
       ``direct_max`` unknowns: LU factorisation of ``I - A`` (``Newton("lu")``);
-    - a larger linear map with an explicit matrix: :class:`Anderson` stopping
-      :data:`AUTO_MARGIN` times below ``rtol`` in float64 (1e-12 for the default 1e-10; never
-      below 100 eps), judged by ``rtol``. Krylov solvers (scipy's GMRES) overshoot their
-      tolerance by about that much in their last iteration; Anderson needs about as many
-      products with ``A`` as GMRES has iterations, so the margin costs 1-4 more products and
-      gives a residual as small as GMRES's. (JAX's GMRES, ``Newton("gmres")``, was measured
-      slower than Anderson from n = 200 to 4,000: it spends 3 more products than Anderson.)
+    - from ``krylov_min`` unknowns: GMRES on ``(I - A) x = b`` (``Newton("gmres")``, at most
+      ``max_steps`` Krylov iterations per solve);
+    - in between: :class:`Anderson` stopping :data:`AUTO_MARGIN` times below ``rtol`` in
+      float64 (1e-12 for the default 1e-10; never below 100 eps), judged by ``rtol``. GMRES
+      overshoots its tolerance by about that much in its last iteration (its residual estimate
+      falls by a large factor per iteration); Anderson needs about as many products with ``A``
+      as GMRES has iterations, so the margin costs 1-4 more products and gives as small a
+      residual. GMRES spends 2-3 products more than Anderson on its start and its check, which
+      costs more than the margin below n ~ 1000 and less above (dense, block-regional and
+      spectral radius 0.95 tables, n = 200 to 9,800; README, performance);
     - any map given as a function (:func:`jcausal.fixed_point`, ``EquilibriumSCM``):
       :class:`Anderson` with the same tolerances.
 
@@ -84,9 +92,10 @@ class Auto(AbstractSolver):
         rtol: relative tolerance, ``||x - f(x)||_2 <= rtol ||x||_2 + atol`` (``None``: 1e-10
             in float64, 1e-5 in float32).
         atol: absolute guard in units of ``x``.
-        max_steps: evaluation budget of the iterative solver.
+        max_steps: evaluation budget of the iterative solver (Krylov iterations for GMRES).
         divergence: growth factor flagging divergence (see :class:`Anderson`).
         direct_max: largest ``n`` solved by LU (default :data:`DIRECT_MAX`, measured).
+        krylov_min: smallest ``n`` solved by GMRES (default :data:`KRYLOV_MIN`, measured).
     """
 
     rtol: float | None = eqx.field(static=True, default=None)
@@ -94,10 +103,13 @@ class Auto(AbstractSolver):
     max_steps: int = eqx.field(static=True, default=500)
     divergence: float = eqx.field(static=True, default=1e6)
     direct_max: int = eqx.field(static=True, default=DIRECT_MAX)
+    krylov_min: int = eqx.field(static=True, default=KRYLOV_MIN)
 
     def __check_init__(self):
-        if isinstance(self.direct_max, bool) or not isinstance(self.direct_max, int):
-            raise ValueError(f"direct_max must be an integer, got {self.direct_max!r}")
+        for name in ("direct_max", "krylov_min"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ValueError(f"{name} must be an integer, got {value!r}")
 
     def choose(self, n: int, linear: bool) -> AbstractSolver:
         """The solver used for ``n`` unknowns (``linear``: an explicit matrix is available)."""
@@ -114,6 +126,10 @@ def _choose(auto: Auto, n: int, linear: bool) -> AbstractSolver:
     kw = dict(rtol=auto.rtol, atol=auto.atol, divergence=auto.divergence)
     if linear and n <= auto.direct_max:
         return Newton(linear_solver="lu", max_steps=min(int(auto.max_steps), 4), **kw)
+    if linear and n >= auto.krylov_min:
+        # Start, GMRES's solution, and a refinement if rounding left it short.
+        steps = min(int(auto.max_steps), 3)
+        return Newton(linear_solver="gmres", max_steps=steps, krylov_steps=auto.max_steps, **kw)
     return Anderson(max_steps=auto.max_steps, **kw)
 
 
@@ -321,8 +337,34 @@ def _common(a, b) -> jnp.dtype:
     return dtype if jnp.issubdtype(dtype, jnp.inexact) else jnp.result_type(float)
 
 
-@ft.lru_cache(maxsize=256)
+# Per-call caches keyed by the solver's identity: hashing an equinox module (an lru_cache key,
+# a static argument of jax.jit) costs ~5-10 us per call, as much as the LU at n = 50. Each
+# entry holds its solver, so the id stays valid; the caches are cleared when they grow large.
+_PICKED: dict = {}
+_PROGRAMS: dict = {}
+
+
+def _by_id(cache: dict, solver, key: tuple, make):
+    hit = cache.get((id(solver), *key))
+    if hit is not None and hit[0] is solver:
+        return hit[1]
+    if len(cache) > 512:
+        cache.clear()
+    value = make()
+    cache[(id(solver), *key)] = (solver, value)
+    return value
+
+
 def _pick(solver: AbstractSolver, n: int, dtype, operator: bool) -> tuple[AbstractSolver, float]:
+    """``_pick_new`` cached by the solver's identity (then by value)."""
+    return _by_id(_PICKED, solver, (n, dtype, operator),
+                  lambda: _pick_new(solver, n, dtype, operator))  # fmt: skip
+
+
+@ft.lru_cache(maxsize=256)
+def _pick_new(
+    solver: AbstractSolver, n: int, dtype, operator: bool
+) -> tuple[AbstractSolver, float]:
     """The concrete solver for a problem (``Auto`` resolved, ``rtol`` set), cached per call site.
 
     Also returns the relative tolerance the result is judged by (the user's): :class:`Auto`'s
@@ -360,7 +402,8 @@ def linear_fixed_point(
         b: ``(n,)`` constant term (e.g. final demand), in the units of ``x``.
         x0: initial guess (default zeros): the start of an iterative solve; a direct solve
             only refines from it.
-        solver: :class:`Auto` (default: LU up to :data:`DIRECT_MAX` unknowns, Anderson above),
+        solver: :class:`Auto` (default: LU up to :data:`DIRECT_MAX` unknowns, Anderson above,
+            GMRES from :data:`KRYLOV_MIN`),
             ``Newton(linear_solver="lu" | "gmres" | "bicgstab")`` (direct or Krylov solve
             with the matrix used as is, no Jacobian-vector products), or ``Anderson`` /
             ``Forward``.
@@ -400,7 +443,9 @@ def linear_fixed_point(
         raise TypeError(f"linear_fixed_point cannot use a {type(solver).__name__} solver")
     traced = is_traced((A, b, x0))
     with reraise_solver_errors():  # an error_if under vmap / grad reads as ours
-        x, report = _direct_jit(solver, jnp.dtype(dtype), bool(throw) and traced, A, b, x0)
+        key = (jnp.dtype(dtype), bool(throw) and traced, x0 is None)
+        program = _by_id(_PROGRAMS, solver, key, lambda: _direct_program(solver, *key))
+        x, report = program(A, b) if x0 is None else program(A, b, x0)
     if throw and not traced and not bool(np.all(np.asarray(report.converged))):
         raise FixedPointError(report.message())
     return x, report
@@ -435,8 +480,15 @@ def _tightened(solver: Anderson, rtol: float, x0, args, throw: bool):
     return x, report
 
 
-@ft.partial(jax.jit, static_argnums=(0, 1, 2))
-def _direct_jit(solver: Newton, dtype, throw: bool, A, b, x0):
+@ft.lru_cache(maxsize=256)  # by value: an equal solver built anew reuses the compiled program
+def _direct_program(solver: Newton, dtype, throw: bool, zero_start: bool):
+    """The jitted direct / Krylov solve with its configuration bound: array arguments only."""
+    if zero_start:
+        return jax.jit(lambda A, b: _direct(solver, dtype, throw, A, b, None))
+    return jax.jit(ft.partial(_direct, solver, dtype, throw))
+
+
+def _direct(solver: Newton, dtype, throw: bool, A, b, x0):
     A = jnp.asarray(A, dtype)
     b = jnp.asarray(b, dtype)
     x0 = jnp.zeros_like(b) if x0 is None else jnp.asarray(x0, dtype)
@@ -466,4 +518,4 @@ def _direct_jit(solver: Newton, dtype, throw: bool, A, b, x0):
     return x, report
 
 
-__all__ = ["AUTO_MARGIN", "DIRECT_MAX", "Auto", "linear_fixed_point"]
+__all__ = ["AUTO_MARGIN", "DIRECT_MAX", "KRYLOV_MIN", "Auto", "linear_fixed_point"]

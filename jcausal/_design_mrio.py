@@ -7,6 +7,9 @@ leakage: ``front.csv`` / ``front.json`` gain the GHG change abroad (``leakage``)
 change and the domestic-block front's changes; ``leakage.png`` shows, at the marked λ, the GHG
 change of every region (the designed one and abroad) next to the domestic-block design's cut.
 ``--devices N`` splits the λ sweep over ``N`` devices (:func:`jcausal.parallel.sweep_mesh`).
+``--bounded`` bounds the region's factors by 2 (the paper's parameterisation) on both designs;
+the whole-table optimum is then the linear programme of :func:`jcausal.economy.mrio.
+bounded_front`. Several archives (years) are refused: ``--mrio`` designs on one table.
 """
 
 from __future__ import annotations
@@ -70,18 +73,13 @@ def run(
     from rich.console import Console
 
     from . import _design_report as report
-    from .design import PROXY_NOTE, default_rows, sweep_grouped
+    from .design import FACTORS_BOUNDED, FACTORS_EXP, PROXY_NOTE, default_rows, sweep_grouped
     from .economy import design as edesign
     from .economy import io as eio
     from .economy import mrio, sweeps
     from .results import output_dir, write_csv, write_json, write_metrics
 
     console = console or Console()
-    if cfg.bounded:
-        raise ValueError(
-            "--bounded is not available with --mrio / --synthetic-mrio (the bound couples "
-            "the region to the whole table; its linear programme is not implemented)"
-        )
     model, system, test_table = load_table(cfg)
     if cfg.synthetic_mrio is not None:
         ghg, employment = cfg.ghg or SYNTHETIC_GHG, cfg.employment or SYNTHETIC_EMPLOYMENT
@@ -90,7 +88,7 @@ def run(
         ghg, employment = cfg.ghg or ghg_default, cfg.employment or emp_default
     proxy = test_table and set(employment) == {eio.TEST_EMPLOYMENT}
     regs = cfg.regions or (mrio.region_names(model)[0],)
-    problems = {r: mrio.MRIOProblem(model, r, ghg, employment) for r in regs}
+    problems = {r: mrio.MRIOProblem(model, r, ghg, employment, bounded=cfg.bounded) for r in regs}
     if proxy:
         console.print(f"[yellow]note:[/yellow] {PROXY_NOTE}")
 
@@ -100,7 +98,7 @@ def run(
                             allow_negative_demand=cfg.allow_negative_demand)
             if system is not None else mrio.domestic_block(model, reg)
         )  # fmt: skip
-        return edesign.DesignProblem(table, ghg, employment)
+        return edesign.DesignProblem(table, ghg, employment, bounded=cfg.bounded)
 
     blocks = {reg: block(reg) for reg in regs}
     # Every region in one compiled sweep on the whole table, then every domestic block in
@@ -200,6 +198,7 @@ def run(
             "units": units,
             "table": model.note,
             "sectors_in_table": model.n,
+            "factors": FACTORS_BOUNDED if cfg.bounded else FACTORS_EXP,
             "devices": cfg.devices or 1,
             "leakage_meaning": "GHG change in every other region (positive: emissions moved "
             "abroad); Leontief supply chains only, no substitution between suppliers",

@@ -131,3 +131,31 @@ def test_case_sweeps_equal_separate_sweeps_and_share_the_table():
         with pytest.raises(ValueError) as err:
             call()
         assert message in str(err.value), str(err.value)
+
+
+def test_bounded_design_on_the_whole_table(table):
+    """Factors bounded by 2 on the whole table: the linear programme and the optimiser.
+
+    Without trade the programme is the block's; with trade its optimum is an equilibrium with
+    factors in [0, 2], and the optimiser reaches it.
+    """
+    system, full = table
+    lams = [0.0, 1.0, 10.0]
+    spec = (io.TEST_GHG, io.TEST_EMPLOYMENT)
+    nt = mrio.MRIOProblem(mrio.without_trade(full), "reg2", *spec, bounded=True)
+    block = design.DesignProblem(io.from_pymrio(system, "reg2"), *spec, bounded=True)
+    a, b = mrio.bounded_front(nt, lams), design.bounded_front(block, lams)
+    np.testing.assert_allclose(a["ghg"], b["ghg"], rtol=0, atol=1e-9 * float(block.G))
+    p = mrio.MRIOProblem(full, "reg2", *spec, bounded=True)
+    front = mrio.bounded_front(p, lams)
+    xa = front["x_all"]
+    demand = xa @ np.asarray(full.A).T + np.asarray(full.y)
+    idx = np.asarray(p.index)
+    rest = np.setdiff1d(np.arange(full.n), idx)
+    np.testing.assert_allclose(xa[:, rest], demand[:, rest], rtol=1e-6)
+    assert np.all(xa[:, idx] <= 2 * demand[:, idx] * (1 + 1e-7))
+    res = mrio.sweep(p, lams, steps=300, lr=0.1)
+    assert res.design.max_excess_loss < 1e-3 and res.converged.all()
+    np.testing.assert_allclose(res.design.analytic_ghg, front["ghg"])
+    # the factors stayed inside (0, 2)
+    assert np.all(p.factor(res.design.u) < 2) and np.all(p.factor(res.design.u) > 0)

@@ -43,7 +43,6 @@ def test_design_synthetic_mrio_and_bad_input(tmp_path, capsys):
         (["--mrio", "--region", "nowhere"], "unknown region 'nowhere'"),
         (["--synthetic-mrio", "3by6"], "REGIONSxSECTORS"),
         (["--synthetic-mrio", "3x6", "--exiobase", str(tmp_path)], "cannot go with --exiobase"),
-        (["--mrio", "--bounded"], "--bounded is not available with --mrio"),
         (["--mrio", "--devices", "0"], "--devices must be a positive whole number"),
     ]
     for extra, message in bad:

@@ -401,7 +401,9 @@ def analytic_front(
         ``"cut"`` ``(L, n)`` booleans (sector closed) and ``"x"`` ``(L, n)`` the outputs.
     """
     if problem.bounded:
-        return bounded_front(problem, lambdas)
+        # (a problem on a larger table, e.g. mrio.MRIOProblem, knows its own programme)
+        optimum = getattr(problem, "optimum", None)
+        return optimum(lambdas) if optimum is not None else bounded_front(problem, lambdas)
     c, r = np.asarray(problem.c, float), np.asarray(problem.r, float)
     x = np.asarray(problem.x_ref, float)
     G, E = float(problem.G), float(problem.E)

@@ -34,6 +34,7 @@ import dataclasses
 from collections.abc import Callable, Sequence
 
 import equinox as eqx
+import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh
@@ -169,7 +170,15 @@ class MRIOProblem(eqx.Module):
     labels: tuple[str, ...] = eqx.field(static=True)
     bounded: bool = eqx.field(static=True, default=False)
 
-    def __init__(self, model: IOModel, region: str, ghg: StressorSpec, employment: StressorSpec):
+    def __init__(
+        self,
+        model: IOModel,
+        region: str,
+        ghg: StressorSpec,
+        employment: StressorSpec,
+        *,
+        bounded: bool = False,
+    ):
         """Build the problem and check the indicators.
 
         Args:
@@ -178,6 +187,9 @@ class MRIOProblem(eqx.Module):
             region: the region whose sectors are intervened on.
             ghg: the GHG indicator (a row name, ``{row: weight}`` or weights).
             employment: the employment indicator, likewise.
+            bounded: the paper's factors ``α = 2·sigmoid(u)`` in ``(0, 2)`` on the region's
+                sectors (default ``α = exp(u)``); the optimum is then the linear programme
+                of :func:`bounded_front` on the whole table.
 
         Raises:
             ValueError: an unknown region, or an indicator refused by
@@ -198,7 +210,9 @@ class MRIOProblem(eqx.Module):
         self.G = self.c @ self.x_ref
         self.E = self.r @ self.x_ref
         self.labels = tuple(model.labels[i] for i in idx)
-        self.bounded = False
+        if not isinstance(bounded, bool | np.bool_):
+            raise ValueError(f"bounded must be True or False, got {bounded!r}")
+        self.bounded = bool(bounded)
         for total, name, spec in ((self.G, "GHG", ghg), (self.E, "employment", employment)):
             if not (np.isfinite(float(total)) and float(total) > 0):
                 raise ValueError(
@@ -207,16 +221,31 @@ class MRIOProblem(eqx.Module):
                 )
 
     def log_factor(self, u: Float[Array, "*batch S"]) -> Float[Array, "*batch S"]:
-        """``log α(u) = u`` (factors ``α = exp(u)``)."""
+        """``log α(u)``: ``u``, or ``log 2 + log sigmoid(u)`` when :attr:`bounded`."""
+        if self.bounded:
+            return jnp.log(jnp.asarray(2.0, u.dtype)) + jax.nn.log_sigmoid(u)
         return u
 
     def factor(self, u: Float[ArrayLike, "*batch S"]) -> np.ndarray:
-        """The intervention's factors ``α = exp(u)`` (numpy)."""
-        return np.exp(np.asarray(u))
+        """The intervention's factors ``α(u)`` (numpy), ``exp(u)`` or ``2·sigmoid(u)``."""
+        u = np.asarray(u)
+        if not self.bounded:
+            return np.exp(u)
+        from scipy import special
+
+        return 2.0 * special.expit(u)
+
+    def optimum(self, lambdas: Float[ArrayLike, " L"]) -> dict[str, np.ndarray]:
+        """The infimum of the region's eq. 5 (used by ``analytic_front``): :func:`bounded_front`.
+
+        Only for :attr:`bounded` problems; the unbounded optimum is the closed form on the
+        region's own intensities (see the module docstring).
+        """
+        return bounded_front(self, lambdas)
 
     def solve_all(self, u: Float[Array, " S"]) -> tuple[Float[Array, " N"], Bool[Array, ""]]:
         """The whole table's output ``(N,)`` under ``u`` on the region, and convergence."""
-        full = jnp.zeros(self.x_all_ref.shape, u.dtype).at[self.index].set(u)
+        full = jnp.zeros(self.x_all_ref.shape, u.dtype).at[self.index].set(self.log_factor(u))
         x, report = self.model.solve(full, strict=False)
         return x, report.converged
 
@@ -234,6 +263,84 @@ class MRIOProblem(eqx.Module):
         """Eq. 5 of the region (normalised) and ``(ghg, dev, converged)``."""
         ghg, dev, _, ok = self.terms(u)
         return ghg + lam * dev, (ghg, dev, ok)
+
+
+def bounded_front(
+    problem: MRIOProblem, lambdas: Float[ArrayLike, " L"], bound: float = 2.0
+) -> dict[str, np.ndarray]:
+    """The infimum of the region's eq. 5 over factors ``α_r`` in ``(0, bound)``, on the table.
+
+    Every output ``x >= 0`` of the whole table with ``x_i <= bound · (A x + y)_i`` on the
+    region's sectors and ``x_j = (A x + y)_j`` elsewhere is the equilibrium of factors
+    ``α_i = x_i / (A x + y)_i`` in ``[0, bound]`` (the closure: the edges are infima), so the
+    region's eq. 5 is the linear programme
+
+        min  c_r·x_r / G* + λ Σ r_i t_i / E*
+        s.t. |x_i - x*_i| <= t_i (i in r),  (I - bound·A)_r x <= bound·y_r,
+             (I - A)_F x = y_F (the other regions),  x >= 0,
+
+    solved with scipy's HiGHS in the variables ``x / x*``. With the trade coefficients zeroed
+    (:func:`without_trade`) it is :func:`jcausal.economy.design.bounded_front` of the region's
+    block (``tests/test_mrio.py``). Dense: for tables of a few thousand sectors at most.
+
+    Args:
+        problem: the region and indicators on the table.
+        lambdas: ``(L,)`` weights.
+        bound: the largest factor (the paper's 2).
+
+    Returns:
+        As :func:`jcausal.economy.design.analytic_front`, on the region's sectors
+        (``"x"`` ``(L, S)``), plus ``"x_all"`` ``(L, N)`` the whole table's outputs.
+
+    Raises:
+        RuntimeError: HiGHS did not solve a programme (its message is named).
+    """
+    from scipy import optimize  # on first use: `import jcausal` stays light
+
+    A, y = np.asarray(problem.model.A, float), np.asarray(problem.model.y, float)
+    x_all = np.asarray(problem.x_all_ref, float)
+    idx = np.asarray(problem.index)
+    c, r, x_ref = (np.asarray(v, float) for v in (problem.c, problem.r, problem.x_ref))
+    G, E = float(problem.G), float(problem.E)
+    N, S = A.shape[0], idx.size
+    s = np.where(x_all > 0, x_all, 1.0)  # x = s z: every variable of order one
+    M = (np.eye(N) - A) * (s[None, :] / s[:, None])  # rows scaled by 1/s_i too
+    inside = np.zeros(N, bool)
+    inside[idx] = True
+    pick = np.eye(N)[idx]  # (S, N): z_r
+    eye_s = np.eye(S)
+    Mb = (np.eye(N) - bound * A)[idx] * (s[None, :] / s[idx][:, None])
+    a_ub = np.vstack([
+        np.hstack([pick, -eye_s]),
+        np.hstack([-pick, -eye_s]),
+        np.hstack([Mb, np.zeros((S, S))]),
+    ])  # fmt: skip
+    z_ref = x_ref / s[idx]
+    b_ub = np.concatenate([z_ref, -z_ref, bound * y[idx] / s[idx]])
+    a_eq = np.hstack([M[~inside], np.zeros((N - S, S))])
+    b_eq = y[~inside] / s[~inside]
+    xs = []
+    for lam in np.asarray(lambdas, float):
+        cost = np.concatenate([np.zeros(N), lam * r * s[idx] / E])
+        cost[idx] = c * s[idx] / G
+        res = optimize.linprog(cost, A_ub=a_ub, b_ub=b_ub, A_eq=a_eq, b_eq=b_eq,
+                               bounds=(0, None), method="highs")  # fmt: skip
+        if res.status != 0:
+            raise RuntimeError(
+                f"the linear programme of the bounded design of {problem.region!r} at λ = "
+                f"{lam:.4g} was not solved: {res.message}"
+            )
+        xs.append(s * res.x[:N])
+    xa = np.asarray(xs).reshape(-1, N)
+    x = xa[:, idx]
+    return {
+        "ghg": x @ c,
+        "employment": x @ r,
+        "deviation": np.abs(x - x_ref[None, :]) @ r,
+        "cut": x < 1e-9 * x_ref[None, :],
+        "x": x,
+        "x_all": xa,
+    }
 
 
 @eqx.filter_jit
@@ -411,6 +518,7 @@ def _account(problem: MRIOProblem, res: DesignResult, x_all: np.ndarray, ok: np.
 __all__ = [
     "MRIOProblem",
     "MRIOResult",
+    "bounded_front",
     "by_region",
     "domestic_block",
     "region_index",

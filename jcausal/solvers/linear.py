@@ -23,8 +23,8 @@ The crossover used by :class:`Auto` comes from ``benchmarks/linear_solvers.py`` 
 rtol 1e-10, 2 CPU cores, dense, block-regional and spectral-radius-0.95 input-output
 matrices; see the README's performance table): at n = 50 XLA's LU and Anderson take about the
 same time (the LU's residual is 1e-16, Anderson's 1e-11), at n = 200 the LU already takes 2-3x
-Anderson's time, so the LU is used up to ``DIRECT_MAX = 100`` unknowns; from n = 1000 JAX's
-GMRES is as fast as or faster than Anderson at the same residual (``KRYLOV_MIN``).
+Anderson's time, so the LU is used up to ``DIRECT_MAX = 100`` unknowns. JAX's GMRES is no
+faster than Anderson overall (see ``KRYLOV_MIN``).
 """
 
 from __future__ import annotations
@@ -61,8 +61,10 @@ from .results import (
 DIRECT_MAX = 100
 
 #: Smallest ``n`` for which :class:`Auto` solves an explicit matrix by GMRES (JAX's, with
-#: Givens rotations) instead of Anderson. Measured by ``benchmarks/linear_solvers.py``.
-KRYLOV_MIN = 1000
+#: Givens rotations) instead of Anderson; ``None``: never. Measured by
+#: ``benchmarks/linear_solvers.py``: GMRES was 20-40% faster than Anderson at n = 1000-2000,
+#: 20% slower at n = 9,800 (dense and block-regional, with a slower gradient), split at 4,000.
+KRYLOV_MIN = None
 
 #: :class:`Auto`'s Anderson on an explicit matrix stops this factor below ``rtol`` (float64),
 #: so that its residual matches a Krylov solver's, which overshoots its tolerance (1-4 more
@@ -75,16 +77,15 @@ class Auto(AbstractSolver):
 
     - a linear map with an explicit matrix (:func:`linear_fixed_point`) of at most
       ``direct_max`` unknowns: LU factorisation of ``I - A`` (``Newton("lu")``);
-    - from ``krylov_min`` unknowns: GMRES on ``(I - A) x = b`` (``Newton("gmres")``, at most
-      ``max_steps`` Krylov iterations per solve);
-    - in between: :class:`Anderson` stopping :data:`AUTO_MARGIN` times below ``rtol`` in
+    - above: :class:`Anderson` stopping :data:`AUTO_MARGIN` times below ``rtol`` in
       float64 (1e-12 for the default 1e-10; never below 100 eps), judged by ``rtol``. GMRES
       overshoots its tolerance by about that much in its last iteration (its residual estimate
       falls by a large factor per iteration); Anderson needs about as many products with ``A``
       as GMRES has iterations, so the margin costs 1-4 more products and gives as small a
-      residual. GMRES spends 2-3 products more than Anderson on its start and its check, which
-      costs more than the margin below n ~ 1000 and less above (dense, block-regional and
-      spectral radius 0.95 tables, n = 200 to 9,800; README, performance);
+      residual. (JAX's GMRES spends 2-3 products more than Anderson on its start and its
+      check; see :data:`KRYLOV_MIN`.)
+    - with ``krylov_min`` set, from that many unknowns: GMRES on ``(I - A) x = b``
+      (``Newton("gmres")``, at most ``max_steps`` Krylov iterations per solve);
     - any map given as a function (:func:`jcausal.fixed_point`, ``EquilibriumSCM``):
       :class:`Anderson` with the same tolerances.
 
@@ -95,7 +96,7 @@ class Auto(AbstractSolver):
         max_steps: evaluation budget of the iterative solver (Krylov iterations for GMRES).
         divergence: growth factor flagging divergence (see :class:`Anderson`).
         direct_max: largest ``n`` solved by LU (default :data:`DIRECT_MAX`, measured).
-        krylov_min: smallest ``n`` solved by GMRES (default :data:`KRYLOV_MIN`, measured).
+        krylov_min: smallest ``n`` solved by GMRES (default :data:`KRYLOV_MIN`: never).
     """
 
     rtol: float | None = eqx.field(static=True, default=None)
@@ -103,11 +104,13 @@ class Auto(AbstractSolver):
     max_steps: int = eqx.field(static=True, default=500)
     divergence: float = eqx.field(static=True, default=1e6)
     direct_max: int = eqx.field(static=True, default=DIRECT_MAX)
-    krylov_min: int = eqx.field(static=True, default=KRYLOV_MIN)
+    krylov_min: int | None = eqx.field(static=True, default=KRYLOV_MIN)
 
     def __check_init__(self):
         for name in ("direct_max", "krylov_min"):
             value = getattr(self, name)
+            if name == "krylov_min" and value is None:
+                continue
             if isinstance(value, bool) or not isinstance(value, int):
                 raise ValueError(f"{name} must be an integer, got {value!r}")
 
@@ -126,7 +129,7 @@ def _choose(auto: Auto, n: int, linear: bool) -> AbstractSolver:
     kw = dict(rtol=auto.rtol, atol=auto.atol, divergence=auto.divergence)
     if linear and n <= auto.direct_max:
         return Newton(linear_solver="lu", max_steps=min(int(auto.max_steps), 4), **kw)
-    if linear and n >= auto.krylov_min:
+    if linear and auto.krylov_min is not None and n >= auto.krylov_min:
         # Start, GMRES's solution, and a refinement if rounding left it short.
         steps = min(int(auto.max_steps), 3)
         return Newton(linear_solver="gmres", max_steps=steps, krylov_steps=auto.max_steps, **kw)
@@ -405,8 +408,7 @@ def linear_fixed_point(
         b: ``(n,)`` constant term (e.g. final demand), in the units of ``x``.
         x0: initial guess (default zeros): the start of an iterative solve; a direct solve
             only refines from it.
-        solver: :class:`Auto` (default: LU up to :data:`DIRECT_MAX` unknowns, Anderson above,
-            GMRES from :data:`KRYLOV_MIN`),
+        solver: :class:`Auto` (default: LU up to :data:`DIRECT_MAX` unknowns, Anderson above),
             ``Newton(linear_solver="lu" | "gmres" | "bicgstab")`` (direct or Krylov solve
             with the matrix used as is, no Jacobian-vector products), or ``Anderson`` /
             ``Forward``.

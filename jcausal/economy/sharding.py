@@ -9,8 +9,10 @@ of its cases only). Shared tables are copied to every device, except that when t
 ``"rows"`` axis of more than one device, the table's ``A`` is split by rows over it, so that a
 table too large for one device (Exiobase's 9,800 sectors: 768 MB in float64) is spread; the
 compiler then partitions the fixed point's matrix-vector products and the implicit gradient's
-transposed ones. ``jit`` propagates these placements through the whole compiled sweep: no code
-of the sweep changes, and the results equal the one-device run.
+transposed ones. With whole tables the placed grid carries its layout, and
+:meth:`jcausal.economy.sweeps.Cases.map` runs it under ``jax.shard_map`` (each device solves
+its own part, no collective inside the fixed points); with split rows ``jit`` propagates the
+placement through the compiled sweep. Either way the results equal the one-device run.
 """
 
 from __future__ import annotations

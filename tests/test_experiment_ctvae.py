@@ -55,6 +55,10 @@ def test_tiny_run_writes_table_and_figures(tmp_path):
     assert stages == ["discriminative", "reader", "vae"]
     assert len(list((tmp_path / "checkpoints").glob("vae-*/vae_1"))) == 1
     assert "action_mode_codes" in t and 0 <= t["action_mode_codes"]["unchanged_kept"] <= 1
+    codes = t["action_mode_codes"]
+    # A changed code predicted right is not X's code: the two shares sum to at most one.
+    assert codes["changed_right"] + codes["changed_copied"] <= 1 + 1e-9
+    assert 0 <= t["intervention"]["intervened_factor_right_decoding_true_codes"] <= 1
     saved = json.loads((tmp_path / "metrics.json").read_text())
     assert "table1" in json.dumps(saved)
     with pytest.raises(ValueError, match="--steps"):

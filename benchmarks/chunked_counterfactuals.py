@@ -12,9 +12,15 @@ float64. Rows, in the same run, round-robin:
 Reported: ns per unit (best of the repeats), the ratio to the row's own time at the smallest
 N (flat = 1.0), and the compiled program's temporary memory
 (``memory_analysis().temp_size_in_bytes``: the intermediates). Outputs are checked equal
-(chunked == one pass exactly; numpy within 1e-12). Run with few repeats on a shared machine:
+(chunked == one pass exactly; numpy within 1e-12), and the minor page faults per call
+(``ru_minflt``). Run with few repeats on a shared machine:
 
     nice python benchmarks/chunked_counterfactuals.py --sizes 1e5 1e6 1e7 --repeats 5
+
+XLA's CPU buffers come from glibc's malloc, which serves blocks above 32 MB from fresh
+``mmap`` pages: every call at N = 1e7 takes one page fault per 4 KB of its 320 MB of outputs.
+``GLIBC_TUNABLES=glibc.malloc.hugetlb=1`` (set before Python starts) makes malloc ask for
+transparent huge pages, 2 MB per fault.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import sys
 import time
 
@@ -115,15 +122,21 @@ def main(argv=None) -> dict:
                 outs["hand-written"][node], outs["jcausal"][node], atol=1e-12
             )
         times = {k: [] for k in calls}
+        faults = {k: [] for k in calls}
         for _ in range(args.repeats):
             for k, c in calls.items():  # round-robin: drifts of the machine hit every row
+                f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
                 t = time.perf_counter()
                 jax.block_until_ready(c())
                 times[k].append(time.perf_counter() - t)
-        row = {"n": n, "chunk_size": args.chunk, "load_average": os.getloadavg()}
+                faults[k].append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0)
+        row = {"n": n, "chunk_size": args.chunk, "load_average": os.getloadavg(),
+               "glibc_tunables": os.environ.get("GLIBC_TUNABLES")}  # fmt: skip
         for k, ts in times.items():
-            # Best of the repeats: on a shared machine the rest is waiting for a core.
-            row[k] = {"best_s": float(np.min(ts)), "ns_per_unit": 1e9 * np.min(ts) / n}
+            # Best of the repeats: on a shared machine the rest is waiting for a core. Minor
+            # page faults per call: one per 4 KB of fresh output buffer unless huge pages.
+            row[k] = {"best_s": float(np.min(ts)), "ns_per_unit": 1e9 * np.min(ts) / n,
+                      "minflt_per_call": int(np.median(faults[k]))}  # fmt: skip
         row["temp_bytes"] = {
             "jcausal": temp_bytes(lambda o: jc.counterfactual(scm, o, iv), obs),
             "jcausal chunked": temp_bytes(

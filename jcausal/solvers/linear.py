@@ -10,7 +10,7 @@
 - a Krylov method, one ``A v`` per inner iteration: ``Newton(linear_solver="gmres")`` is
   JAX's GMRES with Givens rotations (it stops inside a restart cycle; lineax's completes
   cycles of ``restart`` products and confirms with a second one: 1.24 s against 0.19 s at
-  n = 9,800), ``"bicgstab"`` lineax's BiCGStab;
+  n = 9,800, dense, one measurement), ``"bicgstab"`` lineax's BiCGStab;
 - any fixed-point iteration (``Anderson``, ``Forward``) on ``x -> A x + b``;
 - :class:`Auto` (the default): the measured winner for the size, see below and :class:`Auto`.
 

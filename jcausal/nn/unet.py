@@ -19,6 +19,7 @@ the deterministic network (sampling, inversion).
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 
@@ -26,6 +27,11 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 from jaxtyping import Array, ArrayLike, Float
+
+from .conv import conv_general_dilated
+
+# Convolutions whose gradients keep XLA:CPU's fast kernel inside compiled loops (see .conv).
+_Conv = functools.partial(nnx.Conv, conv_general_dilated=conv_general_dilated)
 
 GROUPS = 8  # GroupNorm groups (guided-diffusion uses 32 with wider channels)
 
@@ -86,14 +92,14 @@ class ResBlock(nnx.Module):
 
     def __init__(self, cin: int, cout: int, emb: int, dropout: float, *, rngs: nnx.Rngs):
         self.norm1 = nnx.GroupNorm(cin, num_groups=_groups(cin), rngs=rngs)
-        self.conv1 = nnx.Conv(cin, cout, (3, 3), padding=1, rngs=rngs)
+        self.conv1 = _Conv(cin, cout, (3, 3), padding=1, rngs=rngs)
         self.emb = nnx.Linear(emb, 2 * cout, rngs=rngs)
         self.norm2 = nnx.GroupNorm(cout, num_groups=_groups(cout), rngs=rngs)
         self.drop = nnx.Dropout(dropout, rngs=rngs)
-        self.conv2 = nnx.Conv(
+        self.conv2 = _Conv(
             cout, cout, (3, 3), padding=1, kernel_init=nnx.initializers.zeros, rngs=rngs
         )
-        self.skip = nnx.Conv(cin, cout, (1, 1), rngs=rngs) if cin != cout else None
+        self.skip = _Conv(cin, cout, (1, 1), rngs=rngs) if cin != cout else None
 
     def __call__(self, x: Array, emb: Array) -> Array:
         h = self.conv1(jax.nn.silu(self.norm1(x)))
@@ -107,7 +113,7 @@ class Down(nnx.Module):
     """3x3 convolution with stride 2: ``H -> ceil(H / 2)``."""
 
     def __init__(self, channels: int, *, rngs: nnx.Rngs):
-        self.conv = nnx.Conv(channels, channels, (3, 3), strides=2, padding=1, rngs=rngs)
+        self.conv = _Conv(channels, channels, (3, 3), strides=2, padding=1, rngs=rngs)
 
     def __call__(self, x: Array) -> Array:
         return self.conv(x)
@@ -117,7 +123,7 @@ class Up(nnx.Module):
     """Nearest-neighbour resize to a given spatial size, then a 3x3 convolution."""
 
     def __init__(self, channels: int, *, rngs: nnx.Rngs):
-        self.conv = nnx.Conv(channels, channels, (3, 3), padding=1, rngs=rngs)
+        self.conv = _Conv(channels, channels, (3, 3), padding=1, rngs=rngs)
 
     def __call__(self, x: Array, size: tuple[int, int]) -> Array:
         x = jax.image.resize(x, (x.shape[0], *size, x.shape[-1]), "nearest")
@@ -153,7 +159,7 @@ class _Encoder(nnx.Module):
     ):
         emb = 4 * base
         self.time = TimeEmbedding(base, rngs=rngs)
-        self.conv_in = nnx.Conv(in_channels, base, (3, 3), padding=1, rngs=rngs)
+        self.conv_in = _Conv(in_channels, base, (3, 3), padding=1, rngs=rngs)
         blocks, downs, chans = [], [], [base]
         ch = base
         for level, mult in enumerate(mults):
@@ -249,7 +255,7 @@ class UNet(nnx.Module):
         self.levels = len(mults)
         self.num_res = num_res
         self.norm_out = nnx.GroupNorm(ch, num_groups=_groups(ch), rngs=rngs)
-        self.conv_out = nnx.Conv(
+        self.conv_out = _Conv(
             ch, in_channels, (3, 3), padding=1, kernel_init=nnx.initializers.zeros, rngs=rngs
         )
 

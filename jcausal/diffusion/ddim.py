@@ -99,9 +99,12 @@ def ddim_sample(
         steps: number of grid steps ``K`` over the whole range ``[0, T]`` (static).
         start: fraction of the grid to start from (static), in ``[0, 1]``.
         end: fraction of the grid to stop at (static), ``<= start``; 0 gives the data.
-        unroll: unroll the scan completely (static). On XLA:CPU a guided step's classifier
-            gradient measured ~6x slower inside the scan's loop than unrolled; unrolling
-            costs compile time proportional to the number of steps.
+        unroll: unroll the scan completely (static); costs compile time proportional to the
+            number of steps. Rarely needed: XLA:CPU runs a convolution's gradient inside a
+            loop as a slow naive kernel unless it is written channel-last, which
+            :mod:`jcausal.nn.conv` does for the library's networks (the rolled scan then
+            measured as fast as the unrolled one); it helps networks built on plain
+            ``lax.conv_general_dilated``.
 
     Returns:
         The state at level ``round(end * steps)`` (the image for ``end=0``), ``x``'s shape.

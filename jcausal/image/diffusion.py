@@ -90,7 +90,8 @@ class DiffusionImage(Mechanism):
             clipping (the clipped map's residual stalls near 1e-6 in float32) and
             ``Anderson(rtol=1e-6)`` without.
         unroll: unroll the guided generation's scan (see :func:`jcausal.diffusion.ddim_sample`:
-            faster guided steps on CPU, compile time growing with the steps).
+            compile time growing with the steps; only networks whose convolutions are not
+            :mod:`jcausal.nn.conv`'s gain speed from it on CPU).
 
     Raises:
         ValueError: unknown ``kind``, ``scale < 0``, ``fraction`` outside ``(0, 1]``, ``steps``

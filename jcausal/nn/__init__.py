@@ -1,9 +1,12 @@
 """Networks for image mechanisms (flax NNX; the MCQ-VAE in equinox) and the pytree adapter.
 
-Includes the diffusion score :class:`UNet` and its time-conditioned :class:`NoisyClassifier`.
+Includes the diffusion score :class:`UNet` and its time-conditioned :class:`NoisyClassifier`,
+and :func:`conv_general_dilated`, a convolution whose gradients stay fast inside compiled loops
+on XLA:CPU (the library's flax networks use it).
 """
 
 from .adapter import Pure, num_params
+from .conv import conv_general_dilated
 from .mnist import FiLM, MNISTDecoder, MNISTEncoder
 from .unet import NoisyClassifier, UNet
 from .vq import MultiCodebook, ema_buffers, perplexity, slices, usage
@@ -18,6 +21,7 @@ __all__ = [
     "NoisyClassifier",
     "Pure",
     "UNet",
+    "conv_general_dilated",
     "ema_buffers",
     "num_params",
     "perplexity",

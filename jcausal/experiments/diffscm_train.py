@@ -88,7 +88,8 @@ def train_score(
 
     Returns:
         ``(net, info)``: the EMA network in inference mode (no dropout) as a :class:`Pure`, and
-        ``{"final_loss": ..., "params": ...}``.
+        ``{"final_loss": ..., "params": ...}``; ``final_loss`` is None when the run resumed a
+        finished training (no step ran, so there is no loss to report).
     """
     ki, kf = jax.random.split(key)
     net = UNet(
@@ -120,7 +121,7 @@ def train_score(
     del last
     tail = [r["loss"] for r in hist.train[-5:]] if hist.train else []
     return hist.ema_params.eval(), {
-        "final_loss": float(np.mean(tail)) if tail else float("nan"),
+        "final_loss": float(np.mean(tail)) if tail else None,
         "params": int(sum(x.size for x in jax.tree_util.tree_leaves(nnx.state(net, nnx.Param)))),
     }
 
@@ -150,7 +151,8 @@ def train_guide(
 
     Returns:
         ``(net, info)``: the trained net (inference mode) and ``{"final_loss", "accuracy"}``
-        (accuracy over the last logged batches, classification only).
+        (accuracy over the last logged batches, classification only); ``final_loss`` is None
+        when a finished training was resumed.
     """
     ki, kf = jax.random.split(key)
     targets = np.asarray(targets)
@@ -183,7 +185,7 @@ def train_guide(
         progress=progress,
     )
     tail = hist.train[-5:]
-    info = {"final_loss": float(np.mean([r["loss"] for r in tail])) if tail else float("nan")}
+    info = {"final_loss": float(np.mean([r["loss"] for r in tail])) if tail else None}
     if not regression and tail:
         info["train_accuracy_noised"] = float(np.mean([r["accuracy"] for r in tail]))
     return params.eval(), info

@@ -38,3 +38,31 @@ def fast_compile():
         yield
     finally:
         jax.config.update("jax_disable_most_optimizations", before)
+
+
+def _asks_fast_compile(node) -> bool:
+    return any("fast_compile" in m.args for m in node.iter_markers("usefixtures"))
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _optimised_module(request):
+    """XLA's optimisations on for a module's own fixtures (see :func:`_optimised_test`).
+
+    Unless the module asks for :func:`fast_compile`.
+    """
+    if not _asks_fast_compile(request.node):
+        jax.config.update("jax_disable_most_optimizations", False)
+
+
+@pytest.fixture(autouse=True)
+def _optimised_test(request):
+    """XLA's optimisations on for every test that did not ask for :func:`fast_compile`.
+
+    A module-scoped fixture's teardown is not always run before another module's test on the
+    same xdist worker (a crashed and replaced worker, interleaved scheduling): a CI run once
+    compiled the policy smoke without optimisations, whose training then ended elsewhere
+    (excess 0.23 against 0.11 at its last λ). Setting the flag per module and per test makes no
+    test depend on which modules ran before it on its worker.
+    """
+    if "fast_compile" not in request.fixturenames:
+        jax.config.update("jax_disable_most_optimizations", False)

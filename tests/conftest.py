@@ -58,11 +58,10 @@ def _optimised_module(request):
 def _optimised_test(request):
     """XLA's optimisations on for every test that did not ask for :func:`fast_compile`.
 
-    A module-scoped fixture's teardown is not always run before another module's test on the
-    same xdist worker (a crashed and replaced worker, interleaved scheduling): a CI run once
-    compiled the policy smoke without optimisations, whose training then ended elsewhere
-    (excess 0.23 against 0.11 at its last λ). Setting the flag per module and per test makes no
-    test depend on which modules ran before it on its worker.
+    A guard: module-scoped fixtures flip the flag and restore it at their teardown, and an
+    xdist worker that crashes and is replaced, or interleaves modules, could otherwise leave a
+    test compiled unoptimised (a different program, slightly different floats) depending on
+    which modules ran before it on its worker.
     """
     if "fast_compile" not in request.fixturenames:
         jax.config.update("jax_disable_most_optimizations", False)

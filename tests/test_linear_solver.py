@@ -202,3 +202,23 @@ def test_warm_start_at_the_solution_is_converged():
         x, rep = linear_fixed_point(a, y, x0, solver=Newton(linear_solver="lu"))
         assert rep.result == RESULTS.successful
         np.testing.assert_allclose(x, ref, rtol=1e-13)
+
+
+def test_auto_margin_is_in_the_forward_solve_only_and_iterations_start_at_b():
+    a, y = _system(n=110)  # above DIRECT_MAX: Anderson, aiming AUTO_MARGIN below rtol
+    solver, judge = jc.solvers.linear._pick_new(Auto(), 110, jnp.dtype(jnp.float64), False)
+    assert solver.rtol == 1e-10 / jc.solvers.AUTO_MARGIN and judge == 1e-10
+    adjoint = solver.adjoint()
+    assert type(adjoint) is jc.Anderson and (adjoint.rtol, adjoint.atol) == (1e-10, 0.0)
+    # The gradient is still the closed form to the tolerance asked for.
+    w = np.random.default_rng(6).standard_normal(110)
+    gy = jax.grad(lambda y_: jnp.asarray(w) @ linear_fixed_point(a, y_)[0])(jnp.asarray(y))
+    assert _rel(gy, np.linalg.solve(np.eye(110) - a.T, w)) <= 1e-8
+    # No guess: the iteration starts at b = f(0), the same run as x0 = b and one product
+    # fewer than from zero.
+    for s in (jc.Anderson(), jc.Forward()):
+        x, rep = linear_fixed_point(a, y, solver=s)
+        xb, repb = linear_fixed_point(a, y, y, solver=s)
+        _, rep0 = linear_fixed_point(a, y, np.zeros(110), solver=s)
+        np.testing.assert_array_equal(x, xb)
+        assert int(rep.num_steps) == int(repb.num_steps) < int(rep0.num_steps)

@@ -1,6 +1,7 @@
 """Cold start: ``import jcausal``, ``jcausal --help``, and ``jcausal design`` with the cache.
 
-Each row is a fresh Python process (wall time, median of ``--repeats``):
+Each row is a fresh Python process: wall time and CPU time (user + sys of the child, which
+a loaded machine inflates far less), medians of ``--repeats``:
 
 - ``import jax`` (the floor) and ``import jcausal`` (lazy: no JAX until a name is used);
 - ``jcausal --help``;
@@ -16,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -29,10 +31,21 @@ from _machine import machine_info
 DESIGN = ["design", "--region", "reg3", "--lambdas", "0.1,1", "--steps", "200"]
 
 
-def run(argv: list[str], env: dict[str, str], cwd: str) -> float:
-    t = time.perf_counter()
+CPU: dict[str, list[float]] = {}  # CPU seconds of each row's runs
+
+
+def _children_cpu() -> float:
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
+def run(argv: list[str], env: dict[str, str], cwd: str, name: str = "") -> float:
+    """Wall seconds of one run of ``argv``; its CPU seconds are appended to ``CPU[name]``."""
+    c, t = _children_cpu(), time.perf_counter()
     subprocess.run(argv, env=env, cwd=cwd, check=True, capture_output=True, text=True)
-    return time.perf_counter() - t
+    wall = time.perf_counter() - t
+    CPU.setdefault(name, []).append(_children_cpu() - c)
+    return wall
 
 
 def main(argv=None) -> dict:
@@ -51,26 +64,31 @@ def main(argv=None) -> dict:
             "jcausal --help": [py, "-m", "jcausal.cli", "--help"],
         }
         for name, cmd in rows.items():
-            times = [run(cmd, env, tmp) for _ in range(args.repeats)]
+            times = [run(cmd, env, tmp, name) for _ in range(args.repeats)]
             out[name] = float(np.median(times))
-            print(f"{name:32s} {out[name]:.2f} s", flush=True)
+            out[f"{name}, CPU"] = float(np.median(CPU[name]))
+            print(f"{name:32s} {out[name]:.2f} s (CPU {out[f'{name}, CPU']:.2f} s)", flush=True)
         design = {}
         for r in range(args.repeats):
             cache = os.path.join(tmp, f"cache{r}")
             e = dict(env, JCAUSAL_COMPILE_CACHE=cache)
             res = os.path.join(tmp, f"res{r}")
             cmd = [py, "-m", "jcausal.cli", *DESIGN, "--out"]
-            first = run([*cmd, res + "a"], e, tmp)  # empty cache: compiles, writes
-            second = run([*cmd, res + "b"], e, tmp)  # reads the programs back
+            first = run([*cmd, res + "a"], e, tmp, "first")  # empty cache: compiles, writes
+            second = run([*cmd, res + "b"], e, tmp, "second")  # reads the programs back
             off = run([py, "-m", "jcausal.cli", "--no-compile-cache", *DESIGN, "--out",
-                       res + "c"], e, tmp)  # fmt: skip
+                       res + "c"], e, tmp, "no cache")  # fmt: skip
             for k, v in (("first", first), ("second", second), ("no cache", off)):
                 design.setdefault(k, []).append(v)
         for k, v in design.items():
             out[f"design, {k}"] = float(np.median(v))
-            print(f"{'jcausal design, ' + k:32s} {out[f'design, {k}']:.2f} s", flush=True)
+            out[f"design, {k}, CPU"] = float(np.median(CPU[k]))
+            print(f"{'jcausal design, ' + k:32s} {out[f'design, {k}']:.2f} s "
+                  f"(CPU {out[f'design, {k}, CPU']:.2f} s)", flush=True)  # fmt: skip
         out["design second / first"] = out["design, second"] / out["design, first"]
-        print(f"second / first run: {out['design second / first']:.2f}")
+        out["design second / first, CPU"] = out["design, second, CPU"] / out["design, first, CPU"]
+        print(f"second / first run: {out['design second / first']:.2f} "
+              f"(CPU {out['design second / first, CPU']:.2f})")  # fmt: skip
     out["command"] = " ".join(["jcausal", *DESIGN])
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     with open(args.out, "w") as f:

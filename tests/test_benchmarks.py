@@ -103,6 +103,9 @@ def test_linear_solver_and_chunked_benchmarks_run(tmp_path):
                       "30", "--out", str(tmp_path / "ls.json")])  # fmt: skip
     (case,) = out["cases"]
     assert all(r["residual"] < 1e-9 for r in case["rows"])
+    # The floors of a small solve's call are timed with it (n <= 200).
+    (over,) = out["overhead"]
+    assert over["floor: XLA's LU + residual + FixedPointReport"]["seconds"] > 0
     assert out["batches"][0]["all_converged"] and out["batches"][0]["max_error_vs_lu"] < 1e-9
     chunked = load("chunked_counterfactuals")
     out = chunked.main(["--sizes", "1000", "3000", "--chunk", "700", "--repeats", "1",

@@ -70,7 +70,10 @@ def test_morpho_table_and_outputs(smoke):
         per = mo[name]["fidelity"]["per_intervention"]
         assert per["do(t=3)"]["target_t"] == pytest.approx(3.0)
         assert per["do(i=160)"]["target_i"] == pytest.approx(160.0)
-    assert mo["scale"] in (0.5, 1.0, 2.0, 4.0)
+    # The scale of least validation MAE among the config's, each of them tried.
+    sel = mo["scale_selection_val_mae"]
+    assert sorted(float(k) for k in sel) == sorted(diffscm.SMOKE.morpho_scales)
+    assert sel[f"{mo['scale']:g}"] == min(sel.values())
     assert "| diffusion | do(t=1) |" in (out / "morpho_table.md").read_text()
     for fig in m["figures"]:
         assert (out / fig).stat().st_size > 1000, fig
@@ -87,5 +90,7 @@ def test_bad_input_is_refused(tmp_path):
         diffscm.run(
             config=dataclasses.replace(diffscm.SMOKE, scales=(0.0, -1.0, 2.0)), out=tmp_path / "c"
         )
+    with pytest.raises(ValueError, match="morpho_scales"):
+        diffscm.run(config=dataclasses.replace(diffscm.SMOKE, morpho_scales=()), out=tmp_path / "e")
     with pytest.raises(ValueError, match="--data"):
         diffscm.run(smoke=True, out=tmp_path / "d", data="emnist")

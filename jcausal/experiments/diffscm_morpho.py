@@ -46,8 +46,6 @@ from .deepscm_eval import counterfactuals as vae_counterfactuals
 from .diffscm_figures import _img, plt
 from .diffscm_train import train_guide, train_score
 
-#: Guidance scales tried on the validation units.
-SCALES = (0.5, 1.0, 2.0, 4.0)
 GRID = [("t", v) for v in T_GRID] + [("i", v) for v in I_GRID]
 
 
@@ -241,12 +239,12 @@ def run_morpho(cfg, key, path: Path, state: Path, progress: bool) -> dict:
     vunits = {k: v[:chunk] for k, v in val.items()}
     m: dict = {"units": n, "train_units": len(x), "score": info_s, "guide": info_g}
     t0 = time.time()
-    scm = make_scm(models, cfg, SCALES[0])
+    scales = tuple(float(s) for s in cfg.morpho_scales)
     bar = tqdm(
-        total=len(GRID) * (len(SCALES) * chunk + n), desc="Morpho-MNIST CFs", disable=not progress
+        total=len(GRID) * (len(scales) * chunk + n), desc="Morpho-MNIST CFs", disable=not progress
     )
     sel = {}
-    for s in SCALES:
+    for s in scales:
         scm = make_scm(models, cfg, s)
         cfs = diffusion_counterfactuals(scm, vunits, chunk, bar)
         sel[s] = _table(counterfactual_fidelity(cfs, vunits))["mae_vs_true"]
@@ -289,7 +287,6 @@ def run_morpho(cfg, key, path: Path, state: Path, progress: bool) -> dict:
 
 __all__ = [
     "GRID",
-    "SCALES",
     "diffusion_counterfactuals",
     "identity_kept",
     "make_scm",

@@ -198,6 +198,17 @@ def case(kind: str, n: int, repeats: int, fixed_point_rows: bool = True) -> dict
         solvers["jcausal Newton LU (fixed_point)"] = Newton(linear_solver="lu")
     for name, solver in solvers.items():
         rows.append(jax_row(name, solver, a, y, repeats))
+    # Floors of an iterative solve + gradient: one product with A in XLA, and forming the
+    # gradient dL/dA = g x^T (n^2 values written to fresh memory, as numpy's np.outer does).
+    aj, yj = jnp.asarray(a), jnp.asarray(y)
+    product, outer = jax.jit(lambda a_, x_: a_ @ x_), jax.jit(jnp.outer)
+    reps = max(repeats, 3)
+    floors = {}
+    for name, call in (("xla_product_seconds", lambda: product(aj, yj)),
+                       ("xla_outer_seconds", lambda: outer(yj, yj)),
+                       ("numpy_product_seconds", lambda: a @ y)):  # fmt: skip
+        jax.block_until_ready(call())
+        floors[name] = median_time(lambda c=call: jax.block_until_ready(c()), reps)
     peers = rows[:2]  # numpy LU and scipy GMRES
     best_peer = min(peers, key=lambda r: r["seconds"])
     ours = rows[3:]
@@ -210,6 +221,7 @@ def case(kind: str, n: int, repeats: int, fixed_point_rows: bool = True) -> dict
         "load_average": os.getloadavg(),
         "rows": rows,
         "numpy_lu_grad_seconds": lu_grad,
+        "floors": floors,
         "fastest_jcausal": best["solver"],
         "speed_vs_best_peer": {r["solver"]: best_peer["seconds"] / r["seconds"] for r in ours},
         "residual_vs_best_peer": {r["solver"]: r["residual"] / peer_res for r in ours},

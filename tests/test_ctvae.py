@@ -234,3 +234,25 @@ def test_causal_mode_over_every_action_is_the_evaluated_posterior():
     np.testing.assert_allclose(float(aux["causal"]), np.sum(w[a] * ce) / np.sum(w[a]), rtol=1e-5)
     with pytest.raises(ValueError, match="action_weights"):
         ct_loss(None, action_weights=-w)
+
+
+def test_keep_gate_readout_is_the_stated_mixture():
+    # gate=True: p(k) = g 1[k = x] + (1 - g) softmax(head h)_k with g = sigmoid(w.h + b). The
+    # gate-less layer of the same key has the same mask, graph, GNN and head (the gate's
+    # weights come from a key nothing else uses): with its skip at 0 it gives head h alone.
+    kw = dict(identity=False, key=jax.random.key(13))
+    gated = CTLayer(CODEC.grid, 2, 5, A, gate=True, **kw)
+    b = jnp.array([np.log(3.0), -1.0])
+    gated = eqx.tree_at(lambda c: (c.gate_w, c.gate_b), gated, (0.0 * gated.gate_w, b))
+    plain = eqx.tree_at(lambda c: c.skip, CTLayer(CODEC.grid, 2, 5, A, **kw), jnp.asarray(0.0))
+    codes = jax.random.randint(jax.random.key(14), (4, 4, 2), 0, 5)
+    for a in (0, A):  # an action and the null action
+        p = np.exp(np.asarray(gated(codes, a), np.float64))
+        new = np.asarray(jax.nn.softmax(plain(codes, a), -1), np.float64)
+        g = 1 / (1 + np.exp(-np.asarray(b, np.float64)))[:, None]
+        want = g * np.eye(5)[np.asarray(codes)] + (1 - g) * new
+        np.testing.assert_allclose(p, want, rtol=1e-5, atol=1e-7)
+        np.testing.assert_allclose(p.sum(-1), 1.0, rtol=1e-5)
+    # Identity initialisation with the gate: standard mode reproduces the input codes.
+    ident = CTLayer(CODEC.grid, 2, 5, A, gate=True, key=jax.random.key(15))
+    np.testing.assert_array_equal(jnp.argmax(ident(codes, A, jax.random.key(16)), -1), codes)

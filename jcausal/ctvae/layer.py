@@ -18,6 +18,14 @@ For an action ``a`` (or the null action ``A``, "no intervention"):
    the nodes it affects (``R_i onehot(a)``). The readout
    gives logits over the ``K`` codes of every codebook, plus a learned multiple of the input's
    one-hot codes (a transition leaves most cells unchanged).
+4. **Keep gate** (optional, ``gate=True``; ours): the readout as a mixture per node and codebook,
+   ``p(L_yi = k) = g_i 1[k = L_xi] + (1 - g_i) softmax(head(h_i))_k`` with
+   ``g_i = sigmoid(w . h_i + b)``: "keep the input code, or draw a new one from the GNN". The
+   node's state ``h_i`` carries the action (where the mask lets it in) and its parents'
+   messages, so where an action changes codes is one scalar per node, while without the gate
+   the readout must lower the logit of whichever code the node holds, through a rank-``hidden``
+   linear map, differently for every action. The output is then normalised log-probabilities
+   (still logits of a categorical per code: the engine's Gumbel-max is unchanged).
 
 In evaluation (``key=None``) the mask and the graph are the modes of their Bernoullis
 (``sigmoid > 1/2``), so the transition is a deterministic function of ``(codes, a)``: that is
@@ -125,6 +133,8 @@ class CTLayer(eqx.Module):
         identity: start as the identity transition (zero messages, a large skip weight):
             standard mode then reproduces the input codes exactly.
         ffn: a node-wise MLP (width ``2 hidden``) after each attention layer.
+        gate: the keep gate of the readout (module docstring, item 4); the input's one-hot
+            codes then enter through the gate only (no ``skip`` term).
         key: initialisation key.
     """
 
@@ -141,6 +151,8 @@ class CTLayer(eqx.Module):
     gnn: tuple[_Attention, ...]
     head: Array
     skip: Array
+    gate_w: Array | None
+    gate_b: Array | None
     pos_dims: int = eqx.field(static=True)
     grid: tuple[int, int] = eqx.field(static=True)
     num_codebooks: int = eqx.field(static=True)
@@ -158,6 +170,7 @@ class CTLayer(eqx.Module):
         pos_dims: int = 16,
         identity: bool = True,
         ffn: bool = True,
+        gate: bool = False,
         *,
         key: PRNGKeyArray,
     ):
@@ -188,6 +201,11 @@ class CTLayer(eqx.Module):
         ck = self.num_codebooks * self.num_codes
         self.head = (0.0 if identity else 1.0) * init(k[6], (hidden, ck), hidden)
         self.skip = jnp.asarray(8.0 if identity else 1.0)
+        c = self.num_codebooks
+        # Identity: keep with probability sigmoid(8) = 0.9997 whatever the state (zero weights);
+        # otherwise a random gate around 1/2.
+        self.gate_w = (0.0 if identity else 1.0) * init(k[7], (hidden, c), hidden) if gate else None
+        self.gate_b = jnp.full(c, 8.0 if identity else 0.0) if gate else None
 
     @property
     def num_nodes(self) -> int:
@@ -260,8 +278,14 @@ class CTLayer(eqx.Module):
         for layer in self.gnn:
             h = layer(h, adj)
         ck = self.num_codebooks * self.num_codes
-        logits = h @ self.head + self.skip * feats[:, :ck]
-        return logits.reshape(*self.grid, self.num_codebooks, self.num_codes)
+        shape = (*self.grid, self.num_codebooks, self.num_codes)
+        if self.gate_w is None:
+            return (h @ self.head + self.skip * feats[:, :ck]).reshape(shape)
+        keep = (h @ self.gate_w + self.gate_b).reshape(*self.grid, self.num_codebooks, 1)
+        new = jax.nn.log_softmax((h @ self.head).reshape(shape), -1) + jax.nn.log_sigmoid(-keep)
+        # The input's code also gets the keep branch: log(g + (1 - g) p_new).
+        own = feats[:, :ck].reshape(shape) > 0
+        return jnp.where(own, jnp.logaddexp(jax.nn.log_sigmoid(keep), new), new)
 
     def __call__(
         self, codes: Int[Array, "h w C"], a: Int[Array, ""], key: PRNGKeyArray | None = None

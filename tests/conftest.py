@@ -9,6 +9,7 @@ import os
 import jax
 import pytest
 from hypothesis import HealthCheck, settings
+from xla_flags import unoptimised
 
 jax.config.update("jax_enable_x64", True)
 
@@ -32,12 +33,8 @@ def fast_compile():
     is slower, so it pays only there. Results are the same programs' (no change of dtype or
     algorithm), so the modules' assertions and tolerances are unchanged.
     """
-    before = jax.config.read("jax_disable_most_optimizations")
-    jax.config.update("jax_disable_most_optimizations", True)
-    try:
+    with unoptimised():
         yield
-    finally:
-        jax.config.update("jax_disable_most_optimizations", before)
 
 
 def _asks_fast_compile(node) -> bool:

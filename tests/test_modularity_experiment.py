@@ -4,9 +4,9 @@ import dataclasses
 import json
 import math
 
-import jax
 import numpy as np
 import pytest
+from xla_flags import unoptimised
 
 from jcausal.experiments import ctvae, modularity
 
@@ -32,15 +32,12 @@ PARTS = ("digits", "mcqvae")
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     # The run's time is compilation; XLA's backend optimisations cost more than they save here.
-    before = jax.config.read("jax_disable_most_optimizations")
-    jax.config.update("jax_disable_most_optimizations", True)
-    try:
+    with unoptimised():
         out = tmp_path_factory.mktemp("modularity")
         # The scene VAE is left out (the suite is at its time limit): it shares the scenes
         # code with the MCQ-VAE, and its object mask is tested in test_modularity.py.
-        yield out, modularity.run(config=TINY, out=out, parts=",".join(PARTS))
-    finally:
-        jax.config.update("jax_disable_most_optimizations", before)
+        result = modularity.run(config=TINY, out=out, parts=",".join(PARTS))
+    return out, result
 
 
 def _in(v, lo, hi):

@@ -277,6 +277,9 @@ def _enable_compile_cache(folder: str | None) -> None:
     import jax
 
     jax.config.update("jax_compilation_cache_dir", folder)
+    # Every program, not only those that compile in over 1 s (JAX's default): on an idle
+    # machine a design run's programs each compile in less, and none was cached.
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

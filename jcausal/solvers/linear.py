@@ -96,7 +96,8 @@ class Auto(AbstractSolver):
     - a linear map with an explicit matrix (:func:`linear_fixed_point`) of at most
       ``direct_max`` unknowns: LU factorisation of ``I - A`` (``Newton("lu")``);
     - above: :class:`Anderson` stopping :data:`AUTO_MARGIN` times below ``rtol`` in
-      float64 (1e-12 for the default 1e-10; never below 100 eps), judged by ``rtol``. GMRES
+      float64 (1e-12 for the default 1e-10; never below 100 eps), judged by ``rtol``; the
+      adjoint (gradient) solve aims at ``rtol`` itself. GMRES
       overshoots its tolerance by about that much in its last iteration (its residual estimate
       falls by a large factor per iteration); Anderson needs about as many products with ``A``
       as GMRES has iterations, so the margin costs 1-4 more products and gives as small a

@@ -249,7 +249,7 @@ def big_numpy(regions: int, sectors: int, lambdas: int, measured: int) -> dict:
     n = A.shape[0]
     times, cpus, first = [], [], None
     for k in range(measured):
-        t, c = time.perf_counter(), time.process_time()
+        t, t_cpu = time.perf_counter(), time.process_time()
         alpha = np.ones(n)
         alpha[idx] = np.exp(u[k])
         M = np.eye(n) - alpha[:, None] * A
@@ -261,7 +261,7 @@ def big_numpy(regions: int, sectors: int, lambdas: int, measured: int) -> dict:
         w = linalg.lu_solve(lu, dldx, trans=1, check_finite=False)
         grad = (w * (A @ x + y))[idx] * alpha[idx]
         times.append(time.perf_counter() - t)
-        cpus.append(time.process_time() - c)
+        cpus.append(time.process_time() - t_cpu)
         if k == 0:
             first = (x, grad)
         del lu

@@ -38,7 +38,18 @@ ENTRIES: dict[str, list[str]] = {
     "rebound": ["experiment", "rebound"],
     "compartments": ["experiment", "compartments"],
     "deepscm": ["experiment", "deepscm"],
+    "diffscm": ["experiment", "diffscm", "--parts", "cf", "morpho", "--no-progress"],
+    "ctvae": ["experiment", "ctvae", "--no-progress"],
+    "modularity": ["experiment", "modularity"],
+    "policy": ["experiment", "policy"],
 }
+
+#: entries whose figures are many: only these are copied (the docs show them), to keep the
+#: committed gallery small; every other entry keeps all its figures.
+KEEP: dict[str, tuple[str, ...]] = {
+    "modularity": ("influence_up1.png", "hybrids_up1.png", "vae_influence_up1.png",
+                   "vae_hybrids_up1.png"),
+}  # fmt: skip
 
 
 def shrink(src: Path, dst: Path, width: int) -> tuple[int, int]:
@@ -69,6 +80,11 @@ def build(name: str, width: int) -> list[Path]:
         if res.returncode != 0:
             raise RuntimeError(f"{' '.join(cmd[2:])} failed:\n{res.stderr[-3000:]}")
         pngs = sorted(out.glob("*.png"))
+        if name in KEEP:
+            missing = sorted(set(KEEP[name]) - {p.name for p in pngs})
+            if missing:
+                raise RuntimeError(f"{name} did not write {missing}")
+            pngs = [p for p in pngs if p.name in KEEP[name]]
         if not pngs:
             raise RuntimeError(f"{name} wrote no figure in {out}")
         dest = GALLERY / name

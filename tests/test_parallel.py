@@ -59,6 +59,67 @@ def test_mesh_errors():
     np.testing.assert_array_equal(out["a"], 0.0)
 
 
+LAPACK = textwrap.dedent(
+    """
+    import jax, jax.numpy as jnp, numpy as np
+    jax.config.update("jax_enable_x64", True)
+    from jax.sharding import PartitionSpec as P
+    import jcausal as jc
+    from jcausal import parallel
+    from jcausal.economy import mrio, synthetic_mrio
+
+    assert len(jax.devices()) == 8, jax.devices()
+    m = synthetic_mrio(4, 16, seed=0)  # 64 sectors: solved by LU (DIRECT_MAX = 100)
+    s = jnp.exp(jnp.linspace(-0.3, 0.0, 16))[:, None] * jnp.ones(64)
+
+    def grads(A, s):  # per row of s: d(total output)/ds through the LU and its adjoint
+        def total(si):
+            return jc.linear_fixed_point(si[:, None] * A, si * m.y, throw=False)[0].sum()
+        return jax.vmap(jax.grad(total))(s)
+
+    ref = jax.jit(grads)(m.A, s)
+    lam = parallel.sweep_mesh(8)  # 2 LUs per device, each device on its own
+    split = jax.jit(jax.shard_map(grads, mesh=lam, in_specs=(P(), P("sweep")),
+                                  out_specs=P("sweep"), check_vma=False))(m.A, s)
+    rows = parallel.sweep_mesh(8, rows=8)  # A's rows split: every device factorises all 16
+    by_rows = jax.jit(grads)(parallel.split_rows(m.A, rows), s)
+    scale = float(jnp.max(jnp.abs(ref)))
+    # the sweep of the bug report: rows split over 8 devices, one device as reference
+    p = mrio.MRIOProblem(m, "R1", "GHG", "Employment")
+    lams = np.geomspace(0.01, 100, 8)
+    one = mrio.sweep(p, lams, steps=2, lr=0.05)
+    r8 = mrio.sweep(p, lams, steps=2, lr=0.05, mesh=rows)
+    print("RESULT", float(jnp.max(jnp.abs(split - ref))) / scale,
+          float(jnp.max(jnp.abs(by_rows - ref))) / scale,
+          float(np.max(np.abs(r8.design.u - one.design.u))),
+          float(np.max(np.abs(r8.x_all - one.x_all)) / np.abs(one.x_all).max()),
+          float(np.max(np.abs(one.design.u))))
+    """
+)
+
+
+def test_batched_lu_on_cpu_devices_does_not_deadlock():
+    """Batched LU solves (and their adjoints) on 8 CPU devices finish and equal one device.
+
+    jaxlib 0.10.2 splits a batched LAPACK call over XLA's CPU thread pool and blocks the
+    calling pool thread; with every device doing so at once the process slept forever
+    (``jcausal.solvers.lapack``). Before the fix each of these three programs hung; the
+    subprocess's timeout turns a regression into a failure, not a hung suite.
+    """
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8")
+    try:
+        res = subprocess.run(
+            [sys.executable, "-c", LAPACK], env=env, capture_output=True, text=True, timeout=240
+        )
+    except subprocess.TimeoutExpired:
+        pytest.fail("batched LU solves on 8 CPU devices did not finish in 240 s (deadlock)")
+    assert res.returncode == 0, res.stderr[-3000:]
+    line = [x for x in res.stdout.splitlines() if x.startswith("RESULT")][-1]
+    split, by_rows, u, x, moved = map(float, line.split()[1:])
+    assert split < 1e-12 and by_rows < 1e-12  # relative to the largest gradient entry
+    assert u < 1e-12 and x < 1e-12 and moved > 1e-3  # the sweep moved, equal to one device
+
+
 FIT = textwrap.dedent(
     """
     import jax, jax.numpy as jnp, numpy as np, optax, equinox as eqx

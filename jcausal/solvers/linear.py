@@ -35,7 +35,6 @@ import functools as ft
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-import jax.scipy.linalg as jsl
 import jax.scipy.sparse.linalg as jssl
 import lineax as lx
 import numpy as np
@@ -45,6 +44,7 @@ from .anderson import AbstractSolver, Anderson, Forward
 from .batched import Stats
 from .implicit import _result, fixed_point
 from .iteration import classify, two_norm
+from .lapack import lu_factor, lu_solve
 from .newton import Newton
 from .results import (
     RESULTS,
@@ -208,11 +208,11 @@ def _lu_forward(solver: Newton, zero: bool, A, b, x0):
     # factors (O(n^2)), unconditionally: a while loop costs more than the step at small n.
     # ``zero``: x0 is zero, so f(x0) = b without a product.
     n = b.shape[0]
-    lu = jsl.lu_factor(jnp.eye(n, dtype=A.dtype) - A)
+    lu = lu_factor(jnp.eye(n, dtype=A.dtype) - A)
     f0 = b if zero else A @ x0 + b
     r0 = f0 - x0
-    x1 = x0 + jsl.lu_solve(lu, r0)
-    x = x1 + jsl.lu_solve(lu, A @ x1 + b - x1)
+    x1 = x0 + lu_solve(lu, r0)
+    x = x1 + lu_solve(lu, A @ x1 + b - x1)
     r = A @ x + b - x
     # NaN / inf in A reaches every factor entry computed from it: reported as bad input (the
     # zero start never multiplies A, so the residual at the start would not show it).
@@ -251,8 +251,8 @@ def _lu_bwd(solver, zero, res, cts):
     lu, x, A = res
     v = cts[0]
     # (I - A)^T g = v with the stored factors, plus one refinement step (O(n^2)).
-    g = jsl.lu_solve(lu, v, trans=1)
-    g = g + jsl.lu_solve(lu, v - (g - g @ A), trans=1)  # g @ A = A^T g, A not transposed
+    g = lu_solve(lu, v, trans=1)
+    g = g + lu_solve(lu, v - (g - g @ A), trans=1)  # g @ A = A^T g, A not transposed
     return jnp.outer(g, x), g, jnp.zeros_like(x)
 
 

@@ -9,8 +9,10 @@ devices on the machine's cores); the workloads are
 (b) Adam steps (solve + implicit gradient, through ``fit``) of a 64-λ sweep on a
     2,000-sector synthetic MRIO (10 regions × 200), λ split over the devices with the table
     replicated (``sweep``), or the table's rows split over the devices (``rows``;
-    ``jcausal.parallel.sweep_mesh(k, rows=k)``; it deadlocks on some small tables, see the
-    README). ``--mrio 10x200,5x200,2x200`` runs (b) on several table sizes;
+    ``jcausal.parallel.sweep_mesh(k, rows=k)``), or as the library places it by default for
+    a device count (``auto``: ``mrio.sweep(..., mesh=k)``, see
+    ``jcausal.economy.sharding.auto_layout``). ``--mrio 10x200,5x200,2x200`` runs (b) on
+    several table sizes (the λ-split / rows-split crossover);
 (b') 50 products ``A @ X`` with the sweep's λ columns split over the devices, each device
     multiplying the whole ``A`` by its own columns (what the fixed points of (b) do every
     iteration), under ``shard_map``: no collective; it isolates the cost of every device
@@ -73,7 +75,7 @@ def _best(f, repeats: int, cpu: dict | None = None, key: str = "") -> float:
     return best
 
 
-WORKLOADS = ("counterfactual", "sweep", "rows", "matmul", "train")
+WORKLOADS = ("counterfactual", "sweep", "rows", "auto", "matmul", "train")
 #: The overhead to hold on fake CPU devices (time on 8 / time on 1), and part 2's speed-up.
 OVERHEAD_TARGET = 1.3
 SPEEDUP_TARGET = 20.0
@@ -113,16 +115,22 @@ def worker(devices: int, units: int, sizes: list[tuple[int, int]], lambdas: int,
         cf()
         out["counterfactual_s"] = _best(cf, repeats, cpu, "counterfactual_cpu_s")
     # (b) Adam steps of a λ sweep on an MRIO: λ split, the table replicated ("sweep"), the
-    # table's rows split over every device ("rows": each device streams 1/k of A)
+    # table's rows split over every device ("rows": each device streams 1/k of A), or the
+    # library's default placement for a device count ("auto")
+    from jcausal.economy import sharding
+
     lams = np.geomspace(0.01, 100, lambdas)
     for i, sectors in enumerate(sizes):
         m = synthetic_mrio(*sectors, seed=0)
         p = mrio.MRIOProblem(m, m.regions[0], "GHG", "Employment")
         tag = "" if i == 0 else f"_n{m.n}"
         for name, mesh in (("sweep", parallel.sweep_mesh(devices)),
-                           ("rows", parallel.sweep_mesh(devices, rows=devices))):  # fmt: skip
+                           ("rows", parallel.sweep_mesh(devices, rows=devices)),
+                           ("auto", devices)):  # fmt: skip
             if name not in only:
                 continue
+            if name == "auto":
+                out[f"auto{tag}_layout"] = sharding.auto_mesh(m.n, lambdas, devices)[1]
             key = f"{name}{tag}_step"
             mrio.sweep(p, lams, steps=4, lr=0.05, mesh=mesh)  # compiles (fit caches it)
             t = _best(lambda mesh=mesh, p=p: mrio.sweep(p, lams, steps=4, lr=0.05, mesh=mesh),

@@ -74,6 +74,8 @@ PROXY_NOTE = (
     "(factor_inputs row 'Value Added', Mill USD)"
 )
 FACTORS_EXP = "alpha = exp(u), unbounded"
+#: What ``--devices`` can split (``--shard``); see :func:`sweep_grouped`.
+SHARDS = ("auto", "lambdas", "rows", "cases")
 FACTORS_BOUNDED = "alpha = 2 sigmoid(u), in (0, 2) (Besserve & Schölkopf 2022)"
 #: exit status of a run whose optimisation did not reach the optimum (bad input is 2).
 EXIT_DIVERGED = 1
@@ -150,9 +152,11 @@ class Config:
         synthetic_mrio: ``"RxS"``: the same on a synthetic Exiobase-shaped table of ``R``
             regions × ``S`` sectors (:func:`jcausal.economy.synthetic_mrio`; implies ``mrio``).
         devices: split the sweep over this many devices (``None``: one).
-        shard: what ``devices`` split: ``"lambdas"`` (the λ of every case; tables
-            replicated) or ``"cases"`` (the regions × years × weightings; each device holds
-            its cases).
+        shard: what ``devices`` split: ``"auto"`` (default: the λ, or ``A``'s rows when the
+            table is large on CPU devices; :func:`jcausal.economy.sharding.auto_layout`),
+            ``"lambdas"`` (the λ of every case; tables replicated), ``"rows"`` (``A``'s rows;
+            every device runs every λ) or ``"cases"`` (the regions × years × weightings; each
+            device holds its cases).
         weightings: ``((label, {row: weight}), ...)``: several GHG indicators (e.g. GWP100
             and GWP20 weights), each a case of the sweep next to the regions and years
             (instead of ``ghg``).
@@ -178,7 +182,7 @@ class Config:
     mrio: bool = False
     synthetic_mrio: str | None = None
     devices: int | None = None
-    shard: str = "lambdas"
+    shard: str = "auto"
     weightings: tuple[tuple[str, dict[str, float]], ...] | None = None
 
 
@@ -395,8 +399,8 @@ def check_config(cfg: Config) -> None:
                 "--weighting is not available with --mrio / --synthetic-mrio (sweep the "
                 "weightings from Python: jcausal.economy.mrio.sweep_cases)"
             )
-    if cfg.shard not in ("lambdas", "cases"):
-        raise ValueError(f"--shard must be 'lambdas' or 'cases', got {cfg.shard!r}")
+    if cfg.shard not in SHARDS:
+        raise ValueError(f"--shard must be one of {', '.join(SHARDS)}, got {cfg.shard!r}")
     if cfg.synthetic_mrio is not None and cfg.exiobase is not None:
         raise ValueError("--synthetic-mrio builds its own table; it cannot go with --exiobase")
     for flag in ("bounded", "drops", "mrio"):
@@ -569,7 +573,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=None,
         help="split the sweep over N devices (must divide the number of λ, or of cases "
-        "with --shard cases)",
+        "with --shard cases, or of sectors with --shard rows)",
     )
     p.add_argument(
         "--weighting",
@@ -582,10 +586,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--shard",
-        choices=["lambdas", "cases"],
+        choices=list(SHARDS),
         default=None,
-        help="what --devices splits: the λ of every case (default; tables replicated) or the "
-        "cases, i.e. regions × years (each device holds its cases' tables)",
+        help="what --devices splits: auto (default: the λ, or the rows of a large table on CPU "
+        "devices), the λ of every case (tables replicated), the rows of A, or the cases, "
+        "i.e. regions × years (each device holds its cases' tables)",
     )
     p.add_argument("--smoke", action="store_true", help="small, fast configuration (tests, CI)")
     p.add_argument("--list", action="store_true", help="list the table's regions and rows, exit")
@@ -663,9 +668,10 @@ def sweep_grouped(
 ) -> dict[str, Any]:
     """Sweep every case (region, year) of ``problems`` in one compiled program per sector count.
 
-    The cases × λ grid is placed on ``cfg.devices`` devices: the λ of every case split over
-    them (``cfg.shard == "lambdas"``), or the cases (``"cases"``); see
-    :func:`jcausal.economy.sweeps.sweep_cases`.
+    The cases × λ grid is placed on ``cfg.devices`` devices: by
+    :func:`jcausal.economy.sharding.auto_mesh` for each group (``cfg.shard == "auto"``), or
+    the λ of every case split over them (``"lambdas"``), ``A``'s rows (``"rows"``) or the
+    cases (``"cases"``); see :func:`jcausal.economy.sweeps.sweep_cases`.
 
     Args:
         problems: ``{key: problem}``.
@@ -686,8 +692,12 @@ def sweep_grouped(
     from . import parallel
     from .economy import design as edesign
 
-    split = cfg.devices if cfg.shard == "cases" else 1
-    mesh = None if cfg.devices is None else parallel.sweep_mesh(cfg.devices, cases=split)
+    if cfg.devices is None or cfg.shard == "auto":
+        mesh = cfg.devices  # (a count: each group's placement is chosen for its table size)
+    else:
+        split = {cfg.shard: cfg.devices}
+        mesh = parallel.sweep_mesh(cfg.devices, rows=split.get("rows", 1),
+                                   cases=split.get("cases", 1))  # fmt: skip
     groups: dict[tuple, list[str]] = {}
     for key, prob in problems.items():
         groups.setdefault(tuple(prob.x_ref.shape), []).append(key)

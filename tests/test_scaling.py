@@ -1,6 +1,7 @@
 """Sharded sweeps, counterfactuals and training on 8 fake CPU devices equal one device.
 
-The sweeps: λ split (table replicated or rows split), and sweeps over regions, years and
+The sweeps: λ split (table replicated or rows split; the default placement of a device
+count), and sweeps over regions, years and
 stressor weightings (cases split, or cases and λ over two mesh axes).
 
 One subprocess (the device count is fixed when JAX starts) runs every check and prints the
@@ -33,9 +34,18 @@ SCRIPT = textwrap.dedent(
     lams = np.concatenate([[0.0], np.geomspace(0.05, 20, 7)])
     kw = dict(steps=40, lr=0.1)
     one = mrio.sweep(p, lams, **kw)
-    for name, mesh in (("sweep8", parallel.sweep_mesh(8)),
+    # a device count takes the default placement: λ split for this 40-sector table, rows
+    # split when the table counts as large (the threshold lowered to make it so)
+    from jcausal.economy import sharding
+    out["auto_small"] = sharding.auto_mesh(40, 8, 8)[0].shape["rows"]
+    big = sharding.CPU_ROWS_MIN_BYTES
+    sharding.CPU_ROWS_MIN_BYTES = 0
+    out["auto_large"] = sharding.auto_mesh(40, 8, 8)[0].shape["rows"]
+    r8 = mrio.sweep(p, lams, mesh=8, **kw)
+    sharding.CPU_ROWS_MIN_BYTES = big
+    for name, mesh in (("sweep8", 8), ("rows8", None),
                        ("rows2", parallel.sweep_mesh(8, rows=2))):
-        r = mrio.sweep(p, lams, mesh=mesh, **kw)
+        r = r8 if mesh is None else mrio.sweep(p, lams, mesh=mesh, **kw)
         out[name] = max(float(np.max(np.abs(r.design.u - one.design.u))),
                         float(np.max(np.abs(r.x_all - one.x_all)) / np.abs(one.x_all).max()),
                         float(np.max(np.abs(r.design.loss - one.design.loss))))
@@ -137,7 +147,8 @@ def test_sharded_sweeps_counterfactuals_and_training_match_one_device():
     line = [x for x in res.stdout.splitlines() if x.startswith("RESULT")][-1]
     out = json.loads(line.split(" ", 1)[1])
     assert out["moved"] > 0.1 and out["fit_moved"] > 1e-2  # the runs did something
-    assert out["sweep8"] < 1e-12 and out["rows2"] < 1e-12
+    assert out["sweep8"] < 1e-12 and out["rows2"] < 1e-12 and out["rows8"] < 1e-12
+    assert out["auto_small"] == 1 and out["auto_large"] == 8
     assert out["regions"] < 1e-12 and out["years_weights"] < 1e-12 and out["cases_moved"] > 0.1
     assert out["cf"] < 1e-12 and out["cf_devices"] == 8
     assert out["fit8"] < 1e-10 and out["local_data"] < 1e-10
@@ -157,3 +168,22 @@ def test_sharded_sweeps_counterfactuals_and_training_match_one_device():
     assert "the mesh has no axis 'regions'" in err["no_case_axis"]
     assert "['cases', 'sweep']" in err["no_case_axis"]
     assert "case_axis and lambda_axis are both 'sweep'" in err["same_axis"]
+
+
+def test_default_placement_rules():
+    """The default layout of a sweep given a device count (no devices needed)."""
+    from jcausal.economy.sharding import CPU_ROWS_MIN_BYTES, auto_layout
+
+    assert CPU_ROWS_MIN_BYTES == 8 * 2**20
+    assert auto_layout(2000, 64, 8)[0] == 8  # CPU, 32 MB: rows over every device
+    assert auto_layout(400, 64, 8)[0] == 1  # 1.3 MB: λ split
+    assert auto_layout(1024, 64, 8)[0] == 8 and auto_layout(1023, 64, 8)[0] == 1
+    assert auto_layout(2002, 64, 8)[0] == 2  # 2002 rows: only 2 row devices divide them
+    assert auto_layout(2000, 7, 8)[0] == 8  # all rows split: any λ count
+    assert auto_layout(2000, 64, 1)[0] == 1
+    # an accelerator keeps the λ split while A fits a quarter of its memory
+    gb = 2**30
+    assert auto_layout(9800, 64, 8, platform="gpu", memory=16 * gb)[0] == 1
+    assert auto_layout(9800, 64, 8, platform="gpu", memory=gb)[0] == 4  # 768 MB / 4 <= 256
+    assert auto_layout(9800, 64, 8, platform="gpu", memory=None)[0] == 1
+    assert "rows split" in auto_layout(2000, 64, 8)[1]

@@ -335,7 +335,7 @@ def sweep(
     lr: float,
     vectorise: bool = True,
     progress: Callable[[int], None] | None = None,
-    mesh: jax.sharding.Mesh | None = None,
+    mesh: jax.sharding.Mesh | int | None = None,
 ) -> DesignResult:
     """Minimise eq. 5 for every λ, from ``u = 0``, with Adam (cosine-decayed step).
 
@@ -349,7 +349,8 @@ def sweep(
         progress: called with the number of steps just done (for a progress bar).
         mesh: a device mesh with a ``"sweep"`` axis (:func:`jcausal.parallel.sweep_mesh`):
             the λ are split over it and the table replicated, or split by rows over a
-            ``"rows"`` axis (:mod:`jcausal.economy.sharding`); equal to one device's run.
+            ``"rows"`` axis (:mod:`jcausal.economy.sharding`); equal to one device's run. A
+            device count takes :func:`jcausal.economy.sharding.auto_mesh`'s placement.
 
     Returns:
         The front, with its distance to the analytic optimum. Check it with

@@ -411,7 +411,7 @@ def sweep(
     *,
     steps: int,
     lr: float,
-    mesh: Mesh | None = None,
+    mesh: Mesh | int | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> MRIOResult:
     """Minimise the region's eq. 5 for every λ on the whole table; count GHG where it happens.
@@ -422,7 +422,8 @@ def sweep(
         steps: Adam steps per λ.
         lr: initial Adam step (a log-factor; cosine-decayed).
         mesh: a device mesh with a ``"sweep"`` axis (:func:`jcausal.parallel.sweep_mesh`):
-            λ split over it, the table replicated (or its rows split over a ``"rows"`` axis).
+            λ split over it, the table replicated (or its rows split over a ``"rows"`` axis);
+            or a device count (placement of :func:`jcausal.economy.sharding.auto_mesh`).
         progress: called with the number of steps just done.
 
     Returns:
@@ -444,7 +445,7 @@ def sweep_cases(
     *,
     steps: int,
     lr: float,
-    mesh: Mesh | None = None,
+    mesh: Mesh | int | None = None,
     case_axis: str | None = None,
     lambda_axis: str | None = None,
     progress: Callable[[int], None] | None = None,
@@ -473,13 +474,14 @@ def sweep_cases(
         ValueError: as :func:`jcausal.economy.sweeps.sweep_cases`.
     """
     from . import sweeps
-    from .sharding import place_grid
+    from .sharding import place_grid, resolve_mesh
 
     problems = list(problems)
+    cases = sweeps.stack(problems)
+    mesh = resolve_mesh(cases, sweeps.lambda_grid(lambdas, cases.count), mesh)
     designs = sweeps.sweep_cases(problems, lambdas, steps=steps, lr=lr, mesh=mesh,
                                  case_axis=case_axis, lambda_axis=lambda_axis,
                                  progress=progress)  # fmt: skip
-    cases = sweeps.stack(problems)
     dtype = problems[0].x_all_ref.dtype
     u = jnp.asarray(np.stack([d.u for d in designs]), dtype)
     if mesh is not None:

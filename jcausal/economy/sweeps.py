@@ -342,7 +342,7 @@ def sweep_cases(
     *,
     steps: int,
     lr: float,
-    mesh: Mesh | None = None,
+    mesh: Mesh | int | None = None,
     case_axis: str | None = None,
     lambda_axis: str | None = None,
     progress: Callable[[int], None] | None = None,
@@ -357,7 +357,10 @@ def sweep_cases(
         steps: Adam steps (a positive integer).
         lr: initial step size (a log-factor; cosine-decayed to ``lr / 1000``).
         mesh: a device mesh; the grid is placed by
-            :func:`jcausal.economy.sharding.place_grid` (results equal one device's).
+            :func:`jcausal.economy.sharding.place_grid` (results equal one device's). Or a
+            device count: the mesh and placement of
+            :func:`jcausal.economy.sharding.auto_mesh` (λ split, or ``A``'s rows split when
+            the table is large on CPU devices).
         case_axis: the mesh axis the cases are split over (``None``: not split).
         lambda_axis: the mesh axis the λ are split over (``None``: not split). When neither
             is given they are read from the mesh (:func:`default_axes`): the cases over
@@ -375,10 +378,12 @@ def sweep_cases(
             :func:`jcausal.economy.sharding.place_grid`).
     """
     from .design import _check_run
+    from .sharding import resolve_mesh
 
     cases = stack(problems)
     lam = lambda_grid(lambdas, cases.count)
     _check_run(lam[0], steps, lr)
+    mesh = resolve_mesh(cases, lam, mesh)
     case_axis, lambda_axis = default_axes(mesh, case_axis, lambda_axis)
     t0 = time.perf_counter()
     kw = dict(mesh=mesh, case_axis=case_axis, lambda_axis=lambda_axis)

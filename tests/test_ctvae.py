@@ -13,6 +13,7 @@ from jcausal.ctvae import (
     Weights,
     action_logliks,
     action_posterior,
+    code_loglik,
     ct_loss,
     gumbel_bernoulli,
     intervene,
@@ -129,6 +130,22 @@ def test_causal_mode_sums_to_one_and_picks_the_action():
     # The engine's posterior is eq. (10) computed directly on the codes.
     direct = jax.nn.softmax(jax.vmap(lambda u, v: action_logliks(ct, u, v))(cx, cy), -1)
     np.testing.assert_allclose(q, direct, atol=1e-6)
+    # The Monte Carlo marginal over drawn graphs: log mean_s p(y | x, a, graph_s), the draw of
+    # each key the same for every unit, computed directly (a layer whose mask and graph vary).
+    ct2 = CTLayer(CODEC.grid, 2, 5, A, identity=False, key=jax.random.key(21))
+    keys = jax.random.split(jax.random.key(22), 3)
+    q2 = action_posterior(scm(CODEC, ct2, keys[0]), x, y, keys)
+
+    def ll(k):
+        return jax.vmap(lambda u, v: jax.vmap(lambda b: code_loglik(ct2(u, b, k), v))(
+            jnp.arange(A)))(cx, cy)  # fmt: skip
+
+    lls = jnp.stack([ll(k) for k in keys])
+    assert float(jnp.max(jnp.std(lls, 0))) > 0.1  # the draws differ
+    marg = jax.nn.logsumexp(lls, 0) - np.log(3)
+    np.testing.assert_allclose(q2, jax.nn.softmax(marg, -1), atol=1e-5)
+    with pytest.raises(ValueError, match="graph_key"):
+        action_posterior(model, x, y, keys)
 
 
 def test_counterfactual_through_the_engine_equals_the_model():
@@ -256,3 +273,22 @@ def test_keep_gate_readout_is_the_stated_mixture():
     # Identity initialisation with the gate: standard mode reproduces the input codes.
     ident = CTLayer(CODEC.grid, 2, 5, A, gate=True, key=jax.random.key(15))
     np.testing.assert_array_equal(jnp.argmax(ident(codes, A, jax.random.key(16)), -1), codes)
+
+
+def test_neighbourhood_features_are_the_neighbours_codes():
+    ct = CTLayer((3, 4), 2, 5, A, neighbours=True, key=jax.random.key(30))
+    codes = jax.random.randint(jax.random.key(31), (3, 4, 2), 0, 5)
+    f = np.asarray(ct.features(codes))
+    assert f.shape == (12, ct.base_dims + 8 * 10)
+    onehot = np.eye(5)[np.asarray(codes)].reshape(3, 4, 10)
+    offsets = [(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1) if dy or dx]
+    for i in range(3):
+        for j in range(4):
+            for n, (dy, dx) in enumerate(offsets):
+                block = f[i * 4 + j, ct.base_dims + 10 * n : ct.base_dims + 10 * (n + 1)]
+                inside = 0 <= i + dy < 3 and 0 <= j + dx < 4
+                np.testing.assert_array_equal(block, onehot[i + dy, j + dx] if inside else 0)
+    # The pair MLPs see the base features only; the identity initialisation still holds.
+    plain = CTLayer((3, 4), 2, 5, A, key=jax.random.key(30))
+    assert ct.adj_u.shape == plain.adj_u.shape and ct.embed.shape[0] == plain.embed.shape[0] + 80
+    np.testing.assert_array_equal(jnp.argmax(ct(codes, 2, jax.random.key(32)), -1), codes)

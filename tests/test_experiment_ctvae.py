@@ -30,6 +30,7 @@ TINY = dataclasses.replace(
     eval_units=12,
     chunk=6,
     repeats=2,
+    eval_graphs=2,
 )
 
 
@@ -44,15 +45,14 @@ def test_tiny_run_writes_table_and_figures(tmp_path):
     np.testing.assert_allclose(probs, np.array([2, 3, 4, 5, 11]) / 25, atol=1e-6)
     freq = sum(v["frequency"] for v in t["per_factor"].values())
     assert freq == pytest.approx(1.0)
-    for model in ("ct_vae", "discriminative"):
+    for model in ("ct_vae", "ct_vae_graph_modes", "discriminative"):
         assert 0 <= t[model]["action_acc"] <= t[model]["factor_acc"] <= 1
     assert len(t["perplexity"]) == 2 and all(1 <= p <= 8 for p in t["perplexity"])
     for fig in m["figures"]:
         assert (tmp_path / fig).stat().st_size > 1000
-    # The pretrainings are checkpointed under a hash of their settings (a rerun resumes them);
-    # the CT layer is not (it retrains whenever its loss changes).
+    # Every training is checkpointed under a hash of its settings (a rerun resumes them).
     stages = sorted(p.name.split("-")[0] for p in (tmp_path / "checkpoints").iterdir())
-    assert stages == ["discriminative", "reader", "vae"]
+    assert stages == ["ct", "discriminative", "reader", "vae"]
     assert len(list((tmp_path / "checkpoints").glob("vae-*/vae_1"))) == 1
     assert "action_mode_codes" in t and 0 <= t["action_mode_codes"]["unchanged_kept"] <= 1
     codes = t["action_mode_codes"]
@@ -65,6 +65,8 @@ def test_tiny_run_writes_table_and_figures(tmp_path):
         ctvae.run(out=tmp_path / "bad", config=TINY, steps=0)
     with pytest.raises(ValueError, match="lr_floor"):
         ctvae.run(out=tmp_path / "bad", config=dataclasses.replace(TINY, lr_floor=1.5))
+    with pytest.raises(ValueError, match="eval_graphs"):
+        ctvae.run(out=tmp_path / "bad", config=dataclasses.replace(TINY, eval_graphs=-1))
 
 
 def test_ema_codebooks_pretrain_in_rounds(tmp_path):

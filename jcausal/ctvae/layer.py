@@ -27,6 +27,13 @@ For an action ``a`` (or the null action ``A``, "no intervention"):
    linear map, differently for every action. The output is then normalised log-probabilities
    (still logits of a categorical per code: the engine's Gumbel-max is unchanged).
 
+5. **Neighbourhood** (optional, ``neighbours=True``; ours): the one-hot codes of the 8
+   neighbouring cells join a node's input to the mask network and the GNN's embedding. The
+   MCQ-VAE's encoder sees beyond a cell, so an atomic change (a shift, a new shape) changes the
+   codes of cells around the object too, and the new code of a cell is a local function of its
+   neighbourhood; without it a cell learns its neighbours only through attention messages, and
+   its mask (where an action acts) sees only its own codes.
+
 In evaluation (``key=None``) the mask and the graph are the modes of their Bernoullis
 (``sigmoid > 1/2``), so the transition is a deterministic function of ``(codes, a)``: that is
 what the SCM mechanism :class:`jcausal.image.VQTransition` needs for exact abduction.
@@ -135,6 +142,10 @@ class CTLayer(eqx.Module):
         ffn: a node-wise MLP (width ``2 hidden``) after each attention layer.
         gate: the keep gate of the readout (module docstring, item 4); the input's one-hot
             codes then enter through the gate only (no ``skip`` term).
+        neighbours: the one-hot codes of a cell's 8 neighbours (zeros off the grid) join its
+            features in the mask network and the GNN's input embedding (not the pair MLPs):
+            the encoder's receptive field spans neighbouring cells, so a cell's new code is a
+            function of its neighbourhood (module docstring, item 5).
         key: initialisation key.
     """
 
@@ -154,6 +165,7 @@ class CTLayer(eqx.Module):
     gate_w: Array | None
     gate_b: Array | None
     pos_dims: int = eqx.field(static=True)
+    neighbours: bool = eqx.field(static=True)
     grid: tuple[int, int] = eqx.field(static=True)
     num_codebooks: int = eqx.field(static=True)
     num_codes: int = eqx.field(static=True)
@@ -171,6 +183,7 @@ class CTLayer(eqx.Module):
         identity: bool = True,
         ffn: bool = True,
         gate: bool = False,
+        neighbours: bool = False,
         *,
         key: PRNGKeyArray,
     ):
@@ -180,14 +193,17 @@ class CTLayer(eqx.Module):
         self.num_codebooks, self.num_codes = int(num_codebooks), int(num_codes)
         self.num_actions = a = int(num_actions)
         self.pos_dims = int(pos_dims)
+        self.neighbours = bool(neighbours)
         position_encoding(*self.grid, self.pos_dims)  # checks pos_dims
         f = self.num_codebooks * self.num_codes + pos_dims
+        # Inputs of the mask network and the embedding: the features and the neighbourhood.
+        fn = f + (8 * self.num_codebooks * self.num_codes if self.neighbours else 0)
         k = jax.random.split(key, 8 + layers)
 
         def init(kk, shape, fan_in):
             return jax.random.normal(kk, shape) / np.sqrt(fan_in)
 
-        self.mask_w1 = init(k[0], (f, hidden), f)
+        self.mask_w1 = init(k[0], (fn, hidden), fn)
         self.mask_b1 = jnp.zeros(hidden)
         self.mask_w2 = init(k[1], (hidden, a), hidden)
         self.mask_bias = jnp.zeros((a, self.grid[0] * self.grid[1]))
@@ -196,7 +212,7 @@ class CTLayer(eqx.Module):
         self.adj_b = jnp.zeros((a + 1, hidden))
         self.adj_w = init(k[4], (a + 1, hidden), hidden)
         self.adj_c = jnp.zeros(a + 1)
-        self.embed = init(k[5], (f + a, hidden), f)
+        self.embed = init(k[5], (fn + a, hidden), fn)
         self.gnn = tuple(_Attention(hidden, k[8 + i], identity, ffn) for i in range(layers))
         ck = self.num_codebooks * self.num_codes
         self.head = (0.0 if identity else 1.0) * init(k[6], (hidden, ck), hidden)
@@ -212,19 +228,34 @@ class CTLayer(eqx.Module):
         """``N = h w``."""
         return self.grid[0] * self.grid[1]
 
+    @property
+    def base_dims(self) -> int:
+        """``F``: one-hot codes and position (the pair MLPs' input), before the neighbourhood."""
+        return self.num_codebooks * self.num_codes + self.pos_dims
+
     def features(self, codes: Int[Array, "h w C"]) -> Float[Array, "N F"]:
-        """Node features: one-hot codes of every codebook and the position encoding."""
+        """Node features: one-hot codes of every codebook and the position encoding.
+
+        With ``neighbours``, the one-hot codes of the 8 neighbouring cells follow (row-major
+        offsets ``(-1, -1), (-1, 0), ..., (1, 1)``; zeros off the grid): ``(N, F + 8 C K)``.
+        """
         want = (*self.grid, self.num_codebooks)
         if tuple(codes.shape) != want:
             raise ValueError(f"CTLayer: a code grid has shape {want}, got {tuple(codes.shape)}")
-        x = jax.nn.one_hot(codes.reshape(self.num_nodes, -1), self.num_codes)
-        return jnp.concatenate(
-            [
-                x.reshape(self.num_nodes, -1),
-                jnp.asarray(position_encoding(*self.grid, self.pos_dims)),
-            ],
-            -1,
-        )
+        x = jax.nn.one_hot(codes, self.num_codes).reshape(*self.grid, -1)
+        parts = [
+            x.reshape(self.num_nodes, -1),
+            jnp.asarray(position_encoding(*self.grid, self.pos_dims)),
+        ]
+        if self.neighbours:
+            h, w = self.grid
+            pad = jnp.pad(x, ((1, 1), (1, 1), (0, 0)))
+            for dy in (-1, 0, 1):
+                for dx in (-1, 0, 1):
+                    if dy or dx:
+                        cell = pad[1 + dy : 1 + dy + h, 1 + dx : 1 + dx + w]
+                        parts.append(cell.reshape(self.num_nodes, -1))
+        return jnp.concatenate(parts, -1)
 
     def mask_logits(self, feats: Float[Array, "N F"]) -> Float[Array, "A N"]:
         """``rho_{a, i}`` of every action and node."""
@@ -233,6 +264,7 @@ class CTLayer(eqx.Module):
 
     def edge_logits(self, feats: Float[Array, "N F"], a: Int[Array, ""]) -> Float[Array, "N N"]:
         """``alpha_ij`` of the pair MLP of action ``a`` (``A``: the null action)."""
+        feats = feats[:, : self.base_dims]
         hu = feats @ self.adj_u[a]
         hv = feats @ self.adj_v[a]
         h = jax.nn.relu(hu[:, None] + hv[None] + self.adj_b[a])

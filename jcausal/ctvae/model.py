@@ -30,6 +30,7 @@ from __future__ import annotations
 import dataclasses
 
 import distrax
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, Int, PRNGKeyArray
@@ -197,31 +198,87 @@ def _ct_logits(ct, codec, parents):
     return ct(codec.codes(parents["x"]), jnp.asarray(parents["a"], jnp.int32))
 
 
-def scm(vae, ct: CTLayer) -> SCM:
+def _ct_logits_drawn(params, codec, parents):
+    # One fixed draw of the graph's noise (mask and adjacency), the same for every unit.
+    ct, key = params
+    return ct(codec.codes(parents["x"]), jnp.asarray(parents["a"], jnp.int32), key)
+
+
+def scm(vae, ct: CTLayer, graph_key: PRNGKeyArray | None = None) -> SCM:
     """The image transition as an SCM with nodes ``x``, ``a`` and ``y`` (module docstring).
 
     ``x`` is a root with a uniform law on ``[0, 1]^(S, S, 3)`` (it is exogenous: the model
     does not describe the source images), ``a`` a uniform categorical over the actions.
+
+    Args:
+        vae: the MCQ-VAE (the codec of ``y``).
+        ct: the CT layer.
+        graph_key: ``None``: ``y``'s mechanism uses the modes of the mask and the graph (a
+            deterministic transition); a key: one draw of the mask and graph (the same draw
+            for every unit), i.e. the model conditioned on that value of the graph's noise.
     """
     s = vae.image_size
     x = Root(distrax.Independent(distrax.Uniform(jnp.zeros((s, s, 3)), jnp.ones((s, s, 3))), 3))
     a = Root(distrax.Categorical(logits=jnp.zeros(ct.num_actions)))
-    y = VQTransition(vae, _ct_logits, ct, ("x", "a"))
+    if graph_key is None:
+        y = VQTransition(vae, _ct_logits, ct, ("x", "a"))
+    else:
+        y = VQTransition(vae, _ct_logits_drawn, (ct, graph_key), ("x", "a"))
     return SCM(x=x, a=a, y=y)
 
 
 def action_posterior(
-    model: SCM, x: Float[Array, "B S S 3"], y: Float[Array, "B S S 3"]
+    model: SCM,
+    x: Float[Array, "B S S 3"],
+    y: Float[Array, "B S S 3"],
+    graph_keys: PRNGKeyArray | None = None,
 ) -> Float[Array, "B A"]:
-    """Causal mode, eq. (10): ``P(a | x, y)`` from the engine's ``log_prob`` over actions."""
+    """Causal mode, eq. (10): ``P(a | x, y)`` from the engine's ``log_prob`` over actions.
+
+    Args:
+        model: the SCM of :func:`scm`.
+        x: source images.
+        y: target images.
+        graph_keys: ``None``: ``log p(y | x, a)`` of ``model`` as it is (for ``scm(vae, ct)``,
+            under the modes of the mask and graph). ``(S,)`` keys: the Monte Carlo marginal
+            over the graph, ``log mean_s p(y | x, a, graph_s)`` with one draw of the mask and
+            graph per key (eq. 10 samples ``M ~ Bernoulli``); ``model`` must then come from
+            ``scm(vae, ct, graph_key=...)`` (its key is replaced by each of ``graph_keys``).
+
+    Returns:
+        ``(B, A)`` posterior probabilities (rows sum to one).
+
+    Raises:
+        ValueError: ``graph_keys`` with a model built without ``graph_key``.
+    """
     n_act = model.mechanisms["a"].categories
     n = x.shape[0]
 
-    def joint(b):
-        lp = log_prob(model, {"x": x, "a": jnp.full((n,), b, jnp.int32), "y": y}, per_node=True)
-        return lp["a"] + lp["y"]
+    def logliks(m):
+        def joint(b):
+            lp = log_prob(m, {"x": x, "a": jnp.full((n,), b, jnp.int32), "y": y}, per_node=True)
+            return lp["a"] + lp["y"]
 
-    return jax.nn.softmax(jax.vmap(joint)(jnp.arange(n_act)).T, axis=-1)
+        return jax.vmap(joint)(jnp.arange(n_act))  # (A, B)
+
+    if graph_keys is None:
+        return jax.nn.softmax(logliks(model).T, axis=-1)
+    mech = model.mechanisms["y"]
+    if not (
+        isinstance(mech, VQTransition)
+        and getattr(mech.codes.logits, "fn", None) is _ct_logits_drawn
+    ):
+        raise ValueError(
+            "action_posterior: graph_keys needs the SCM of scm(vae, ct, graph_key=key) "
+            "(a mechanism of y that draws the graph)"
+        )
+
+    def drawn(k):
+        return logliks(eqx.tree_at(lambda m: m.mechanisms["y"].codes.params[0][1], model, k))
+
+    ll = jax.lax.map(drawn, graph_keys)  # (S, A, B), one draw at a time (memory)
+    ll = jax.nn.logsumexp(ll, axis=0) - jnp.log(ll.shape[0])
+    return jax.nn.softmax(ll.T, axis=-1)
 
 
 def intervene(

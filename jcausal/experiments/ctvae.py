@@ -18,9 +18,9 @@ transitions (the posterior of ``a`` from the engine's ``log_prob``), per-factor 
 to the factor's frequency, reconstruction MSE, codebook perplexity, and for interventions
 (``do(a)`` through the SCM, most likely image) the rate at which the intervened factor reads
 back right and the rate at which the other factors stay unchanged.
-The MCQ-VAE, the factor reader and the baseline are checkpointed under a hash of their
-settings (``--out/checkpoints``), so a rerun with ``--overwrite`` into the same folder retrains
-only the CT layer.
+The MCQ-VAE, the factor reader, the baseline and the CT layer are checkpointed under a hash of
+their settings (``--out/checkpoints``), so a rerun with ``--overwrite`` into the same folder
+retrains only what a changed setting touches.
 Figures: ``interventions.png`` (Fig. 5: one row per factor, the same action applied i times),
 ``graphs.png`` (Fig. 6: masks and adjacencies averaged over test units, a few actions),
 ``factor_accuracy.png`` (accuracy against frequency per factor), ``reconstructions.png``.
@@ -35,6 +35,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -107,11 +108,17 @@ class Config:
     # (training batches' accuracy 0.29 against 0.52, cross-entropy 1.77 against 1.22, means
     # over steps 150-350), so that run was stopped (README).
     gate: bool = False
+    # The CT layer's nodes also see their 8 neighbours' codes (``CTLayer(neighbours=True)``).
+    neighbours: bool = False
     # The CT layer's learning rate decays as a cosine from ``lr`` to ``lr_floor x lr`` over
     # its steps (optax.cosine_decay_schedule); None: constant. Off: with 0.05 the full config
     # fell to 0.807 / 0.820 action / factor accuracy (from 0.866 / 0.877; README).
     lr_floor: float | None = None
     lr: float = 1e-3
+    # Causal mode's log p(y | x, a) at evaluation: 0: under the modes of the mask and graph;
+    # S > 0: the Monte Carlo marginal over S drawn graphs (eq. 10 samples the graph), the
+    # modes' figures reported next to it.
+    eval_graphs: int = 0
     reader_steps: int = 3000
     eval_units: int = 1000
     chunk: int = 50
@@ -149,6 +156,10 @@ VAE_FIELDS = ("size", "dim", "codebooks", "codes", "width", "vae_steps", "vae_ro
               "vae_batch", "lr", "codebook")  # fmt: skip
 READER_FIELDS = ("size", "reader_steps", "vae_batch", "lr")
 BASELINE_FIELDS = (*VAE_FIELDS, "ct_steps", "ct_batch", "hidden")
+#: Settings that do not change the CT layer's training (evaluation, the factor reader).
+_NOT_CT = ("reader_steps", "eval_units", "chunk", "repeats", "eval_graphs")
+#: The CT layer depends on every other setting (a new field joins it by default).
+CT_FIELDS = tuple(f.name for f in dataclasses.fields(Config) if f.name not in _NOT_CT)
 
 
 def _fit(
@@ -254,15 +265,17 @@ def transition_set(data: str, path: str | Path | None, size: int) -> Shapes | Fa
     return FactorialSet(tfds_factorial(data, "train", None if path is None else str(path)), size)
 
 
-def train_ct(cfg: Config, shapes, vae, key, path: Path, progress: bool):
+def train_ct(cfg: Config, shapes, vae, key, path: Path, progress: bool, ckpt: Path | None = None):
     """Train the CT layer on the frozen MCQ-VAE's codes (all three modes every step).
+
+    With ``ckpt`` the training is checkpointed there and a rerun resumes (or restores) it.
 
     Returns:
         ``(ct, history)``: the trained :class:`jcausal.ctvae.CTLayer` and ``fit``'s history.
     """
     ct = ctvae.CTLayer(
         vae.grid, cfg.codebooks, cfg.codes, shapes.num_actions, cfg.hidden, cfg.layers,
-        ffn=cfg.ffn, gate=cfg.gate, key=jax.random.fold_in(key, 2),
+        ffn=cfg.ffn, gate=cfg.gate, neighbours=cfg.neighbours, key=jax.random.fold_in(key, 2),
     )  # fmt: skip
     weights = ctvae.Weights(
         action=cfg.action_weight, causal=cfg.causal_weight, mask=cfg.mask_weight,
@@ -282,7 +295,7 @@ def train_ct(cfg: Config, shapes, vae, key, path: Path, progress: bool):
     params, hist = _fit(
         ctvae.ct_loss(cfg.negatives, weights, balance), {"vae": frozen(vae), "ct": ct},
         sampler, cfg.ct_steps, jax.random.fold_in(key, 3),
-        cfg.lr, path, "ct", progress, loop=True, schedule=schedule,
+        cfg.lr, path, "ct", progress, loop=True, ckpt=ckpt, schedule=schedule,
     )  # fmt: skip
     return params["ct"], hist
 
@@ -307,6 +320,15 @@ def evaluate(cfg, shapes, vae, ct, baseline, reader, test: dict) -> dict:
     f_true = test["a"] // 2
     q = _chunks(lambda b: ctvae.action_posterior(model, b["x"], b["y"]), test, cfg.chunk)
     pred = q.argmax(-1)
+    modes = {
+        "action_acc": float(np.mean(pred == test["a"])),
+        "factor_acc": float(np.mean(pred // 2 == f_true)),
+    }
+    if cfg.eval_graphs:
+        keys = jax.random.split(jax.random.key(777), int(cfg.eval_graphs))
+        post = eqx.filter_jit(lambda m, x, y: ctvae.action_posterior(m, x, y, keys))
+        drawn = ctvae.scm(vae, ct, keys[0])
+        pred = _chunks(lambda b: post(drawn, b["x"], b["y"]), test, cfg.chunk).argmax(-1)
     codes = jax.jit(jax.vmap(vae.codes))
     if baseline is not None:
         pair = jax.jit(
@@ -322,6 +344,7 @@ def evaluate(cfg, shapes, vae, ct, baseline, reader, test: dict) -> dict:
             "action_acc": float(np.mean(pred == test["a"])),
             "factor_acc": float(np.mean(pred // 2 == f_true)),
         },
+        "ct_vae_graph_modes": modes,
         "discriminative": {
             "action_acc": float(np.mean(base == test["a"])),
             "factor_acc": float(np.mean(base // 2 == f_true)),
@@ -426,8 +449,10 @@ def run(
         state_dir: folder of the training state (default ``out``; the command line passes the
             final ``--out``). The MCQ-VAE, the factor reader and the discriminative baseline
             are checkpointed in ``state_dir/checkpoints/<stage>-<hash of its settings>`` and a
-            rerun resumes them; the CT layer always retrains (its loss is what one tunes, and a
-            checkpoint cannot tell two loss settings apart).
+            rerun resumes them; so is the CT layer, under a hash of every setting but the
+            evaluation's (:data:`CT_FIELDS`), so a rerun that changes only the evaluation
+            restores it. The hashes cover settings, not code: after changing a loss or a
+            network in the source, start from a fresh ``--out``.
 
     Returns:
         The metrics written to ``metrics.json``.
@@ -446,6 +471,12 @@ def run(
         cfg = dataclasses.replace(cfg, codebook=str(codebook))
     if cfg.lr_floor is not None and not 0 <= cfg.lr_floor <= 1:  # before any training
         raise ValueError(f"lr_floor must be in [0, 1] or None, got {cfg.lr_floor}")
+    if (
+        isinstance(cfg.eval_graphs, bool)
+        or int(cfg.eval_graphs) != cfg.eval_graphs
+        or cfg.eval_graphs < 0
+    ):
+        raise ValueError(f"eval_graphs must be an integer >= 0, got {cfg.eval_graphs!r}")
     shapes = transition_set(data, data_path, cfg.size)
     path = output_dir(NAME, out)
     state = (Path(state_dir) if state_dir is not None else path) / "checkpoints"
@@ -463,7 +494,7 @@ def run(
 
     t1 = time.time()
     train = shapes.sampler("train", cfg.ct_batch)
-    ct, hist = train_ct(cfg, shapes, vae, key, path, progress)
+    ct, hist = train_ct(cfg, shapes, vae, key, path, progress, ckpt("ct", CT_FIELDS))
     times["ct"] = time.time() - t1
 
     t1 = time.time()

@@ -17,9 +17,16 @@ devices on the machine's cores); the workloads are
     multiplying the whole ``A`` by its own columns (what the fixed points of (b) do every
     iteration), under ``shard_map``: no collective; it isolates the cost of every device
     streaming its own copy of ``A`` (``--only matmul``);
+(b'') the same products with ``A``'s rows split over the devices, as the rows-split sweep
+    runs them (``--only rowmatmul``): 50 × ``x <- A_rows @ all_gather(x)`` (the fixed point's
+    product) and 50 × ``g <- psum_scatter(g_rows @ A_rows)`` (the adjoint's ``A^T g``), and
+    the adjoint's product with a full ``psum`` (all-reduce) and a slice instead, under
+    ``shard_map``: the floor of the rows split's products and collectives;
 (c) a data-parallel training step (``fit(..., sharding=mesh)``) of the Morpho-MNIST Deep SCM
     (``jcausal.deepscm.morpho``, the ``full`` graph, the experiment's defaults: width 16, FiLM
-    conditioning, 4 ELBO particles, batch ``--train-batch`` 64) on made-up 28×28 images.
+    conditioning, 4 ELBO particles, batch ``--train-batch`` 64) on made-up 28×28 images. On
+    one device the step is also timed at the batch each of 8 devices gets (64 / 8): 8 × that
+    step / the whole step is the floor of the 8-device overhead (each device must do it).
 
 Each figure is the best of ``--repeats`` whole calls (a 4-step sweep, a 10-step ``fit``)
 divided by their steps, after a first call that compiles; CPU time (user + sys of the worker
@@ -75,7 +82,7 @@ def _best(f, repeats: int, cpu: dict | None = None, key: str = "") -> float:
     return best
 
 
-WORKLOADS = ("counterfactual", "sweep", "rows", "auto", "matmul", "train")
+WORKLOADS = ("counterfactual", "sweep", "rows", "auto", "matmul", "rowmatmul", "train")
 #: The overhead to hold on fake CPU devices (time on 8 / time on 1), and part 2's speed-up.
 OVERHEAD_TARGET = 1.3
 SPEEDUP_TARGET = 20.0
@@ -162,6 +169,48 @@ def worker(devices: int, units: int, sizes: list[tuple[int, int]], lambdas: int,
         t = _best(lambda: jax.block_until_ready(products(a, x)), repeats, cpu, "matmul_cpu_s")
         out["matmul_s"] = t / 50
         cpu["matmul_cpu_s"] /= 50
+    # (b'') the rows split's products: A's rows split, the iterate gathered every product
+    # (forward) or the partial products reduced and scattered (adjoint, A^T g = g @ A)
+    if "rowmatmul" in only:
+        from jax.sharding import PartitionSpec as P
+
+        rmesh = parallel.sweep_mesh(devices, rows=devices)
+        a = parallel.split_rows(m.A, rmesh)
+        n = m.A.shape[0]
+        x = jax.device_put(
+            jnp.ones((lambdas, n)), jax.sharding.NamedSharding(rmesh, P(None, "rows"))
+        )
+
+        def rows_program(kind):
+            def local(a, x):
+                def forward(i, v):
+                    full = jax.lax.all_gather(v, "rows", axis=1, tiled=True)
+                    return (full @ a.T) * 0.5 + 0.5
+
+                def adjoint(i, g):
+                    if kind == "scatter":
+                        part = jax.lax.psum_scatter(g @ a, "rows", scatter_dimension=1,
+                                                    tiled=True)  # fmt: skip
+                    else:  # all-reduce, then this device's columns
+                        k = jax.lax.axis_index("rows")
+                        part = jax.lax.dynamic_slice_in_dim(
+                            jax.lax.psum(g @ a, "rows"), k * g.shape[1], g.shape[1], 1
+                        )
+                    return part * 0.5 + 0.5
+
+                return jax.lax.fori_loop(0, 50, forward if kind == "forward" else adjoint, x)
+
+            return jax.jit(jax.shard_map(local, mesh=rmesh, in_specs=(P("rows", None),
+                                         P(None, "rows")), out_specs=P(None, "rows")))  # fmt: skip
+
+        for kind in ("forward", "scatter", "allreduce"):
+            prog = rows_program(kind)
+            jax.block_until_ready(prog(a, x))
+            key = f"rowmatmul_{kind}"
+            t = _best(lambda prog=prog: jax.block_until_ready(prog(a, x)), repeats, cpu,
+                      f"{key}_cpu_s")  # fmt: skip
+            out[f"{key}_s"] = t / 50
+            cpu[f"{key}_cpu_s"] /= 50
     # (c) a data-parallel training step of the Deep SCM (the deepscm experiment's settings)
     if "train" in only:
         from jcausal.deepscm import morpho
@@ -185,6 +234,14 @@ def worker(devices: int, units: int, sizes: list[tuple[int, int]], lambdas: int,
         out["train_step_s"] = _best(lambda: fit(loss, scm, data, steps=10, **kw), repeats, cpu,
                                     "train_step_cpu_s") / 10  # fmt: skip
         cpu["train_step_cpu_s"] /= 10
+        if devices == 1 and batch % 8 == 0:
+            # the step each of 8 devices does (batch / 8), here on one device: the floor
+            small = dict(kw, batch_size=batch // 8)
+            fit(loss, scm, data, steps=10, **small)
+            key = f"train_b{batch // 8}_step"
+            out[f"{key}_s"] = _best(lambda: fit(loss, scm, data, steps=10, **small), repeats,
+                                    cpu, f"{key}_cpu_s") / 10  # fmt: skip
+            cpu[f"{key}_cpu_s"] /= 10
     return out | cpu
 
 
@@ -365,7 +422,7 @@ def main(argv: list[str] | None = None) -> dict:
         ]
         base = rows[0]
         for row in rows:
-            for key in [k for k in base if k.endswith("_s")]:
+            for key in [k for k in base if k.endswith("_s") and k in row]:
                 row[key[:-2] + "_vs_1"] = row[key] / base[key]
         last = rows[-1]
         overhead = {
@@ -377,8 +434,15 @@ def main(argv: list[str] | None = None) -> dict:
                 "met": last[key] <= OVERHEAD_TARGET,
             }
             for key in last
-            if key.endswith("_cpu_vs_1") and len(rows) > 1 and not key.startswith("matmul")
+            if key.endswith("_cpu_vs_1")
+            and len(rows) > 1
+            and not key.startswith("matmul")
+            and not key.startswith("rowmatmul")
         }
+        floor = [k for k in base if k.startswith("train_b") and k.endswith("_step_cpu_s")]
+        if floor and "train_step" in overhead:
+            # 8 devices each doing the step at batch / 8 cannot cost less than this
+            overhead["train_step"]["floor_cpu"] = 8 * base[floor[0]] / base["train_step_cpu_s"]
         report["devices"] = {"units": units, "mrio": sizes, "lambdas": L, "batch": batch,
                              "rows": rows, "overhead": overhead}  # fmt: skip
     report["load_after"] = load_average()

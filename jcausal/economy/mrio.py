@@ -474,20 +474,18 @@ def sweep_cases(
         ValueError: as :func:`jcausal.economy.sweeps.sweep_cases`.
     """
     from . import sweeps
-    from .sharding import place_grid, resolve_mesh
+    from .sharding import place_grid
 
     problems = list(problems)
-    cases = sweeps.stack(problems)
-    mesh = resolve_mesh(cases, sweeps.lambda_grid(lambdas, cases.count), mesh)
-    designs = sweeps.sweep_cases(problems, lambdas, steps=steps, lr=lr, mesh=mesh,
-                                 case_axis=case_axis, lambda_axis=lambda_axis,
-                                 progress=progress)  # fmt: skip
+    kw = dict(case_axis=case_axis, lambda_axis=lambda_axis, progress=progress)
+    designs, cases, placed = sweeps.run_cases(
+        problems, lambdas, steps=steps, lr=lr, mesh=mesh, **kw
+    )
     dtype = problems[0].x_all_ref.dtype
     u = jnp.asarray(np.stack([d.u for d in designs]), dtype)
-    if mesh is not None:
+    if placed["mesh"] is not None:  # (the tables are already there: only u moves)
         lam = jnp.asarray(np.stack([d.lambdas for d in designs]), dtype)
-        axes = sweeps.default_axes(mesh, case_axis, lambda_axis)
-        cases, u, _ = place_grid(cases, u, lam, mesh, *axes)
+        cases, u, _ = place_grid(cases, u, lam, **placed)
     x_alls, oks = parallel.to_host(_outputs(cases, u))
     return [_account(p, d, x, ok) for p, d, x, ok in zip(problems, designs, x_alls, oks,
                                                          strict=True)]  # fmt: skip

@@ -377,8 +377,36 @@ def sweep_cases(
             device count does not divide the cases or the λ (see
             :func:`jcausal.economy.sharding.place_grid`).
     """
+    return run_cases(problems, lambdas, steps=steps, lr=lr, mesh=mesh, case_axis=case_axis,
+                     lambda_axis=lambda_axis, progress=progress)[0]  # fmt: skip
+
+
+def run_cases(
+    problems: Sequence[Any],
+    lambdas: Float[ArrayLike, "*C L"],
+    *,
+    steps: int,
+    lr: float,
+    mesh: Mesh | int | None = None,
+    case_axis: str | None = None,
+    lambda_axis: str | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> tuple[list, Cases, dict]:
+    """:func:`sweep_cases`, also returning the stacked cases as placed and the placement.
+
+    The cases are placed on the mesh once (:func:`jcausal.economy.sharding.place_grid`);
+    the later placements of the same call (the final evaluation, a caller's own, e.g.
+    :func:`jcausal.economy.mrio.sweep_cases`'s accounting) find the tables where they are
+    and copy nothing (``jax.device_put`` to an array's own sharding returns it): with the λ
+    split, every placement copies the table to every device.
+
+    Returns:
+        ``(results, cases, placement)``: the :class:`DesignResult` list, the :class:`Cases`
+        (placed on the mesh, if any) and ``{"mesh", "case_axis", "lambda_axis"}`` as used
+        (a device count resolved to its mesh).
+    """
     from .design import _check_run
-    from .sharding import resolve_mesh
+    from .sharding import place_grid, resolve_mesh
 
     cases = stack(problems)
     lam = lambda_grid(lambdas, cases.count)
@@ -387,8 +415,21 @@ def sweep_cases(
     case_axis, lambda_axis = default_axes(mesh, case_axis, lambda_axis)
     t0 = time.perf_counter()
     kw = dict(mesh=mesh, case_axis=case_axis, lambda_axis=lambda_axis)
+    if mesh is not None:
+        u0 = jnp.zeros((*lam.shape, cases.problem.x_ref.shape[-1]), cases.problem.x_ref.dtype)
+        cases = place_grid(cases, u0, jnp.asarray(lam, u0.dtype), mesh, case_axis, lambda_axis)[0]
     run = optimise(cases, lam, steps=int(steps), lr=lr, progress=progress, **kw)
-    return results(list(problems), cases, lam, run, steps=int(steps), t0=t0, **kw)
+    out = results(list(problems), cases, lam, run, steps=int(steps), t0=t0, **kw)
+    return out, cases, kw
 
 
-__all__ = ["Cases", "default_axes", "lambda_grid", "optimise", "results", "stack", "sweep_cases"]
+__all__ = [
+    "Cases",
+    "default_axes",
+    "lambda_grid",
+    "optimise",
+    "results",
+    "run_cases",
+    "stack",
+    "sweep_cases",
+]

@@ -47,6 +47,26 @@ def test_notebook_runs(path, tmp_path):
     assert res.stdout.strip(), f"{path.name} printed nothing"
 
 
+def test_importing_the_library_keeps_the_plotting_backend():
+    # A notebook imports experiment helpers (data loaders, training functions); a module that
+    # switched matplotlib to Agg on import silently dropped every later figure of the notebook.
+    mods = sorted(
+        f"jcausal.{p.parent.name}.{p.stem}" if p.parent.name != "jcausal" else f"jcausal.{p.stem}"
+        for p in (ROOT / "jcausal").glob("**/*.py")
+        if p.stem not in ("__init__", "__main__") and "jcausal/experiments" in p.as_posix()
+    )
+    code = "import importlib, matplotlib\n"
+    code += "".join(f"importlib.import_module({m!r})\n" for m in mods)
+    code += "print(matplotlib.get_backend())\n"
+    env = dict(os.environ, MPLBACKEND="svg")
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    res = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert res.stdout.strip().lower() == "svg", (mods, res.stdout)
+
+
 def _cells(nb) -> list[tuple[str, str]]:
     return [(c.cell_type, c.source.strip()) for c in nb.cells]
 

@@ -13,14 +13,11 @@ from pathlib import Path
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-import matplotlib
+import matplotlib.pyplot as plt
 import numpy as np
 
 from .. import ctvae
 from ..data.transitions import action_name
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 
 
 class PairClassifier(eqx.Module):

@@ -106,6 +106,8 @@ def test_linear_solver_and_chunked_benchmarks_run(tmp_path):
     # The floors of a small solve's call are timed with it (n <= 200).
     (over,) = out["overhead"]
     assert over["floor: XLA's LU + residual + FixedPointReport"]["seconds"] > 0
+    # jc.solve with Auto on the one-node economy: the LU of its Jacobian, numpy's answer.
+    assert over["jc.solve (Auto) max relative error vs numpy"] < 1e-13
     assert out["batches"][0]["all_converged"] and out["batches"][0]["max_error_vs_lu"] < 1e-9
     chunked = load("chunked_counterfactuals")
     out = chunked.main(["--sizes", "1000", "3000", "--chunk", "700", "--repeats", "1",

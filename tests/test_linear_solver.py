@@ -91,13 +91,51 @@ def test_auto_factorises_small_maps_and_iterates_large_ones():
     large = linear_fixed_point(a, y, solver=Auto(direct_max=29))[1]
     assert int(small.num_steps) == 3  # start, the LU solution, its refinement
     assert int(large.num_steps) > 3  # Anderson's iterations
-    # A map given as a function is never assumed linear: Auto iterates (Anderson).
+    # A map given as a function, affine (read from its jaxpr) and small: the LU of its
+    # Jacobian (start, solution, refinement), with gradients; nonlinear: Anderson, exactly as
+    # without Auto.
+    ref = np.linalg.solve(np.eye(30) - a, y)
     x, rep = jc.fixed_point(lambda x, p: p[0] @ x + p[1], jnp.zeros(30), (a, y), solver=Auto())
-    ref, ref_rep = jc.fixed_point(
-        lambda x, p: p[0] @ x + p[1], jnp.zeros(30), (a, y), solver=jc.Anderson()
+    assert int(rep.num_steps) == 3 and float(rep.relative_residual) < 1e-14
+    np.testing.assert_allclose(x, ref, rtol=1e-13)
+    w = np.random.default_rng(3).standard_normal(30)
+    ga, gy = jax.jit(jax.grad(
+        lambda a_, y_: jnp.asarray(w) @ jc.fixed_point(
+            lambda x, p: p[0] @ x + p[1], jnp.zeros(30), (a_, y_), solver=Auto())[0],
+        argnums=(0, 1),
+    ))(a, y)  # fmt: skip
+    g = np.linalg.solve(np.eye(30) - a.T, w)
+    np.testing.assert_allclose(gy, g, rtol=1e-12)
+    np.testing.assert_allclose(ga, np.outer(g, ref), rtol=1e-12, atol=1e-14)
+    fn = lambda x, p: jnp.tanh(p[0] @ x) + p[1]
+    x, rep = jc.fixed_point(fn, jnp.zeros(30), (a, y), solver=Auto())
+    ref_x, ref_rep = jc.fixed_point(fn, jnp.zeros(30), (a, y), solver=jc.Anderson())
+    np.testing.assert_array_equal(x, ref_x)
+    assert int(rep.num_steps) == int(ref_rep.num_steps) > 3
+
+
+def test_affine_maps_are_recognised_and_nothing_else():
+    from jcausal.solvers.affine import is_affine
+
+    x, a, c = jnp.ones(4), jnp.eye(4), jnp.arange(4.0)
+    affine = (
+        lambda x, p: p[0] @ x + p[1],
+        lambda x, p: (2.0 * x[::-1] - x / 3.0 + jnp.where(p[1] > 1, x, -x)).at[0].set(1.0),
+        lambda x, p: jnp.concatenate([x[:2], jnp.sum(x)[None], p[1][:1]]) @ p[0],
+        lambda x, p: jax.jit(lambda v: p[0].T @ v)(x) - p[1],
     )
-    np.testing.assert_array_equal(x, ref)
-    assert int(rep.num_steps) == int(ref_rep.num_steps)
+    nonlinear = (
+        lambda x, p: jnp.tanh(x) + p[1],
+        lambda x, p: x * x,
+        lambda x, p: p[1] / x,
+        lambda x, p: jnp.where(x > 0, x, 0.0),
+        lambda x, p: x**2,
+        lambda x, p: jnp.abs(x),
+        lambda x, p: p[0][jnp.argmax(x)],
+        lambda x, p: jax.jit(lambda v: jnp.exp(v))(x),
+    )
+    assert all(is_affine(f, x, (a, c)) for f in affine)
+    assert not any(is_affine(f, x, (a, c)) for f in nonlinear)
 
 
 def test_auto_aims_below_rtol_on_large_matrices_and_is_judged_by_rtol():
@@ -106,6 +144,9 @@ def test_auto_aims_below_rtol_on_large_matrices_and_is_judged_by_rtol():
     x, rep = linear_fixed_point(a, y)
     assert float(rep.relative_residual) <= 1e-10 / jc.solvers.AUTO_MARGIN
     np.testing.assert_allclose(x, ref, rtol=1e-11)
+    # Below LU_LEVEL_MAX the residual is within 10x of numpy's LU's (and tiny).
+    res = [np.linalg.norm(v - a @ v - y) / np.linalg.norm(v) for v in (np.asarray(x), ref)]
+    assert res[0] <= max(10 * res[1], 1e-15), res
     k = int(linear_fixed_point(a, y, solver=jc.Anderson())[1].num_steps)
     # With Anderson's budget for rtol = 1e-10, the tighter aim is not reached, rtol is.
     tight = jc.Anderson(rtol=1e-10 / jc.solvers.AUTO_MARGIN, max_steps=k)
@@ -205,9 +246,13 @@ def test_warm_start_at_the_solution_is_converged():
 
 
 def test_auto_margin_is_in_the_forward_solve_only_and_iterations_start_at_b():
-    a, y = _system(n=110)  # above DIRECT_MAX: Anderson, aiming AUTO_MARGIN below rtol
-    solver, judge = jc.solvers.linear._pick_new(Auto(), 110, jnp.dtype(jnp.float64), False)
-    assert solver.rtol == 1e-10 / jc.solvers.AUTO_MARGIN and judge == 1e-10
+    a, y = _system(n=110)  # above DIRECT_MAX: Anderson, aiming at an LU's residual
+    f64 = jnp.dtype(jnp.float64)
+    solver, judge = jc.solvers.linear._pick_new(Auto(), 110, f64, False)
+    assert solver.rtol == jc.solvers.LU_LEVEL_EPS * np.finfo(np.float64).eps and judge == 1e-10
+    # Above LU_LEVEL_MAX: AUTO_MARGIN below rtol (GMRES's residual, not an LU's).
+    big, judge = jc.solvers.linear._pick_new(Auto(), jc.solvers.LU_LEVEL_MAX + 1, f64, False)
+    assert big.rtol == 1e-10 / jc.solvers.AUTO_MARGIN and judge == 1e-10
     adjoint = solver.adjoint()
     assert type(adjoint) is jc.Anderson and (adjoint.rtol, adjoint.atol) == (1e-10, 0.0)
     # The gradient is still the closed form to the tolerance asked for.

@@ -35,8 +35,8 @@ from ..solvers import (
     Solver,
     fixed_point,
 )
-from ..solvers.results import is_traced, reraise_solver_errors
-from ._jit import warn_on_retrace
+from ..solvers.results import is_traced
+from ._jit import _flatten, lean_jit
 from .interventions import Hard, Intervention
 from .mechanisms import Additive, Mechanism
 from .model import SCM, Values, node_value
@@ -349,10 +349,11 @@ def solve(
         raise ValueError(f"noise lacks nodes {missing}; give exogenous values for every node")
     noise = {k: _noise_array(scm, k, v) for k, v in noise.items()}
     init = None if init is None else dict(init)
-    traced = is_traced((scm, noise, init))
-    with reraise_solver_errors():
-        values, report = _solve_jit(scm, dict(noise), init, bool(throw) and traced)
-    if throw and not traced and report is not None and not bool(jnp.all(report.converged)):
+    # The model's leaves come from the dispatcher's cache (flattened once per model).
+    traced = is_traced((noise, init)) or is_traced(_flatten(scm)[0])
+    values, report = _solve_jit((scm, noise, init), bool(throw) and traced)
+    # One host transfer of the flag (jnp.all would dispatch another program first).
+    if throw and not traced and report is not None and not np.all(np.asarray(report.converged)):
         infeasible = bool(jnp.any(report.result == RESULTS.infeasible))
         raise FixedPointError(
             scm.negative_message(scm.nonnegative) if infeasible else report.message()
@@ -385,8 +386,9 @@ def _noise_array(scm: EquilibriumSCM, node: str, value) -> Array:
     return value
 
 
-@eqx.filter_jit
-@warn_on_retrace  # fresh lambdas in the model recompile every call: say so
+# The lean dispatcher of the engine's verbs (``eqx.filter_jit`` cost ~45 us per call here,
+# more than the solve of a 50-sector economy); it warns when fresh lambdas recompile.
+@lean_jit
 def _solve_jit(scm, noise, init, throw):
     return scm.solve_targets(noise, {}, scm.order, scm.interventions, init, throw)
 

@@ -11,14 +11,24 @@ Modules: ``anderson`` (the solver objects), ``iteration`` (the Anderson step as 
 solver and the stopping rule), ``batched`` (the single and the batched ``vmap`` loop),
 ``implicit`` (``fixed_point``: implicit gradients, reports, errors), ``results`` (result
 codes and messages), ``newton`` (Newton's method with a direct or Krylov linear solve),
-``linear`` (``linear_fixed_point``: ``x = A x + b`` with the matrix given, and ``Auto``).
+``linear`` (``linear_fixed_point``: ``x = A x + b`` with the matrix given), ``auto``
+(``Auto``, the measured choice of solver), ``affine`` (is a map affine? from its jaxpr).
 jaxopt's Anderson, measured against ours, is a peer in ``benchmarks/`` only.
 """
 
 from .anderson import AbstractSolver, Anderson, Forward, default_rtol
+from .auto import (
+    AUTO_HISTORY,
+    AUTO_MARGIN,
+    DIRECT_MAX,
+    KRYLOV_MIN,
+    LU_LEVEL_EPS,
+    LU_LEVEL_MAX,
+    Auto,
+)
 from .implicit import fixed_point, relative_residual
 from .iteration import AndersonIteration
-from .linear import AUTO_MARGIN, DIRECT_MAX, KRYLOV_MIN, Auto, linear_fixed_point
+from .linear import linear_fixed_point
 from .newton import Newton
 from .results import RESULTS, FixedPointError, FixedPointReport, solver_message
 
@@ -26,9 +36,12 @@ from .results import RESULTS, FixedPointError, FixedPointReport, solver_message
 Solver = AbstractSolver
 
 __all__ = [
+    "AUTO_HISTORY",
     "AUTO_MARGIN",
     "DIRECT_MAX",
     "KRYLOV_MIN",
+    "LU_LEVEL_EPS",
+    "LU_LEVEL_MAX",
     "RESULTS",
     "AbstractSolver",
     "Anderson",

@@ -41,6 +41,16 @@ import numpy as np
 from jaxtyping import Array, ArrayLike, Float
 
 from .anderson import AbstractSolver, Anderson, Forward
+from .auto import (
+    AUTO_HISTORY,
+    AUTO_MARGIN,
+    DIRECT_MAX,
+    KRYLOV_MIN,
+    LU_LEVEL_EPS,
+    LU_LEVEL_MAX,
+    Auto,
+    _MarginAnderson,
+)
 from .batched import Stats
 from .implicit import _result, fixed_point
 from .iteration import classify, two_norm
@@ -55,105 +65,6 @@ from .results import (
     message_index,
     reraise_solver_errors,
 )
-
-#: Largest ``n`` for which :class:`Auto` factorises ``I - A`` (LU) instead of iterating.
-#: Measured by ``benchmarks/linear_solvers.py`` (README, performance).
-DIRECT_MAX = 100
-
-#: Smallest ``n`` for which :class:`Auto` solves an explicit matrix by GMRES (JAX's, with
-#: Givens rotations) instead of Anderson; ``None``: never. Measured by
-#: ``benchmarks/linear_solvers.py``: GMRES was 20-40% faster than Anderson at n = 1000-2000,
-#: 20% slower at n = 9,800 (dense and block-regional, with a slower gradient), split at 4,000.
-KRYLOV_MIN = None
-
-#: :class:`Auto`'s Anderson on an explicit matrix stops this factor below ``rtol`` (float64),
-#: so that its residual matches a Krylov solver's, which overshoots its tolerance (1-4 more
-#: products with ``A``; measured by ``benchmarks/linear_solvers.py``).
-AUTO_MARGIN = 100
-
-
-class _MarginAnderson(Anderson):
-    """:class:`Auto`'s Anderson on an explicit matrix: the margin in the forward solve only.
-
-    The forward solve aims at ``rtol`` (:data:`AUTO_MARGIN` below the user's), the adjoint
-    (backward) solve at the user's ``adjoint_rtol``. The margin is there for the solution's
-    residual (to match GMRES's); a gradient needs only the tolerance asked for, as with every
-    other solver. It cost the adjoint 1-4 products with ``A`` of its 8-28 (n = 200-2,000,
-    dense, block-regional and spectral radius 0.95: 8 -> 9 at n = 2,000, dense).
-    """
-
-    adjoint_rtol: float | None = eqx.field(static=True, default=None)
-
-    def adjoint(self) -> AbstractSolver:
-        rtol = self.rtol if self.adjoint_rtol is None else self.adjoint_rtol
-        return Anderson(**{f.name: getattr(self, f.name) for f in dataclasses.fields(Anderson)}
-                        | {"rtol": rtol, "atol": 0.0})  # fmt: skip
-
-
-class Auto(AbstractSolver):
-    """Choose the solver from the problem (the default of :func:`linear_fixed_point`).
-
-    - a linear map with an explicit matrix (:func:`linear_fixed_point`) of at most
-      ``direct_max`` unknowns: LU factorisation of ``I - A`` (``Newton("lu")``);
-    - above: :class:`Anderson` stopping :data:`AUTO_MARGIN` times below ``rtol`` in
-      float64 (1e-12 for the default 1e-10; never below 100 eps), judged by ``rtol``; the
-      adjoint (gradient) solve aims at ``rtol`` itself. GMRES
-      overshoots its tolerance by about that much in its last iteration (its residual estimate
-      falls by a large factor per iteration); Anderson needs about as many products with ``A``
-      as GMRES has iterations, so the margin costs 1-4 more products and gives as small a
-      residual. (JAX's GMRES spends 2-3 products more than Anderson on its start and its
-      check; see :data:`KRYLOV_MIN`.)
-    - with ``krylov_min`` set, from that many unknowns: GMRES on ``(I - A) x = b``
-      (``Newton("gmres")``, at most ``max_steps`` Krylov iterations per solve);
-    - any map given as a function (:func:`jcausal.fixed_point`, ``EquilibriumSCM``):
-      :class:`Anderson` with the same tolerances.
-
-    Args:
-        rtol: relative tolerance, ``||x - f(x)||_2 <= rtol ||x||_2 + atol`` (``None``: 1e-10
-            in float64, 1e-5 in float32).
-        atol: absolute guard in units of ``x``.
-        max_steps: evaluation budget of the iterative solver (Krylov iterations for GMRES).
-        divergence: growth factor flagging divergence (see :class:`Anderson`).
-        direct_max: largest ``n`` solved by LU (default :data:`DIRECT_MAX`, measured).
-        krylov_min: smallest ``n`` solved by GMRES (default :data:`KRYLOV_MIN`: never).
-    """
-
-    rtol: float | None = eqx.field(static=True, default=None)
-    atol: float = eqx.field(static=True, default=1e-12)
-    max_steps: int = eqx.field(static=True, default=500)
-    divergence: float = eqx.field(static=True, default=1e6)
-    direct_max: int = eqx.field(static=True, default=DIRECT_MAX)
-    krylov_min: int | None = eqx.field(static=True, default=KRYLOV_MIN)
-
-    def __check_init__(self):
-        for name in ("direct_max", "krylov_min"):
-            value = getattr(self, name)
-            if name == "krylov_min" and value is None:
-                continue
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise ValueError(f"{name} must be an integer, got {value!r}")
-
-    def choose(self, n: int, linear: bool) -> AbstractSolver:
-        """The solver used for ``n`` unknowns (``linear``: an explicit matrix is available)."""
-        return _choose(self, int(n), bool(linear))
-
-    def run(self, fn, x0, args):
-        # A map given as a function: nothing says it is linear, so iterate.
-        return self.choose(x0.shape[0], linear=False).run(fn, x0, args)
-
-
-@ft.lru_cache(maxsize=256)
-def _choose(auto: Auto, n: int, linear: bool) -> AbstractSolver:
-    # Cached: building a solver object costs more than a small solve.
-    kw = dict(rtol=auto.rtol, atol=auto.atol, divergence=auto.divergence)
-    if linear and n <= auto.direct_max:
-        return Newton(linear_solver="lu", max_steps=min(int(auto.max_steps), 4), **kw)
-    if linear and auto.krylov_min is not None and n >= auto.krylov_min:
-        # Start, GMRES's solution, and a refinement if rounding left it short.
-        steps = min(int(auto.max_steps), 3)
-        return Newton(linear_solver="gmres", max_steps=steps, krylov_steps=auto.max_steps, **kw)
-    return Anderson(max_steps=auto.max_steps, **kw)
-
 
 # --------------------------------------------------------------------------------------------
 # The direct and Krylov solves, with their adjoints.
@@ -403,9 +314,16 @@ def _pick_new(
         chosen = solver.choose(n, linear=not operator).resolved(dtype)
         if isinstance(chosen, Anderson) and not operator:
             rtol = float(chosen.rtol)
+            eps = float(jnp.finfo(dtype).eps)
             # Never below the rounding floor of the residual (float32 keeps its rtol).
-            tight = min(rtol, max(rtol / AUTO_MARGIN, 100 * float(jnp.finfo(dtype).eps)))
+            tight = min(rtol, max(rtol / AUTO_MARGIN, 100 * eps))
             fields = {f.name: getattr(chosen, f.name) for f in dataclasses.fields(Anderson)}
+            if n <= LU_LEVEL_MAX and jnp.finfo(dtype).bits >= 64:
+                tight = min(rtol, max(rtol * 1e-5, LU_LEVEL_EPS * eps))
+                # The absolute guard by the same factor (1e-12 would dominate 2e-15 ||x||).
+                fields["atol"] = float(chosen.atol) * tight / rtol if rtol > 0 else 0.0
+            else:
+                fields["history"] = AUTO_HISTORY
             return _MarginAnderson(**(fields | {"rtol": tight}), adjoint_rtol=rtol), rtol
         solver = chosen
     if isinstance(solver, Newton) and not operator:
@@ -552,4 +470,13 @@ def _direct(solver: Newton, dtype, throw: bool, A, b, x0):
     return x, report
 
 
-__all__ = ["AUTO_MARGIN", "DIRECT_MAX", "KRYLOV_MIN", "Auto", "linear_fixed_point"]
+__all__ = [
+    "AUTO_HISTORY",
+    "AUTO_MARGIN",
+    "DIRECT_MAX",
+    "KRYLOV_MIN",
+    "LU_LEVEL_EPS",
+    "LU_LEVEL_MAX",
+    "Auto",
+    "linear_fixed_point",
+]

@@ -21,7 +21,7 @@ from jaxtyping import Array
 from .affine import is_affine
 from .anderson import AbstractSolver, Anderson
 from .batched import Stats
-from .iteration import two_norm
+from .iteration import classify, two_norm
 from .newton import Newton
 
 #: Largest ``n`` for which :class:`Auto` factorises ``I - A`` (LU) instead of iterating.
@@ -134,7 +134,7 @@ class Auto(AbstractSolver):
         # its Jacobian (n Jacobian-vector products, one LU); otherwise iterate.
         n = x0.shape[0]
         if n <= self.direct_max and is_affine(fn, x0, args):
-            return _affine_direct(fn, x0, args)
+            return _affine_direct(self, fn, x0, args)
         return self.choose(n, linear=False).run(fn, x0, args)
 
 
@@ -151,7 +151,7 @@ def _choose(auto: Auto, n: int, linear: bool) -> AbstractSolver:
     return Anderson(max_steps=auto.max_steps, **kw)
 
 
-def _affine_direct(fn, x0, args) -> tuple[Array, Stats]:
+def _affine_direct(solver: Auto, fn, x0, args) -> tuple[Array, Stats]:
     """``x = fn(x, args)`` for an affine ``fn`` (see :mod:`.affine`): the LU of its Jacobian.
 
     The Jacobian ``J`` comes from ``n`` Jacobian-vector products (one batched evaluation);
@@ -159,7 +159,9 @@ def _affine_direct(fn, x0, args) -> tuple[Array, Stats]:
     the same factors, as for an explicit matrix (``linear._lu_forward``). The residuals are
     those of ``fn`` itself (three evaluations: start, solve, refinement; ``num_steps`` 3), so
     the stopping rule judges the returned ``x`` as for any solver; a singular ``I - J`` gives
-    inf / NaN (``RESULTS.nonfinite``) or a residual that fails the test.
+    inf / NaN (``RESULTS.nonfinite``) or a residual that fails the test. A start that already
+    meets ``solver``'s tolerance is returned as is, after one evaluation, as an iterative
+    solver does (a solve from it could not show that its residual shrank).
     """
 
     def f(x):
@@ -174,9 +176,12 @@ def _affine_direct(fn, x0, args) -> tuple[Array, Stats]:
     r = f(x) - x
     # NaN / inf in the map's coefficients reaches every factor entry computed from them.
     r_first = jnp.where(jnp.isfinite(jnp.sum(lu[0])), two_norm(r0), jnp.nan)
-    stats = Stats(jnp.asarray(3, jnp.int32), two_norm(r), two_norm(x),
-                  jnp.maximum(two_norm(x0), two_norm(f0)), r_first)  # fmt: skip
-    return x, stats
+    scale0 = jnp.maximum(two_norm(x0), two_norm(f0))
+    at_start = Stats(jnp.asarray(1, jnp.int32), r_first, two_norm(x0), scale0, r_first)
+    done = classify(solver, *at_start) == 0
+    solved = Stats(jnp.asarray(3, jnp.int32), two_norm(r), two_norm(x), scale0, r_first)
+    stats = jax.tree.map(lambda a, b: jnp.where(done, a, b), at_start, solved)
+    return jnp.where(done, x0, x), stats
 
 
 __all__ = [

@@ -15,13 +15,13 @@ import functools as ft
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-import jax.scipy.linalg as jsl
 from jaxtyping import Array
 
 from .affine import is_affine
 from .anderson import AbstractSolver, Anderson
 from .batched import Stats
 from .iteration import classify, two_norm
+from .lapack import lu_factor, lu_solve
 from .newton import Newton
 
 #: Largest ``n`` for which :class:`Auto` factorises ``I - A`` (LU) instead of iterating.
@@ -156,7 +156,8 @@ def _affine_direct(solver: Auto, fn, x0, args) -> tuple[Array, Stats]:
 
     The Jacobian ``J`` comes from ``n`` Jacobian-vector products (one batched evaluation);
     then the solve of ``(I - J) dx = fn(x0) - x0`` and one step of iterative refinement with
-    the same factors, as for an explicit matrix (``linear._lu_forward``). The residuals are
+    the same factors, as for an explicit matrix (``linear._lu_forward``; :mod:`.lapack`'s
+    LU, which cannot deadlock a multi-device CPU run under ``vmap``). The residuals are
     those of ``fn`` itself (three evaluations: start, solve, refinement; ``num_steps`` 3), so
     the stopping rule judges the returned ``x`` as for any solver; a singular ``I - J`` gives
     inf / NaN (``RESULTS.nonfinite``) or a residual that fails the test. A start that already
@@ -168,11 +169,11 @@ def _affine_direct(solver: Auto, fn, x0, args) -> tuple[Array, Stats]:
         return fn(x, args)
 
     jac = jax.jacfwd(f)(x0)
-    lu = jsl.lu_factor(jnp.eye(x0.shape[0], dtype=jac.dtype) - jac)
+    lu = lu_factor(jnp.eye(x0.shape[0], dtype=jac.dtype) - jac)
     f0 = f(x0)
     r0 = f0 - x0
-    x1 = x0 + jsl.lu_solve(lu, r0)
-    x = x1 + jsl.lu_solve(lu, f(x1) - x1)
+    x1 = x0 + lu_solve(lu, r0)
+    x = x1 + lu_solve(lu, f(x1) - x1)
     r = f(x) - x
     # NaN / inf in the map's coefficients reaches every factor entry computed from them.
     r_first = jnp.where(jnp.isfinite(jnp.sum(lu[0])), two_norm(r0), jnp.nan)

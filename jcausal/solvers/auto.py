@@ -36,8 +36,12 @@ KRYLOV_MIN = None
 
 #: :class:`Auto`'s Anderson on an explicit matrix stops this factor below ``rtol`` (float64),
 #: so that its residual matches a Krylov solver's, which overshoots its tolerance (1-4 more
-#: products with ``A``; measured by ``benchmarks/linear_solvers.py``).
-AUTO_MARGIN = 100
+#: products with ``A``; measured by ``benchmarks/linear_solvers.py``). 30, not 100 as before:
+#: with history 8 a 3e-12 aim still gave residuals at or below scipy's GMRES's (n = 1,000
+#: dense 1.7e-12 / 1.7e-12, spectral radius 0.95 2.8e-12 / 2.7e-12, block-regional 1.6e-12 /
+#: 7e-12; 2,000 unchanged; 9,800 block-regional 2.9e-12 / 2.2e-11) for one product fewer at
+#: n = 1,000 and two of 14 at 9,800 block-regional.
+AUTO_MARGIN = 30
 
 #: Up to this ``n`` (float64), where a dense LU (numpy's) is the fastest alternative and
 #: reaches a residual of 1-2 eps, :class:`Auto`'s Anderson aims that low too: at
@@ -85,7 +89,7 @@ class Auto(AbstractSolver):
       residual an LU reaches (:data:`LU_LEVEL_EPS` eps), judged by ``rtol``;
     - above that: :class:`Anderson` with history :data:`AUTO_HISTORY`, stopping
       :data:`AUTO_MARGIN` times below ``rtol`` in
-      float64 (1e-12 for the default 1e-10; never below 100 eps), judged by ``rtol``; the
+      float64 (3.3e-12 for the default 1e-10; never below 100 eps), judged by ``rtol``; the
       adjoint (gradient) solve aims at ``rtol`` itself. GMRES
       overshoots its tolerance by about that much in its last iteration (its residual estimate
       falls by a large factor per iteration); Anderson needs about as many products with ``A``

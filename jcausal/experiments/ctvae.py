@@ -232,12 +232,16 @@ def train_vae(
             probe = shapes.sample_scenes(jax.random.fold_in(key, 100 + r), 256)["image"]
             vae, n = restart_dead_codes(vae, probe, jax.random.fold_in(key, 200 + r))
             restarted.append([int(v) for v in n])
-    last = hist.train[-1] if hist.train else {}
-    if not last and ckpt is not None:  # restored without a step: the log of the first run
-        log = ckpt / f"train_vae_{cfg.vae_rounds - 1}.jsonl"
-        lines = log.read_text().splitlines() if log.exists() else []
-        last = json.loads(lines[-1]) if lines else {}
+    last = _last_logged(hist, ckpt, f"train_vae_{cfg.vae_rounds - 1}.jsonl")
     return vae, {"restarted_codes": restarted, "last": last}
+
+
+def _last_logged(hist, ckpt: Path | None, log: str) -> dict:
+    # The last logged training metrics; restored without a step: the log of the first run.
+    if hist.train or ckpt is None or not (ckpt / log).exists():
+        return hist.train[-1] if hist.train else {}
+    lines = (ckpt / log).read_text().splitlines()
+    return json.loads(lines[-1]) if lines else {}
 
 
 def transition_set(data: str, path: str | Path | None, size: int) -> Shapes | FactorialSet:
@@ -505,7 +509,8 @@ def run(
 
     t1 = time.time()
     train = shapes.sampler("train", cfg.ct_batch)
-    ct, hist = train_ct(cfg, shapes, vae, key, path, progress, ckpt("ct", CT_FIELDS))
+    ct_ckpt = ckpt("ct", CT_FIELDS)
+    ct, hist = train_ct(cfg, shapes, vae, key, path, progress, ct_ckpt)
     times["ct"] = time.time() - t1
 
     t1 = time.time()
@@ -532,7 +537,7 @@ def run(
     metrics = {"table1": evaluate(cfg, shapes, vae, ct, baseline, reader, test)}
     metrics["data"] = data
     metrics["vae"] = vae_info
-    metrics["ct_last"] = hist.train[-1] if hist.train else {}
+    metrics["ct_last"] = _last_logged(hist, ct_ckpt, "train_ct.jsonl")
     metrics["train_factor_probs"] = dict(
         zip(shapes.names, [float(p) for p in train.factor_probs], strict=True)
     )

@@ -1,5 +1,9 @@
 """CT-VAE on the embedded factors-of-variation transitions: Table 1, Fig. 5 and Fig. 6 analogs.
 
+(Over 500 lines: the run's configuration, its stages with their checkpoints, and the
+evaluation that reads them belong together; the auxiliary networks and figures are in
+:mod:`jcausal.experiments.ctvae_parts`.)
+
 Data: :class:`jcausal.data.Shapes` (5 factors, cardinalities 3/4/5/6/12, 10 actions), rendered
 per batch inside the compiled step; the 70/15/15 split is by transition (edges of the grid).
 Training, all with :func:`jcausal.train.fit`:

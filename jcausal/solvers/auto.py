@@ -104,6 +104,11 @@ class Auto(AbstractSolver):
       Jacobian-vector products), the solve and one refinement step; otherwise
       :class:`Anderson` with the same tolerances.
 
+    The direct (LU) paths return the unique fixed point whenever ``I - A`` (or ``I - J``) is
+    nonsingular, also where iterating the map would diverge (spectral radius >= 1): a solution
+    of the equation, not necessarily a stable equilibrium of the dynamics. Check stability
+    where the model needs it (``IOModel`` checks its spectral radius).
+
     Args:
         rtol: relative tolerance, ``||x - f(x)||_2 <= rtol ||x||_2 + atol`` (``None``: 1e-10
             in float64, 1e-5 in float32).

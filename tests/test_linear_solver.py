@@ -1,5 +1,7 @@
 """linear_fixed_point: x = A x + b with the matrix given, checked against numpy and differences."""
 
+import dataclasses
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -267,3 +269,26 @@ def test_auto_margin_is_in_the_forward_solve_only_and_iterations_start_at_b():
     _, rep0 = linear_fixed_point(a, y, np.zeros(110), solver=s)
     np.testing.assert_array_equal(x, xb)
     assert int(rep.num_steps) == int(repb.num_steps) < int(rep0.num_steps)
+
+
+@pytest.mark.parametrize("solver", [None, jc.Anderson(), jc.Forward(max_steps=2000)])
+def test_eager_iterative_calls_match_the_traced_path(solver):
+    # Eagerly an iterative solve runs one cached compiled program; under a user's jit it is
+    # traced: same iterates, so the same answer and report, for arrays and for nested lists.
+    a, y = _system(n=110, rho=0.6)  # above DIRECT_MAX: Auto iterates
+    x, rep = linear_fixed_point(a, y, solver=solver)
+    xj, repj = jax.jit(lambda a_, y_: linear_fixed_point(a_, y_, solver=solver))(a, y)
+    np.testing.assert_allclose(x, xj, rtol=1e-13)
+    assert int(rep.num_steps) == int(repj.num_steps) and rep.result == repj.result
+    np.testing.assert_allclose(x, np.linalg.solve(np.eye(110) - a, y), rtol=1e-9)
+    xl, _ = linear_fixed_point(a.tolist(), y.tolist(), y.tolist(), solver=solver)
+    xw, _ = linear_fixed_point(a, y, y, solver=solver)
+    np.testing.assert_array_equal(xl, xw)
+    # A failure raises the solver's sentence (here: too few steps for the tolerance).
+    small, ys = a[:50, :50], y[:50]  # nested lists on the direct (LU) path too
+    np.testing.assert_array_equal(
+        linear_fixed_point(small.tolist(), ys.tolist())[0], linear_fixed_point(small, ys)[0]
+    )
+    few = jc.Anderson(max_steps=3) if solver is None else dataclasses.replace(solver, max_steps=3)
+    with pytest.raises(FixedPointError, match="max_steps"):
+        linear_fixed_point(a, y, solver=few)

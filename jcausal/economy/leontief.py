@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import difflib
 import functools as ft
+import weakref
 from collections.abc import Mapping, Sequence
 
 import distrax
@@ -384,11 +385,9 @@ class IOModel(eqx.Module):
         ``infeasible`` check are those of the SCM path.
         """
         throw = throw if strict is None else bool(strict)
-        direct = self.solver
-        if isinstance(direct, Auto):
-            direct = direct.choose(self.n, linear=True)
-        if isinstance(direct, Newton) and direct.linear_solver == "lu":
-            return self._solve_direct(u, x0, throw)
+        direct, signs = _plan(self)
+        if direct:
+            return IOModel._solve_direct(self, u, x0, throw, signs)
         scm = self.scm()
         if u is not None:
             u = jnp.asarray(u, self.A.dtype)
@@ -397,15 +396,15 @@ class IOModel(eqx.Module):
         values, report = solve(scm, {"x": self.y[None]}, init=init, throw=throw)
         return values["x"][0], report
 
-    def _solve_direct(self, u, x0, throw: bool):
+    def _solve_direct(self, u, x0, throw: bool, signs: bool):
+        # signs: check them as EquilibriumSCM(nonnegative=("x",)) does (demand >= 0).
         if u is not None and jnp.shape(u) != (self.n,):
             raise ValueError(f"u must have shape ({self.n},) (one per sector), got {jnp.shape(u)}")
-        # Signs are checked as in EquilibriumSCM(nonnegative=("x",)) when demand is >= 0.
-        signs = is_concrete(self.y) and bool(np.all(np.asarray(self.y) >= 0))
         traced = is_traced((self.A, self.y, self.x_observed, u, x0))
         args = (self.A, self.y, self.x_observed if x0 is None else x0, u)
+        program = _direct_program(self.solver, signs, bool(throw) and traced)
         with reraise_solver_errors():
-            x, report = _direct(self.solver, signs, bool(throw) and traced, *args)
+            x, report = program(*args)
         if throw and not traced and not bool(report.converged):
             if bool(report.result == RESULTS.infeasible):
                 raise FixedPointError(_NEGATIVE)
@@ -483,7 +482,56 @@ class IOModel(eqx.Module):
 _NEGATIVE = EquilibriumSCM.negative_message(None, ("x",))
 
 
-@ft.partial(jax.jit, static_argnums=(0, 1, 2))
+# Per-model and per-solver caches of IOModel.solve's Python work (a 50-sector solve takes
+# ~80 us; each of these cost 5-30 us per call): entries are keyed by id and hold the object
+# (the program cache) or a weak reference to it (the plans), so an id is never reused wrongly.
+_PLANS: dict[int, tuple] = {}
+_PROGRAMS: dict[tuple, tuple] = {}
+
+
+def _plan(model: IOModel) -> tuple[bool, bool]:
+    """``(direct, signs)``: solve by LU (``Auto`` at this size, or ``Newton("lu")``); check signs.
+
+    ``signs``: demand is concrete and nonnegative, so a negative output is ``infeasible``.
+    Cached per model (immutable) while its demand is concrete.
+    """
+    hit = _PLANS.get(id(model))
+    if hit is not None and hit[0]() is model:
+        return hit[1]
+    solver = model.solver
+    if isinstance(solver, Auto):
+        # Through the class: `module.method` builds an equinox BoundMethod on every access.
+        solver = Auto.choose(solver, len(model.sectors), linear=True)
+    direct = isinstance(solver, Newton) and solver.linear_solver == "lu"
+    concrete = is_concrete(model.y)
+    signs = concrete and bool(np.all(np.asarray(model.y) >= 0))
+    if concrete and len(_PLANS) < 256:
+        try:
+            ref = weakref.ref(model)
+        except TypeError:
+            return direct, signs
+        _PLANS[id(model)] = (ref, (direct, signs))
+        weakref.finalize(model, _PLANS.pop, id(model), None)
+    return direct, signs
+
+
+def _direct_program(solver, signs: bool, throw: bool):
+    """``_direct`` compiled for ``solver``, cached by the solver's identity.
+
+    Not ``jax.jit`` with the solver as a static argument: hashing an equinox module on every
+    call cost ~5 us.
+    """
+    key = (id(solver), signs, throw)
+    hit = _PROGRAMS.get(key)
+    if hit is not None and hit[0] is solver:
+        return hit[1]
+    if len(_PROGRAMS) > 256:
+        _PROGRAMS.clear()
+    program = jax.jit(ft.partial(_direct, solver, signs, throw))
+    _PROGRAMS[key] = (solver, program)
+    return program
+
+
 def _direct(solver, signs: bool, throw: bool, A, y, x0, u):
     """``IOModel.solve`` by a direct solve of ``x = diag(exp u) (A x + y)`` (one program)."""
     x0 = jnp.asarray(x0, A.dtype)

@@ -155,6 +155,57 @@ def lu_grad_seconds(a, y, w, repeats):
     return median_time(lu_grad, repeats)
 
 
+def intervention_grad(a, y, w, repeats, lu_repeats) -> dict:
+    """Solve + gradient with respect to an intervention ``u``: ``x = diag(exp u) (A x + y)``.
+
+    What a design differentiates (``IOModel.solve(u)``; the ``dL/dA`` rows above ask for the
+    n x n cotangent itself). Rows: ``IOModel.solve(u)`` from the table's observed output (its
+    default start: the unintervened equilibrium) and from ``y`` (a cold start), and
+    ``linear_fixed_point`` given the intervened matrix ``diag(exp u) A`` explicitly (which
+    forms it, n^2 values, and differentiates through its n x n cotangent). The peer: numpy's
+    LU of ``I - diag(exp u) A``, the solve, the adjoint solve ``g`` and ``dL/du = g * x``.
+    The gradients' relative errors against the peer's go to the JSON.
+    """
+    from jcausal.economy import IOModel
+
+    n = len(y)
+    u = 0.05 * np.random.default_rng(2).standard_normal(n)
+    aj, yj, wj, uj = (jnp.asarray(v) for v in (a, y, w, u))
+    # The table's observed output: the unintervened equilibrium (solved to 1e-12 here).
+    x_obs = np.asarray(linear_fixed_point(aj, yj)[0])
+    model = IOModel(a, y, x_observed=x_obs)
+    eye = np.eye(n)
+
+    def peer():
+        d = np.exp(u)
+        lu = scipy.linalg.lu_factor(eye - d[:, None] * a, check_finite=False)
+        x = scipy.linalg.lu_solve(lu, d * y, check_finite=False)
+        g = scipy.linalg.lu_solve(lu, w, trans=1, check_finite=False)
+        return g * x  # dL/du_i = g_i exp(u_i) (A x + y)_i = g_i x_i
+
+    ref = peer()
+    out = {"numpy_lu_seconds": median_time(peer, lu_repeats)}
+    out["numpy_lu_median_seconds"] = MEDIANS[-1]
+    calls = {
+        "IOModel.solve(u)": lambda u_: wj @ model.solve(u_)[0],
+        "IOModel.solve(u, x0=y)": lambda u_: wj @ model.solve(u_, x0=yj)[0],
+        "linear_fixed_point(diag(exp u) A)": lambda u_: (
+            wj @ linear_fixed_point(jnp.exp(u_)[:, None] * aj, jnp.exp(u_) * yj)[0]
+        ),
+    }
+    for name, loss in calls.items():
+        grad = jax.jit(jax.grad(loss))
+        g = np.asarray(jax.block_until_ready(grad(uj)))
+        t = median_time(lambda gr=grad: jax.block_until_ready(gr(uj)), repeats)
+        out[name] = {
+            "seconds": t,
+            "median_seconds": MEDIANS[-1],
+            "speed_vs_numpy_lu": out["numpy_lu_seconds"] / t,
+            "grad_relative_error": float(np.linalg.norm(g - ref) / np.linalg.norm(ref)),
+        }
+    return out
+
+
 def numpy_rows(a, y, repeats):
     eye = np.eye(len(y))
     out = []
@@ -194,6 +245,7 @@ def case(kind: str, n: int, repeats: int, fixed_point_rows: bool = True) -> dict
     rows = numpy_rows(a, y, repeats if n <= 4000 else 1)
     w = np.random.default_rng(1).standard_normal(n)
     lu_grad = lu_grad_seconds(a, y, w, max(1, repeats if n <= 4000 else 1))
+    grad_u = intervention_grad(a, y, w, repeats, max(1, repeats if n <= 4000 else 1))
     # The matrix given explicitly (linear_fixed_point): Auto (the default), LU, BiCGStab.
     rows.append(linear_row("jcausal Auto", Auto(), a, y, w, repeats))
     if n <= 4000:
@@ -234,6 +286,7 @@ def case(kind: str, n: int, repeats: int, fixed_point_rows: bool = True) -> dict
         "load_average": os.getloadavg(),
         "rows": rows,
         "numpy_lu_grad_seconds": lu_grad,
+        "intervention_grad": grad_u,
         "floors": floors,
         "fastest_jcausal": best["solver"],
         "speed_vs_best_peer": {r["solver"]: best_peer["seconds"] / r["seconds"] for r in ours},
@@ -456,6 +509,11 @@ def main(argv=None) -> dict:
                   f"{a['residual_vs_fastest_peer']:.2g}x its ({a['residual_vs_best_peer']:.2g}x"
                   f" the smallest), solve+grad "
                   f"{a['grad_speed_vs_lu_grad']:.1f}x LU+grad", flush=True)  # fmt: skip
+            gu = c["intervention_grad"]
+            print("    dL/du: " + ", ".join(
+                f"{k} {v['speed_vs_numpy_lu']:.1f}x LU ({v['seconds'] * 1e3:.1f} ms, err "
+                f"{v['grad_relative_error']:.1e})" for k, v in gu.items() if isinstance(v, dict))
+                + f"; numpy LU {gu['numpy_lu_seconds'] * 1e3:.1f} ms", flush=True)  # fmt: skip
         if n <= 200:
             o = overhead(n, args.repeats)
             out["overhead"].append(o)

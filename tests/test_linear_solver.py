@@ -222,6 +222,8 @@ def test_bad_input_is_named():
         linear_fixed_point(a, y[:4])
     with pytest.raises(ValueError, match="x0 must have shape"):
         linear_fixed_point(a, y, np.zeros(3))
+    with pytest.raises(ValueError, match="A must be an array .* not rectangular"):
+        linear_fixed_point([[0.1, 0.2], [0.3]], [1.0, 2.0])
     with pytest.raises(TypeError, match="solver object"):
         linear_fixed_point(a, y, solver="lu")
     with pytest.raises(ValueError, match="direct_max"):

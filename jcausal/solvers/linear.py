@@ -264,13 +264,13 @@ def _check(A, b, x0) -> tuple[int, jnp.dtype]:
         shape = (A.out_size(), A.in_size())
         dtype = jax.eval_shape(A.as_matrix).dtype
     else:
-        shape, dtype = np.shape(A), _dtype(A)
+        shape, dtype = _shape("A", A), _dtype(A)
     if len(shape) != 2 or shape[0] != shape[1]:
         raise ValueError(
             f"linear_fixed_point: A must be a square (n, n) matrix, got shape {tuple(shape)}"
         )
     n = shape[0]
-    if np.shape(b) != (n,):
+    if _shape("b", b) != (n,):
         raise ValueError(
             f"linear_fixed_point: b must have shape ({n},) to match A {tuple(shape)}, got "
             f"{tuple(np.shape(b))} (use jax.vmap for a batch of b)"
@@ -278,6 +278,16 @@ def _check(A, b, x0) -> tuple[int, jnp.dtype]:
     if x0 is not None and np.shape(x0) != (n,):
         raise ValueError(f"linear_fixed_point: x0 must have shape ({n},), got {np.shape(x0)}")
     return n, _common(dtype, _dtype(b))
+
+
+def _shape(name: str, x) -> tuple:
+    try:
+        return np.shape(x)
+    except ValueError:  # numpy cannot read it as an array, e.g. a ragged nested list
+        raise ValueError(
+            f"linear_fixed_point: {name} must be an array (or nested lists of equal lengths), "
+            f"got a {type(x).__name__} that is not rectangular"
+        ) from None
 
 
 def _dtype(x):

@@ -103,6 +103,9 @@ def test_linear_solver_and_chunked_benchmarks_run(tmp_path):
                       "30", "--out", str(tmp_path / "ls.json")])  # fmt: skip
     (case,) = out["cases"]
     assert all(r["residual"] < 1e-9 for r in case["rows"])
+    # dL/du of an intervention: every jcausal form agrees with numpy's LU + adjoint.
+    grads = [v for v in case["intervention_grad"].values() if isinstance(v, dict)]
+    assert len(grads) == 3 and all(g["grad_relative_error"] < 1e-7 for g in grads), grads
     # The floors of a small solve's call are timed with it (n <= 200).
     (over,) = out["overhead"]
     assert over["floor: XLA's LU + residual + FixedPointReport"]["seconds"] > 0

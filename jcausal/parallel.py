@@ -144,6 +144,59 @@ def constrain_batch(batch: PyTree, sharding: NamedSharding) -> PyTree:
     return jax.lax.with_sharding_constraint(batch, sharding)
 
 
+def split_leaves(tree: PyTree, batch: NamedSharding, min_size: int = 4096) -> PyTree:
+    """A sharding per leaf of ``tree`` that splits it over the devices of a batch sharding.
+
+    The layout of optimiser state sharded across data-parallel devices (ZeRO stage 1): each
+    device holds and updates a slice of every large leaf instead of all of it. A leaf is
+    split along its first axis whose length the number of batch shards divides; leaves with
+    fewer than ``min_size`` elements, or with no such axis, are replicated (a collective for
+    a few numbers costs more than updating them everywhere).
+
+    Args:
+        tree: pytree of arrays (or shape-dtype structs).
+        batch: the batch sharding (:func:`batch_shardings`); its leading axis's mesh axes
+            are the ones the leaves are split over.
+        min_size: smallest number of elements a leaf must have to be split.
+
+    Returns:
+        A pytree of ``NamedSharding`` with the structure of ``tree``.
+    """
+    mesh = batch.mesh
+    spec = batch.spec[0] if len(batch.spec) else None
+    names = () if spec is None else (spec if isinstance(spec, tuple) else (spec,))
+    k = int(np.prod([mesh.shape[a] for a in names])) if names else 1
+    whole = NamedSharding(mesh, PartitionSpec())
+
+    def choose(x):
+        shape = np.shape(x)
+        if k == 1 or math.prod(shape) < min_size:
+            return whole
+        for axis, length in enumerate(shape):
+            if length % k == 0:
+                return NamedSharding(mesh, PartitionSpec(*([None] * axis), names))
+        return whole
+
+    return jax.tree_util.tree_map(choose, tree)
+
+
+def constrain(tree: PyTree, shardings: PyTree | NamedSharding) -> PyTree:
+    """Give the arrays of ``tree`` these shardings inside ``jit`` (one, or one per leaf).
+
+    Auto mesh axes take a sharding constraint the compiler propagates; Explicit ones take
+    ``reshard`` (as in :func:`constrain_batch`).
+    """
+    if isinstance(shardings, NamedSharding):
+        shardings = jax.tree_util.tree_map(lambda _: shardings, tree)
+
+    def one(x, s):
+        if any(t == AxisType.Explicit for t in s.mesh.axis_types):
+            return jax.sharding.reshard(x, s)
+        return jax.lax.with_sharding_constraint(x, s)
+
+    return jax.tree_util.tree_map(one, tree, shardings)
+
+
 def sweep_mesh(devices: int | None = None, rows: int = 1, cases: int = 1) -> Mesh:
     """A ``("cases", "sweep", "rows")`` mesh for a sweep of cases (regions, years, ...) × λ.
 
@@ -283,14 +336,27 @@ def _put(x, sharding: NamedSharding) -> jax.Array:
     return jax.make_array_from_callback(x.shape, sharding, lambda i: x[i])
 
 
-def put(tree: PyTree, sharding: NamedSharding) -> PyTree:
+def put(tree: PyTree, sharding: NamedSharding | PyTree) -> PyTree:
     """``jax.device_put(tree, sharding)``, also for a mesh spanning several processes.
 
     With several processes each must pass the same values (e.g. parameters initialised from
     the same key); each process keeps the shards of its own devices. Arrays that already
     span several processes are resharded.
+
+    Args:
+        tree: pytree of arrays.
+        sharding: one sharding for every leaf, or a pytree of them whose structure is a
+            prefix of ``tree``'s (e.g. one per leaf from :func:`split_leaves`, or one per
+            part of a tuple).
     """
-    return jax.tree_util.tree_map(lambda x: _put(x, sharding), tree)
+    if isinstance(sharding, NamedSharding):
+        return jax.tree_util.tree_map(lambda x: _put(x, sharding), tree)
+    return jax.tree_util.tree_map(
+        lambda s, part: put(part, s),
+        sharding,
+        tree,
+        is_leaf=lambda s: isinstance(s, NamedSharding),
+    )
 
 
 def local(tree: PyTree) -> PyTree:
@@ -365,6 +431,7 @@ __all__ = [
     "auto_axes",
     "axis_size",
     "batch_shardings",
+    "constrain",
     "constrain_batch",
     "local",
     "process_local_data",
@@ -373,6 +440,7 @@ __all__ = [
     "replicate_arrays",
     "shard_sweep",
     "shard_units",
+    "split_leaves",
     "split_rows",
     "sweep_mesh",
     "to_host",

@@ -56,7 +56,9 @@ WORKER = textwrap.dedent(
     x = rng.normal(size=(64, 3))
     data = {"x": x[32 * pid:][:32], "y": np.tanh(x @ np.array([1.0, -1.0, 0.5]))[32 * pid:][:32]}
     data = parallel.process_local_data(data, mesh)
-    model = eqx.nn.MLP(3, 1, 8, 1, key=jax.random.key(0))
+    # (its 64 x 64 weights' Adam state is split over both processes' devices: fit gathers it
+    # before writing a checkpoint and splits it again on restore)
+    model = eqx.nn.MLP(3, 1, 64, 2, key=jax.random.key(0))
     loss = lambda mdl, b, key: jnp.mean((jax.vmap(mdl)(b["x"])[:, 0] - b["y"]) ** 2)
     kw = dict(optimizer=optax.adam(1e-2), batch_size=32, key=jax.random.key(1), progress=False,
               log_every=5, sharding=mesh, steps_per_call=5)

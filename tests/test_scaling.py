@@ -102,24 +102,47 @@ SCRIPT = textwrap.dedent(
                             num_samples=5)
     out["cf"] = max(float(jnp.max(jnp.abs(got[k] - ref[k]))) for k in ref)
     out["cf_devices"] = len(got["risk"].sharding.device_set)
-    # 3. training: 8 devices == 1; a checkpoint of 8 devices resumed on 2; process-local data
+    # 3. training: 8 devices == 1 (optimiser state split over the devices, the default, or
+    # replicated); a checkpoint of 8 devices resumed on 2 and on 1; process-local data. The
+    # model's large leaves are split by the optimiser sharding: the 64 x 64 hidden weights
+    # along their rows, the (3, 2048) matrix along its columns (3 rows do not divide by 8).
     rng = np.random.default_rng(0)
     x = rng.normal(size=(256, 3))
     data = {"x": x, "y": np.tanh(x @ np.array([1.0, -1.0, 0.5]))}
-    model = eqx.nn.MLP(3, 1, 8, 1, key=jax.random.key(0))
+    model = (eqx.nn.MLP(3, 1, 64, 2, key=jax.random.key(0)),
+             0.1 * jax.random.normal(jax.random.key(2), (3, 2048)))
 
     def loss(mdl, batch, key):
-        return jnp.mean((jax.vmap(mdl)(batch["x"])[:, 0] - batch["y"]) ** 2)
+        net, w = mdl
+        fit_ = jnp.mean((jax.vmap(net)(batch["x"])[:, 0] - batch["y"]) ** 2)
+        return fit_ + 1e-2 * jnp.mean((batch["x"] @ w - 0.3) ** 2)
+
+    split_specs = []
+
+    def spy(updates, state, params=None):
+        # (the sharding each update leaf gets in the compiled step)
+        for u in jax.tree.leaves(updates):
+            jax.debug.inspect_array_sharding(u, callback=lambda s: split_specs.append(str(s)))
+        return updates, state
 
     kw = dict(optimizer=optax.adam(1e-2), batch_size=64, key=jax.random.key(1),
-              progress=False, log_every=10)
+              progress=False, log_every=10, ema=0.9)
     leaves = lambda t: jax.tree.leaves(eqx.filter(t, eqx.is_array))
     diff = lambda a, b: max(float(jnp.max(jnp.abs(u - v))) for u, v in
-                            zip(leaves(a), leaves(b)))
-    plain, _ = fit(loss, model, data, steps=40, **kw)
-    eight, _ = fit(loss, model, data, steps=40, sharding=parallel.unit_mesh(8), **kw)
+                            zip(leaves(a), leaves(b), strict=True))
+    plain, h1 = fit(loss, model, data, steps=40, **kw)
+    eight, h8 = fit(loss, model, data, steps=40, sharding=parallel.unit_mesh(8), **kw)
     out["fit8"] = diff(eight, plain)
+    out["fit8_ema"] = diff(h8.ema_params, h1.ema_params)
+    out["ema_devices"] = len(leaves(h8.ema_params)[1].sharding.device_set)
+    kept, _ = fit(loss, model, data, steps=40, sharding=parallel.unit_mesh(8),
+                  shard_optimizer=False, **kw)
+    out["fit8_replicated"] = diff(kept, plain)
     out["fit_moved"] = diff(plain, model)
+    spied = dict(kw, optimizer=optax.chain(optax.adam(1e-2),
+                                          optax.GradientTransformation(lambda p: (), spy)))
+    fit(loss, model, data, steps=1, sharding=parallel.unit_mesh(8), **spied)
+    out["split_specs"] = split_specs
     with tempfile.TemporaryDirectory() as d:
         fit(loss, model, data, steps=20, sharding=parallel.unit_mesh(8), checkpoint_dir=d,
             checkpoint_every=20, **kw)
@@ -152,6 +175,13 @@ def test_sharded_sweeps_counterfactuals_and_training_match_one_device():
     assert out["regions"] < 1e-12 and out["years_weights"] < 1e-12 and out["cases_moved"] > 0.1
     assert out["cf"] < 1e-12 and out["cf_devices"] == 8
     assert out["fit8"] < 1e-10 and out["local_data"] < 1e-10
+    assert out["fit8_replicated"] < 1e-10 and out["fit8_ema"] < 1e-10
+    assert out["ema_devices"] == 8  # the moving average comes back whole (replicated)
+    # the optimiser's update ran on slices: the hidden weights' rows and w's columns split
+    specs = out["split_specs"]
+    assert "spec=P('units'" in " ".join(specs), specs
+    assert "spec=P(None, 'units')" in " ".join(specs), specs
+    assert any("spec=P()" in s for s in specs), specs  # small leaves replicated
     assert out["resume_start"] == 20
     assert out["resume8to2"] < 1e-10 and out["resume_to1"] < 1e-10
     err = out["errors"]

@@ -184,6 +184,12 @@ def test_sharding_helpers_live_in_parallel():
     with pytest.raises(TypeError, match="sharding must be"):
         parallel.batch_shardings("cpu")
     assert os.path.isfile(parallel.__file__)
+    # one device: nothing to split the optimiser state over
+    specs = parallel.split_leaves({"w": jnp.zeros((64, 64))}, batch)
+    assert specs["w"].spec == jax.sharding.PartitionSpec()
+    with pytest.raises(TypeError, match="shard_optimizer must be True, False or None"):
+        fit(lambda p, b, k: jnp.sum(p**2), jnp.ones(3), None, optimizer=optax.sgd(0.1),
+            steps=1, key=jax.random.key(0), progress=False, shard_optimizer="yes")  # fmt: skip
 
 
 def test_python_number_picked_by_a_custom_filter_stays_fixed():

@@ -87,6 +87,7 @@ def fit(
     progress: bool | Callable[[int], None] = True,
     steps_per_call: int | None = None,
     sharding: Mesh | NamedSharding | None = None,
+    shard_optimizer: bool | None = None,
     trainable: Callable[[Any], bool] | PyTree = eqx.is_inexact_array,
     callback: Callable[[int, PyTree, float], None] | None = None,
     keep_best: str | None = None,
@@ -150,6 +151,13 @@ def fit(
             backend is CPU and a trained leaf is a convolution kernel (4 or more dimensions).
         sharding: a ``jax.sharding.Mesh`` (batches split over all its axes) or a
             ``NamedSharding`` for the batch's leading axis, for data-parallel training.
+        shard_optimizer: with ``sharding``, split the optimiser's state, the update and the
+            moving average (``ema``) over the batch's devices (ZeRO stage 1): the gradient is
+            reduce-scattered, each device updates its slice of every large parameter (see
+            :func:`jcausal.parallel.split_leaves`) and the new parameters are all-gathered,
+            instead of every device updating every parameter. The parameters the loss sees
+            stay replicated, and the result is the same up to float rounding. Default
+            (``None``): on whenever the batch is split over several devices.
         trainable: equinox filter (function or pytree of bools) choosing the trained leaves.
         callback: ``callback(step, params, loss)`` after every step (``step`` counts completed
             steps), e.g. for custom logging. It makes every step a host round trip.
@@ -201,6 +209,10 @@ def fit(
     key_bytes = key_data(key)
     data_key, loss_key, eval_key = jax.random.split(key, 3)
     replicated, batch_sharding, shards = parallel.batch_shardings(sharding)
+    if shard_optimizer is not None and not isinstance(shard_optimizer, bool):
+        raise TypeError(f"shard_optimizer must be True, False or None, got {shard_optimizer!r}")
+    if shard_optimizer is None:
+        shard_optimizer = shards > 1
 
     sampled = callable(data) and not isinstance(data, eqx.Module)
     if sampled or data is None:
@@ -245,8 +257,21 @@ def fit(
     ema_dyn = dyn if ema is not None else None
     names = leaf_names(dyn)
     fingerprint = optimizer_fingerprint(optimizer, opt_state)
+    # Where each piece of the training state lives on a mesh: parameters replicated; the
+    # optimiser state and the moving average replicated too, or split (shard_optimizer).
+    split = None
     if replicated is not None:
-        dyn, opt_state, ema_dyn = parallel.put((dyn, opt_state, ema_dyn), replicated)
+        layout = (replicated, replicated, None if ema_dyn is None else replicated)
+        if shard_optimizer and shards > 1:
+            dyn_split = parallel.split_leaves(dyn, batch_sharding)
+            state_split = parallel.split_leaves(opt_state, batch_sharding)
+            layout = (replicated, state_split, None if ema_dyn is None else dyn_split)
+            split = (
+                replicated,
+                tuple(jax.tree_util.tree_leaves(dyn_split)),
+                tuple(jax.tree_util.tree_leaves(state_split)),
+            )
+        dyn, opt_state, ema_dyn = parallel.put((dyn, opt_state, ema_dyn), layout)
         if not sampled and data is not None:
             # Data already spread over processes (parallel.process_local_data: each process
             # holds its slice) stays so; the step gathers each batch across them.
@@ -338,7 +363,8 @@ def fit(
                     ),
                 }
             if replicated is not None:
-                dyn, opt_state, ema_dyn = parallel.put((dyn, opt_state, ema_dyn), replicated)
+                # (re-sharded for this run's devices, whatever the writing run's were)
+                dyn, opt_state, ema_dyn = parallel.put((dyn, opt_state, ema_dyn), layout)
     if start > steps:
         raise ValueError(
             f"checkpoint_dir holds step {start}, beyond steps={steps}; use a new checkpoint_dir"
@@ -391,6 +417,7 @@ def fit(
         ema_decay=ema,
         length=length,
         buffers=buffers,
+        split=split,
     )
     eval_with_step = takes_step(eval_fn if eval_fn is not None else loss_fn)
 
@@ -561,6 +588,8 @@ def fit(
         if best["step"] >= 0:
             dyn = best["dyn"]
     if ema is not None:
+        if split is not None:  # (held in slices: returned whole, like the parameters)
+            ema_dyn = parallel.put(ema_dyn, replicated)
         history.ema_params = eqx.combine(parallel.local(ema_dyn), static)
     # Several processes: the returned parameters are process-local copies (gathered).
     return eqx.combine(parallel.local(dyn), static), history

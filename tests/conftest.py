@@ -5,6 +5,8 @@ about float32 behaviour create float32 arrays explicitly.
 """
 
 import os
+import shutil
+import tempfile
 
 import jax
 import pytest
@@ -16,6 +18,29 @@ jax.config.update("jax_enable_x64", True)
 # The command's on-disk compilation cache stays off in tests (no writes to the user's cache
 # folder); tests/test_cli_cache.py turns it on in a temporary folder.
 os.environ.setdefault("JCAUSAL_COMPILE_CACHE", "0")
+
+# One persistent compilation cache for the whole session, in a temporary folder that the xdist
+# workers and every subprocess (notebooks, the command line) inherit through the environment:
+# many tests compile programs another test (or worker, or process) already compiled, e.g. a
+# fresh `fit` of the same model, and XLA then loads the executable instead of compiling it. The
+# key covers the program, the compile options (so optimised and unoptimised builds differ) and
+# the backend, so a hit is the same executable. JCAUSAL_TEST_XLA_CACHE=0 turns it off; the
+# session that made the folder removes it (`pytest_sessionfinish`).
+_OWN_CACHE = False
+if os.environ.get("JCAUSAL_TEST_XLA_CACHE", "") != "0":
+    if not os.environ.get("JCAUSAL_TEST_XLA_CACHE"):
+        os.environ["JCAUSAL_TEST_XLA_CACHE"] = tempfile.mkdtemp(prefix="jcausal-test-xla-")
+        _OWN_CACHE = True
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = os.environ["JCAUSAL_TEST_XLA_CACHE"]
+    os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0.1"
+    jax.config.update("jax_compilation_cache_dir", os.environ["JAX_COMPILATION_CACHE_DIR"])
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.1)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if _OWN_CACHE and not hasattr(session.config, "workerinput"):
+        shutil.rmtree(os.environ["JCAUSAL_TEST_XLA_CACHE"], ignore_errors=True)
+
 
 # Compilation makes the first example of a property slow; deadlines would only measure that.
 settings.register_profile(

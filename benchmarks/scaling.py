@@ -26,7 +26,12 @@ devices on the machine's cores); the workloads are
     (``jcausal.deepscm.morpho``, the ``full`` graph, the experiment's defaults: width 16, FiLM
     conditioning, 4 ELBO particles, batch ``--train-batch`` 64) on made-up 28×28 images. On
     one device the step is also timed at the batch each of 8 devices gets (64 / 8): 8 × that
-    step / the whole step is the floor of the 8-device overhead (each device must do it).
+    step / the whole step is the floor of the 8-device overhead when every device does that
+    whole step, optimiser update included (``floor_cpu`` of ``train_replicated_step``).
+    ``fit`` splits the optimiser state and update over the devices by default
+    (``shard_optimizer``, ZeRO-1); ``train_replicated`` is the same step with every device
+    updating every parameter (``shard_optimizer=False``; on one device the two are one
+    program).
 
 Each figure is the best of ``--repeats`` whole calls (a 4-step sweep, a 10-step ``fit``)
 divided by their steps, after a first call that compiles; CPU time (user + sys of the worker
@@ -234,6 +239,12 @@ def worker(devices: int, units: int, sizes: list[tuple[int, int]], lambdas: int,
         out["train_step_s"] = _best(lambda: fit(loss, scm, data, steps=10, **kw), repeats, cpu,
                                     "train_step_cpu_s") / 10  # fmt: skip
         cpu["train_step_cpu_s"] /= 10
+        whole = dict(kw, shard_optimizer=False)
+        fit(loss, scm, data, steps=10, **whole)
+        key = "train_replicated_step"
+        out[f"{key}_s"] = _best(lambda: fit(loss, scm, data, steps=10, **whole), repeats, cpu,
+                                f"{key}_cpu_s") / 10  # fmt: skip
+        cpu["train_replicated_step_cpu_s"] /= 10
         if devices == 1 and batch % 8 == 0:
             # the step each of 8 devices does (batch / 8), here on one device: the floor
             small = dict(kw, batch_size=batch // 8)
@@ -341,10 +352,11 @@ def big_numpy(regions: int, sectors: int, lambdas: int, measured: int) -> dict:
     }
 
 
-def _child(args: list[str], devices: int | None = None, timeout: float = 7200) -> dict:
+def _child(args: list[str], devices: int | None = None, timeout: float = 7200,
+           xla_flags: str = "") -> dict:  # fmt: skip
     env = dict(os.environ)
     if devices is not None:
-        env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
+        env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices} {xla_flags}"
     res = subprocess.run([sys.executable, __file__, *args], env=env, capture_output=True,
                          text=True, timeout=timeout)  # fmt: skip
     if res.returncode != 0:
@@ -368,6 +380,11 @@ def main(argv: list[str] | None = None) -> dict:
         "--only",
         default=",".join(WORKLOADS),
         help=f"workloads of part 1, comma-separated (of {', '.join(WORKLOADS)})",
+    )
+    ap.add_argument(
+        "--xla-flags",
+        default="",
+        help="more XLA_FLAGS for the part-1 workers, e.g. --xla_cpu_multi_thread_eigen=false",
     )
     ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -416,10 +433,10 @@ def main(argv: list[str] | None = None) -> dict:
         L = 8 if args.quick else 64
         batch = 16 if args.quick else args.train_batch
         worker_args = ["--only", args.only, "--mrio", sizes]
-        rows = [
-            _child(["--worker", f"devices:{k}:{units}:{L}:{batch}:{args.repeats}", *worker_args], k)
-            for k in devs
-        ]
+        rows = []
+        for k in devs:
+            spec = f"devices:{k}:{units}:{L}:{batch}:{args.repeats}"
+            rows.append(_child(["--worker", spec, *worker_args], k, xla_flags=args.xla_flags))
         base = rows[0]
         for row in rows:
             for key in [k for k in base if k.endswith("_s") and k in row]:
@@ -440,11 +457,15 @@ def main(argv: list[str] | None = None) -> dict:
             and not key.startswith("rowmatmul")
         }
         floor = [k for k in base if k.startswith("train_b") and k.endswith("_step_cpu_s")]
-        if floor and "train_step" in overhead:
-            # 8 devices each doing the step at batch / 8 cannot cost less than this
-            overhead["train_step"]["floor_cpu"] = 8 * base[floor[0]] / base["train_step_cpu_s"]
-        report["devices"] = {"units": units, "mrio": sizes, "lambdas": L, "batch": batch,
-                             "rows": rows, "overhead": overhead}  # fmt: skip
+        if floor and "train_replicated_step" in overhead:
+            # 8 devices each doing the whole step at batch / 8 (every parameter updated on
+            # every device) cannot cost less than this; the split optimiser divides the update
+            overhead["train_replicated_step"]["floor_cpu"] = (
+                8 * base[floor[0]] / base["train_step_cpu_s"]
+            )
+        report["devices"] = {"xla_flags": args.xla_flags, "units": units, "mrio": sizes,
+                             "lambdas": L, "batch": batch, "rows": rows,
+                             "overhead": overhead}  # fmt: skip
     report["load_after"] = load_average()
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=2) + "\n")

@@ -177,10 +177,17 @@ def optimizer_fingerprint(optimizer: Any, opt_state: Any) -> dict[str, Any]:
     import jax
 
     leaves, treedef = jax.tree_util.tree_flatten(opt_state)
+    # optax.MultiSteps is an object with init/update, not a GradientTransformation tuple.
+    if hasattr(optimizer, "gradient_transformation"):
+        optimizer = optimizer.gradient_transformation()
+    try:
+        parts = tuple(optimizer)
+    except TypeError:  # any other object with init/update: its two functions' settings
+        parts = (optimizer.init, optimizer.update)
     return {
         "structure": _structure(str(treedef)),
         "shapes": [[list(np.shape(x)), str(getattr(x, "dtype", type(x).__name__))] for x in leaves],
-        "settings": _scalars(tuple(optimizer)),
+        "settings": _scalars(parts),
     }
 
 

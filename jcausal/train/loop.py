@@ -179,7 +179,8 @@ def fit(
             finite (the message names the step and the term; that update is discarded and the
             last good checkpoint kept); or, with ``keep_best``, every evaluation was non-finite.
         TypeError: a count (``steps``, ``batch_size``, ...) is not an integer.
-        ValueError: inconsistent arguments (batch size, data shapes), a checkpoint of another
+        ValueError: inconsistent arguments (batch size, data shapes, ``shard_optimizer``
+            without ``sharding``), a checkpoint of another
             run (model, optimiser, key, data), or no intact checkpoint in ``checkpoint_dir``.
     """
     steps = integer("steps", steps, 0)
@@ -211,6 +212,11 @@ def fit(
     replicated, batch_sharding, shards = parallel.batch_shardings(sharding)
     if shard_optimizer is not None and not isinstance(shard_optimizer, bool):
         raise TypeError(f"shard_optimizer must be True, False or None, got {shard_optimizer!r}")
+    if shard_optimizer and sharding is None:
+        raise ValueError(
+            "shard_optimizer=True splits the optimiser state over the devices of `sharding`, "
+            "but no sharding was given; pass sharding=mesh, or leave shard_optimizer=None"
+        )
     if shard_optimizer is None:
         shard_optimizer = shards > 1
 

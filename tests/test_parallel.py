@@ -120,6 +120,57 @@ def test_batched_lu_on_cpu_devices_does_not_deadlock():
     assert u < 1e-12 and x < 1e-12 and moved > 1e-3  # the sweep moved, equal to one device
 
 
+NEWTON_FIT = textwrap.dedent(
+    """
+    import jax, jax.numpy as jnp, numpy as np, optax
+    jax.config.update("jax_enable_x64", True)
+    import jcausal as jc
+    from jcausal import parallel
+    from jcausal.train import fit
+
+    assert len(jax.devices()) == 8, jax.devices()
+    n = 64
+    rng = np.random.default_rng(0)
+    W = jnp.asarray(rng.normal(size=(n, n)) * 0.3 / np.sqrt(n))
+    data = {"b": rng.normal(size=(128, n))}
+
+    def loss(theta, batch, key):
+        def one(b):  # a nonlinear map, solved by Newton with an LU of its n x n Jacobian
+            f = lambda x, a: jnp.tanh(W @ x) * a[0] + a[1]
+            x, _ = jc.fixed_point(f, jnp.zeros(n), (theta, b), solver=jc.Newton(linear_solver="lu"))
+            return jnp.sum(x**2)
+        return jnp.mean(jax.vmap(one)(batch["b"]))
+
+    kw = dict(optimizer=optax.adam(1e-2), steps=20, batch_size=64, key=jax.random.key(1),
+              progress=False, log_every=10)
+    theta0 = jnp.asarray(0.5)
+    one, _ = fit(loss, theta0, data, **kw)
+    eight, _ = fit(loss, theta0, data, sharding=parallel.unit_mesh(), **kw)
+    print("RESULT", float(abs(one - eight)), float(abs(one - theta0)))
+    """
+)
+
+
+def test_newton_lu_in_fit_on_cpu_devices_does_not_deadlock():
+    """``Newton("lu")`` inside ``fit``'s loop on 8 CPU devices finishes and equals one device.
+
+    Its LU went through lineax (jax.scipy's batched ``getrf``), which jaxlib 0.10.2 splits over
+    XLA's CPU pool: with 8 units per device the process slept forever (measured: 13 s of CPU in
+    5 min). It now factorises with ``jcausal.solvers.lapack``, one matrix at a time on CPU.
+    """
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8")
+    try:
+        res = subprocess.run(
+            [sys.executable, "-c", NEWTON_FIT], env=env, capture_output=True, text=True, timeout=240
+        )
+    except subprocess.TimeoutExpired:
+        pytest.fail("Newton('lu') in fit on 8 CPU devices did not finish in 240 s (deadlock)")
+    assert res.returncode == 0, res.stderr[-3000:]
+    line = [x for x in res.stdout.splitlines() if x.startswith("RESULT")][-1]
+    diff, moved = map(float, line.split()[1:])
+    assert diff < 1e-12 and moved > 1e-2  # trained, and the same on 8 devices as on 1
+
+
 FIT = textwrap.dedent(
     """
     import jax, jax.numpy as jnp, numpy as np, optax, equinox as eqx

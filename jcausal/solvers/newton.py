@@ -31,6 +31,7 @@ from equinox import field
 from .anderson import AbstractSolver
 from .batched import Stats
 from .iteration import classify, two_norm
+from .lapack import lu_factor, lu_solve
 
 _LINEAR_SOLVERS = ("lu", "gmres", "bicgstab")
 
@@ -102,6 +103,14 @@ class Newton(AbstractSolver):
             return y - fn(y, a)
 
         def newton_step(y, r):
+            if self.linear_solver == "lu":
+                # The materialised Jacobian (what lineax's LU would build), factorised by
+                # solvers.lapack: on CPU a vmapped batch of LUs runs one matrix at a time.
+                # jax.scipy's batched getrf (lineax's LU) splits the batch over XLA's CPU pool
+                # and blocks pool threads, which deadlocked `fit` on a mesh of 8 CPU devices
+                # (test_newton_lu_in_fit_on_cpu_devices_does_not_deadlock).
+                jac = jax.jacfwd(g)(y, args)
+                return y + lu_solve(lu_factor(jac), r)
             op = lx.JacobianLinearOperator(g, y, args)
             dy = lx.linear_solve(op, r, solver=linear, throw=False).value
             return y + dy

@@ -292,3 +292,10 @@ def test_neighbourhood_features_are_the_neighbours_codes():
     plain = CTLayer((3, 4), 2, 5, A, key=jax.random.key(30))
     assert ct.adj_u.shape == plain.adj_u.shape and ct.embed.shape[0] == plain.embed.shape[0] + 80
     np.testing.assert_array_equal(jnp.argmax(ct(codes, 2, jax.random.key(32)), -1), codes)
+
+
+@pytest.mark.parametrize("bad", [-1.0, float("nan"), float("inf"), "1", True])
+def test_weights_refuse_negative_or_non_finite_values(bad):
+    with pytest.raises(ValueError, match="Weights.changed must be a finite number >= 0"):
+        Weights(changed=bad)
+    assert Weights(changed=np.float32(2.0)).changed == 2.0

@@ -28,6 +28,8 @@ from the engine's ``log_prob``.
 from __future__ import annotations
 
 import dataclasses
+import math
+import numbers
 
 import distrax
 import equinox as eqx
@@ -60,6 +62,15 @@ class Weights:
     dependency: float = 0.1
     mask: float = 0.0
     changed: float = 0.0
+
+    def __post_init__(self):
+        # A negative weight turns a likelihood into a term the optimiser drives to -inf (and
+        # NaN poisons every step): refuse both before a training starts.
+        for f in dataclasses.fields(self):
+            v = getattr(self, f.name)
+            number = isinstance(v, numbers.Real) and not isinstance(v, bool)
+            if not number or not math.isfinite(v) or v < 0:
+                raise ValueError(f"Weights.{f.name} must be a finite number >= 0, got {v!r}")
 
 
 def code_loglik(

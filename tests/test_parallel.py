@@ -98,6 +98,24 @@ LAPACK = textwrap.dedent(
 )
 
 
+def _result_on_8_devices(script: str, what: str, timeout: int = 240) -> list[float]:
+    """The numbers of ``script``'s last ``RESULT`` line, run on 8 CPU devices in a subprocess.
+
+    The timeout turns a deadlock (a process that sleeps forever) into a failure, not a hung
+    suite.
+    """
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8")
+    try:
+        res = subprocess.run(
+            [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=timeout
+        )
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"{what} on 8 CPU devices did not finish in {timeout} s (deadlock)")
+    assert res.returncode == 0, res.stderr[-3000:]
+    line = [x for x in res.stdout.splitlines() if x.startswith("RESULT")][-1]
+    return [float(v) for v in line.split()[1:]]
+
+
 def test_batched_lu_on_cpu_devices_does_not_deadlock():
     """Batched LU solves (and their adjoints) on 8 CPU devices finish and equal one device.
 
@@ -106,16 +124,7 @@ def test_batched_lu_on_cpu_devices_does_not_deadlock():
     (``jcausal.solvers.lapack``). Before the fix each of these three programs hung; the
     subprocess's timeout turns a regression into a failure, not a hung suite.
     """
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8")
-    try:
-        res = subprocess.run(
-            [sys.executable, "-c", LAPACK], env=env, capture_output=True, text=True, timeout=240
-        )
-    except subprocess.TimeoutExpired:
-        pytest.fail("batched LU solves on 8 CPU devices did not finish in 240 s (deadlock)")
-    assert res.returncode == 0, res.stderr[-3000:]
-    line = [x for x in res.stdout.splitlines() if x.startswith("RESULT")][-1]
-    split, by_rows, u, x, moved = map(float, line.split()[1:])
+    split, by_rows, u, x, moved = _result_on_8_devices(LAPACK, "batched LU solves")
     assert split < 1e-12 and by_rows < 1e-12  # relative to the largest gradient entry
     assert u < 1e-12 and x < 1e-12 and moved > 1e-3  # the sweep moved, equal to one device
 
@@ -158,16 +167,7 @@ def test_newton_lu_in_fit_on_cpu_devices_does_not_deadlock():
     XLA's CPU pool: with 8 units per device the process slept forever (measured: 13 s of CPU in
     5 min). It now factorises with ``jcausal.solvers.lapack``, one matrix at a time on CPU.
     """
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8")
-    try:
-        res = subprocess.run(
-            [sys.executable, "-c", NEWTON_FIT], env=env, capture_output=True, text=True, timeout=240
-        )
-    except subprocess.TimeoutExpired:
-        pytest.fail("Newton('lu') in fit on 8 CPU devices did not finish in 240 s (deadlock)")
-    assert res.returncode == 0, res.stderr[-3000:]
-    line = [x for x in res.stdout.splitlines() if x.startswith("RESULT")][-1]
-    diff, moved = map(float, line.split()[1:])
+    diff, moved = _result_on_8_devices(NEWTON_FIT, "Newton('lu') in fit")
     assert diff < 1e-12 and moved > 1e-2  # trained, and the same on 8 devices as on 1
 
 

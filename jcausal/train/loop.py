@@ -1,4 +1,9 @@
-"""``fit``: the host side of the training loop (arguments, chunks, evaluation, checkpoints)."""
+"""``fit``: the host side of the training loop (arguments, chunks, evaluation, checkpoints).
+
+(Over 600 lines: ``fit`` is one function whose argument checks, resume, device layout and chunk
+loop share its local state; the compiled step is in :mod:`jcausal.train.step`, checkpoint
+files in :mod:`jcausal.train.checkpoint`, batch checks in :mod:`jcausal.train.checks`.)
+"""
 
 from __future__ import annotations
 

@@ -82,7 +82,11 @@ class Newton(AbstractSolver):
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
 
     def linear(self) -> lx.AbstractLinearSolver:
-        """The lineax solver of one Newton step (inner tolerance = the outer ``rtol``)."""
+        """The lineax solver of one Newton step (inner tolerance = the outer ``rtol``).
+
+        For ``"lu"`` this is lineax's LU; :meth:`run` itself factorises with
+        :mod:`jcausal.solvers.lapack` instead (it cannot deadlock a multi-device CPU run).
+        """
         if self.linear_solver == "lu":
             return lx.LU()
         rtol, atol = float(self.rtol), float(self.atol)
@@ -97,7 +101,7 @@ class Newton(AbstractSolver):
         return lx.BiCGStab(rtol=rtol, atol=atol, norm=two_norm, max_steps=self.krylov_steps)
 
     def run(self, fn, x0, args):
-        linear = self.linear()
+        linear = None if self.linear_solver == "lu" else self.linear()
 
         def g(y, a):  # the root of g is the fixed point of fn
             return y - fn(y, a)

@@ -1,12 +1,15 @@
 """Networks for image mechanisms (flax NNX; the MCQ-VAE in equinox) and the pytree adapter.
 
 Includes the diffusion score :class:`UNet` and its time-conditioned :class:`NoisyClassifier`,
-and :func:`conv_general_dilated`, a convolution whose gradients stay fast inside compiled loops
-on XLA:CPU (the library's flax networks use it).
+:func:`conv_general_dilated`, a convolution whose gradients stay fast inside compiled loops
+on XLA:CPU (the library's flax networks use it), and :func:`conv_transpose` /
+:class:`ConvTranspose`, a strided transposed convolution computed as one stride-1 convolution
+and a pixel shuffle (no products with the zeros of a dilated input).
 """
 
 from .adapter import Pure, num_params
 from .conv import conv_general_dilated
+from .conv_transpose import ConvTranspose, conv_transpose
 from .mnist import FiLM, MNISTDecoder, MNISTEncoder
 from .unet import NoisyClassifier, UNet
 from .vq import MultiCodebook, ema_buffers, perplexity, slices, usage
@@ -14,6 +17,7 @@ from .vqvae import MCQVAE, restart_dead_codes, vq_loss
 
 __all__ = [
     "MCQVAE",
+    "ConvTranspose",
     "FiLM",
     "MNISTDecoder",
     "MNISTEncoder",
@@ -22,6 +26,7 @@ __all__ = [
     "Pure",
     "UNet",
     "conv_general_dilated",
+    "conv_transpose",
     "ema_buffers",
     "num_params",
     "perplexity",

@@ -21,6 +21,7 @@ from flax import nnx
 from jaxtyping import Array, Float
 
 from .conv import conv_general_dilated
+from .conv_transpose import ConvTranspose
 
 # Convolutions whose gradients keep XLA:CPU's fast kernel inside compiled loops (see .conv).
 _Conv = functools.partial(nnx.Conv, conv_general_dilated=conv_general_dilated)
@@ -166,11 +167,10 @@ class MNISTDecoder(nnx.Module):
         self.norm1 = nnx.LayerNorm(1024, rngs=rngs)
         self.fc2 = nnx.Linear(1024, width * 7 * 7, rngs=rngs)
         self.norm2 = nnx.LayerNorm(width * 7 * 7, rngs=rngs)
-        self.up1 = nnx.ConvTranspose(
-            width, width, (4, 4), strides=(2, 2), padding="SAME", rngs=rngs
-        )
+        # Sub-pixel form of nnx.ConvTranspose (same parameters and function; see .conv_transpose).
+        self.up1 = ConvTranspose(width, width, (4, 4), strides=(2, 2), padding="SAME", rngs=rngs)
         self.norm3 = nnx.GroupNorm(width, num_groups=8, rngs=rngs)
-        self.up2 = nnx.ConvTranspose(width, 1, (4, 4), strides=(2, 2), padding="SAME", rngs=rngs)
+        self.up2 = ConvTranspose(width, 1, (4, 4), strides=(2, 2), padding="SAME", rngs=rngs)
         self.out = _Conv(1, 1, (1, 1), rngs=rngs)
         self.width = width
         self.context = context

@@ -124,9 +124,15 @@ def check_support(node: str, mech: Mechanism, values: Array) -> Array:
     codes = jax.vmap(type(mech).out_of_support, in_axes=(None, 0))(mech, values)
     code = jnp.max(codes.astype(jnp.int32)) if codes.size else jnp.zeros((), jnp.int32)
     messages = [f"node {node!r}: {m}" for m in mech.support_messages]
-    return eqx.branched_error_if(
-        values, code > 0, jnp.clip(code - 1, 0, len(messages) - 1), messages
+    # The check is attached to the scalar code, not to ``values``: an error check passes its
+    # operand through a host callback, which under a device mesh gathered a sharded batch
+    # of images onto one device every step. The select ties ``values`` to the checked code
+    # (so neither JAX nor XLA drops the check) and keeps their sharding; it fuses into the
+    # values' first consumer.
+    checked = eqx.branched_error_if(
+        code, code > 0, jnp.clip(code - 1, 0, len(messages) - 1), messages
     )
+    return jnp.where(checked > 0, jnp.zeros((), values.dtype), values)
 
 
 def _total(x: Array) -> Array:

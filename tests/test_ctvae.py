@@ -299,3 +299,31 @@ def test_weights_refuse_negative_or_non_finite_values(bad):
     with pytest.raises(ValueError, match="Weights.changed must be a finite number >= 0"):
         Weights(changed=bad)
     assert Weights(changed=np.float32(2.0)).changed == 2.0
+
+
+def test_action_heads_pick_the_readout_by_the_mask():
+    # action_heads=True: node i reads out with head[a] where the mask is on, head[A] (null)
+    # elsewhere. The same key gives the same mask, graph and GNN as the shared readout, so
+    # putting head[b] into the shared layer must give exactly its logits on the nodes b covers.
+    kw = dict(identity=False, key=jax.random.key(40))
+    multi = CTLayer(CODEC.grid, 2, 5, A, action_heads=True, **kw)
+    assert multi.head.shape == (A + 1, *CTLayer(CODEC.grid, 2, 5, A, **kw).head.shape)
+    codes = jax.random.randint(jax.random.key(41), (4, 4, 2), 0, 5)
+    feats = multi.features(codes)
+    mask = (jnp.arange(16) % 3 == 0).astype(jnp.float32)  # some nodes under the action
+    adj = jax.random.bernoulli(jax.random.key(42), 0.5, (16, 16)).astype(jnp.float32)
+    for a in (0, 3, A):
+        m = mask if a < A else jnp.zeros(16)
+        out = np.asarray(multi.propagate(feats, a, m, adj)).reshape(16, -1)
+        for b, rows in ((a, np.asarray(m) > 0), (A, np.asarray(m) == 0)):
+            shared = eqx.tree_at(lambda c: c.head, multi, multi.head[b])
+            want = np.asarray(shared.propagate(feats, a, m, adj)).reshape(16, -1)
+            np.testing.assert_allclose(out[rows], want[rows], rtol=1e-5, atol=1e-5)
+        # Other actions' readouts do not enter: zeroing them changes nothing.
+        others = jnp.array([c for c in range(A + 1) if c not in (a, A)])
+        cut = eqx.tree_at(lambda c: c.head, multi, multi.head.at[others].set(0.0))
+        np.testing.assert_allclose(np.asarray(cut.propagate(feats, a, m, adj)).reshape(16, -1), out)
+    # The identity initialisation still reproduces the input codes under every action.
+    ident = CTLayer(CODEC.grid, 2, 5, A, action_heads=True, key=jax.random.key(43))
+    for a in (0, A):
+        np.testing.assert_array_equal(jnp.argmax(ident(codes, a, jax.random.key(44)), -1), codes)

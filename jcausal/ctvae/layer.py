@@ -34,6 +34,15 @@ For an action ``a`` (or the null action ``A``, "no intervention"):
    neighbourhood; without it a cell learns its neighbours only through attention messages, and
    its mask (where an action acts) sees only its own codes.
 
+6. **Readout per action** (optional, ``action_heads=True``): the readout of node ``i`` is
+   ``head^a`` where ``R_{a,i} = 1`` and ``head^null`` elsewhere, the selection eq. (4) makes
+   between the action's and the null pair MLP, applied to the network that maps the node's
+   state to its new code. With one shared readout the action reaches the logits only as an
+   additive embedding (linear in the one-hot code and in the action, bar the attention's
+   ReLU), so "code ``c`` under action ``a`` becomes ``c'``", a lookup on the pair, has no
+   direct path; ``head^a`` applied to the node's own code is that lookup, one table per
+   action (rank ``hidden``).
+
 In evaluation (``key=None``) the mask and the graph are the modes of their Bernoullis
 (``sigmoid > 1/2``), so the transition is a deterministic function of ``(codes, a)``: that is
 what the SCM mechanism :class:`jcausal.image.VQTransition` needs for exact abduction.
@@ -146,6 +155,8 @@ class CTLayer(eqx.Module):
             features in the mask network and the GNN's input embedding (not the pair MLPs):
             the encoder's receptive field spans neighbouring cells, so a cell's new code is a
             function of its neighbourhood (module docstring, item 5).
+        action_heads: one readout per action plus the null one, chosen per node by the mask
+            as eq. (4) chooses the edge network (module docstring, item 6).
         key: initialisation key.
     """
 
@@ -184,6 +195,7 @@ class CTLayer(eqx.Module):
         ffn: bool = True,
         gate: bool = False,
         neighbours: bool = False,
+        action_heads: bool = False,
         *,
         key: PRNGKeyArray,
     ):
@@ -215,7 +227,10 @@ class CTLayer(eqx.Module):
         self.embed = init(k[5], (fn + a, hidden), fn)
         self.gnn = tuple(_Attention(hidden, k[8 + i], identity, ffn) for i in range(layers))
         ck = self.num_codebooks * self.num_codes
-        self.head = (0.0 if identity else 1.0) * init(k[6], (hidden, ck), hidden)
+        # With action_heads, head[a] for action a and head[A] for the null action (zeros at the
+        # identity initialisation, like the shared one).
+        shape = (a + 1, hidden, ck) if action_heads else (hidden, ck)
+        self.head = (0.0 if identity else 1.0) * init(k[6], shape, hidden)
         self.skip = jnp.asarray(8.0 if identity else 1.0)
         c = self.num_codebooks
         # Identity: keep with probability sigmoid(8) = 0.9997 whatever the state (zero weights);
@@ -311,10 +326,17 @@ class CTLayer(eqx.Module):
             h = layer(h, adj)
         ck = self.num_codebooks * self.num_codes
         shape = (*self.grid, self.num_codebooks, self.num_codes)
+        if self.head.ndim == 3:
+            # The mask picks the action's readout or the null one per node (as in eq. 4).
+            null = h @ self.head[self.num_actions]
+            acted = h @ self.head[jnp.clip(a, 0, self.num_actions)]
+            out = mask[:, None] * acted + (1 - mask[:, None]) * null
+        else:
+            out = h @ self.head
         if self.gate_w is None:
-            return (h @ self.head + self.skip * feats[:, :ck]).reshape(shape)
+            return (out + self.skip * feats[:, :ck]).reshape(shape)
         keep = (h @ self.gate_w + self.gate_b).reshape(*self.grid, self.num_codebooks, 1)
-        new = jax.nn.log_softmax((h @ self.head).reshape(shape), -1) + jax.nn.log_sigmoid(-keep)
+        new = jax.nn.log_softmax(out.reshape(shape), -1) + jax.nn.log_sigmoid(-keep)
         # The input's code also gets the keep branch: log(g + (1 - g) p_new).
         own = feats[:, :ck].reshape(shape) > 0
         return jnp.where(own, jnp.logaddexp(jax.nn.log_sigmoid(keep), new), new)

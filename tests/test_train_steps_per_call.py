@@ -50,3 +50,70 @@ def test_dense_keeps_the_loop():
     mlp = eqx.nn.MLP(3, 2, 8, 1, key=KEY)
     _, _, calls = _run(mlp, jax.random.normal(KEY, (8, 3)))
     assert calls == [6, 6]
+
+
+def _grad_jaxpr(conv, x, w):
+    return jax.make_jaxpr(jax.grad(lambda x, w: jnp.sum(conv(x, w) ** 2), argnums=(0, 1)))(x, w)
+
+
+def test_slow_convolutions_are_read_from_the_step():
+    from jax import lax
+
+    from jcausal.nn import conv_general_dilated
+    from jcausal.train.step import loop_slow_convolutions
+
+    x, w = jnp.ones((2, 6, 6, 3)), jnp.ones((3, 3, 3, 4))
+    dims = ("NHWC", "HWIO", "NHWC")
+
+    def plain(x, w):
+        return lax.conv_general_dilated(x, w, (2, 2), "SAME", dimension_numbers=dims)
+
+    def fast(x, w):
+        return conv_general_dilated(x, w, (2, 2), "SAME", dimension_numbers=dims)
+
+    # The forward convolution is channel-last; JAX's own input and kernel gradients are not.
+    assert loop_slow_convolutions(jax.make_jaxpr(plain)(x, w)) == 0
+    assert loop_slow_convolutions(_grad_jaxpr(plain, x, w)) == 2
+    # jcausal's convolution writes both gradients channel-last (also when nested in a jit).
+    assert loop_slow_convolutions(_grad_jaxpr(fast, x, w)) == 0
+    assert loop_slow_convolutions(_grad_jaxpr(jax.jit(plain), x, w)) == 2
+    # Channel-first (equinox) is slow forward already.
+    assert loop_slow_convolutions(jax.make_jaxpr(_conv())(jnp.ones((1, 6, 6)))) == 1
+
+
+def _flax_conv(fast: bool):
+    from flax import nnx
+
+    from jcausal.nn import conv_general_dilated
+
+    kw = {"conv_general_dilated": conv_general_dilated} if fast else {}
+    return nnx.Conv(1, 2, (3, 3), padding=1, rngs=nnx.Rngs(0), **kw)
+
+
+def _run_flax(fast: bool, **kw):
+    from flax import nnx
+
+    model = _flax_conv(fast)
+    graph, params = nnx.split(model)
+    calls = []
+
+    def loss(p, batch, key):
+        return jnp.mean(nnx.merge(graph, p)(batch) ** 2)
+
+    x = jax.random.normal(KEY, (8, 5, 5, 1))
+    out, hist = fit(loss, params, x, optimizer=optax.sgd(1e-2), steps=12, batch_size=4,
+                    key=KEY, log_every=6, progress=calls.append, **kw)  # fmt: skip
+    return out, hist, calls
+
+
+def test_fast_convolutions_keep_the_loop_on_cpu():
+    if jax.default_backend() != "cpu":
+        return
+    _, _, calls = _run_flax(fast=False)
+    assert calls == [1] * 12  # JAX's gradients of nnx.Conv: one bare step per call
+    fast, hist, calls = _run_flax(fast=True)
+    assert calls == [6, 6]  # every convolution channel-last: the compiled loop
+    bare, hist_bare, _ = _run_flax(fast=True, steps_per_call=1)
+    np.testing.assert_allclose(hist.loss, hist_bare.loss, rtol=1e-6, atol=1e-12)
+    for a, b in zip(jax.tree_util.tree_leaves(fast), jax.tree_util.tree_leaves(bare), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-12)

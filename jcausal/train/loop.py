@@ -407,29 +407,6 @@ def fit(
         metrics_path = os.fspath(metrics_path)
         _metrics.trim(metrics_path, start)
 
-    # ---- compiled pieces
-    per_call = steps_per_call
-    if per_call is None:
-        per_call = 1 if bare_step_is_faster(dyn) else log_every
-    length = 1 if callback is not None else max(1, min(per_call, steps))
-    chunk = make_chunk(
-        loss_fn=loss_fn,
-        with_step=takes_step(loss_fn),
-        static=static,
-        optimizer=optimizer,
-        data_key=data_key,
-        loss_key=loss_key,
-        sampled=sampled,
-        sampler=data if sampled else None,
-        n=n,
-        batch_size=batch_size,
-        steps_per_epoch=steps_per_epoch,
-        batch_sharding=batch_sharding,
-        ema_decay=ema,
-        length=length,
-        buffers=buffers,
-        split=split,
-    )
     eval_with_step = takes_step(eval_fn if eval_fn is not None else loss_fn)
 
     @eqx.filter_jit
@@ -497,6 +474,38 @@ def fit(
         perm = permutation(data_key, jnp.asarray(start // steps_per_epoch), n)
     if replicated is not None:
         perm = parallel.put(perm, replicated)
+
+    # ---- compiled pieces
+    chunk_config = dict(
+        loss_fn=loss_fn,
+        with_step=takes_step(loss_fn),
+        static=static,
+        optimizer=optimizer,
+        data_key=data_key,
+        loss_key=loss_key,
+        sampled=sampled,
+        sampler=data if sampled else None,
+        n=n,
+        batch_size=batch_size,
+        steps_per_epoch=steps_per_epoch,
+        batch_sharding=batch_sharding,
+        ema_decay=ema,
+        buffers=buffers,
+        split=split,
+    )
+    per_call = steps_per_call
+    if per_call is None:
+        per_call = log_every
+        if bare_step_is_faster(dyn):
+            # A convolutional network on CPU: one bare step per call if the step has a
+            # convolution XLA:CPU runs slowly inside a loop (read from one step's jaxpr; the
+            # one-step program is cached, so choosing it costs no second compilation).
+            one = make_chunk(**chunk_config, length=1)
+            first = (jnp.asarray(start, jnp.int32), jnp.asarray(1, jnp.int32))
+            slow = one.slow_convolutions(dyn, opt_state, ema_dyn, data, perm, *first)
+            per_call = 1 if slow else log_every
+    length = 1 if callback is not None else max(1, min(per_call, steps))
+    chunk = make_chunk(**chunk_config, length=length)
     running = None
     done = start
     # Steps per call: all of `length` when it is short; else start small and grow towards

@@ -35,14 +35,7 @@ import scipy.linalg  # noqa: E402
 import scipy.sparse.linalg as spla  # noqa: E402
 
 import jcausal as jc  # noqa: E402
-from jcausal.solvers import (  # noqa: E402
-    Anderson,
-    Auto,
-    BlockJacobi,
-    Newton,
-    fixed_point,
-    linear_fixed_point,
-)
+from jcausal.solvers import Anderson, Auto, Newton, fixed_point, linear_fixed_point  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _machine import machine_info  # noqa: E402
@@ -58,10 +51,7 @@ def dense(n: int, rho: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     return a, rng.uniform(0.1, 1.0, n)
 
 
-REGIONS = 20
-
-
-def block_regional(n: int, seed: int = 0, regions: int = REGIONS) -> tuple[np.ndarray, np.ndarray]:
+def block_regional(n: int, seed: int = 0, regions: int = 20) -> tuple[np.ndarray, np.ndarray]:
     """Dense blocks within each region, sparse trade between them; column sums <= 0.7."""
     rng = np.random.default_rng(seed)
     a = np.zeros((n, n))
@@ -285,9 +275,6 @@ def case(kind: str, n: int, repeats: int, fixed_point_rows: bool = True) -> dict
         jax.block_until_ready(call())
         floors[name] = median_time(lambda c=call: jax.block_until_ready(c()), reps)
     peers = rows[:2]  # numpy LU and scipy GMRES
-    blocks = (
-        block_jacobi_rows(a, y, w, n, repeats, lu_grad, peers) if kind == "block-regional" else None
-    )
     best_peer = min(peers, key=lambda r: r["seconds"])
     ours = rows[3:]
     best = min(ours, key=lambda r: r["seconds"])
@@ -301,7 +288,6 @@ def case(kind: str, n: int, repeats: int, fixed_point_rows: bool = True) -> dict
         "numpy_lu_grad_seconds": lu_grad,
         "intervention_grad": grad_u,
         "floors": floors,
-        "block_jacobi": blocks,
         "fastest_jcausal": best["solver"],
         "speed_vs_best_peer": {r["solver"]: best_peer["seconds"] / r["seconds"] for r in ours},
         "residual_vs_best_peer": {r["solver"]: r["residual"] / peer_res for r in ours},
@@ -316,46 +302,6 @@ def case(kind: str, n: int, repeats: int, fixed_point_rows: bool = True) -> dict
             "residual_vs_fastest_peer": auto["residual"] / max(best_peer["residual"], 1e-300),
             "grad_speed_vs_lu_grad": lu_grad / auto["grad_seconds"],
         },
-    }
-
-
-def block_jacobi_rows(a, y, w, n, repeats, lu_grad, peers, regions: int = REGIONS):
-    """``BlockJacobi`` with the table's regions as blocks, and its peer.
-
-    The peer is scipy's GMRES with the same preconditioner (the blocks' LU factors, scipy's
-    ``lu_solve``), its factorisation included in its time as ours is.
-    """
-    size = -(-n // regions)
-    if n % size:
-        return None
-    ours = linear_row("jcausal BlockJacobi", BlockJacobi(block_size=size), a, y, w, repeats)
-    m = np.eye(n) - a
-    k = n // size
-
-    def gmres_bj():
-        lus = [scipy.linalg.lu_factor(m[i * size : (i + 1) * size, i * size : (i + 1) * size],
-                                      check_finite=False) for i in range(k)]  # fmt: skip
-
-        def apply(v):
-            v = v.reshape(k, size)
-            return np.concatenate([scipy.linalg.lu_solve(lu, v[i], check_finite=False)
-                                   for i, lu in enumerate(lus)])  # fmt: skip
-
-        pre = spla.LinearOperator((n, n), matvec=apply, dtype=m.dtype)
-        return spla.gmres(m, y, rtol=RTOL, atol=0.0, restart=20, maxiter=1000, M=pre)[0]
-
-    x = gmres_bj()
-    peer = with_median({"solver": "scipy GMRES + block-Jacobi", "seconds":
-                        median_time(gmres_bj, repeats), "residual": residual(a, y, x)})  # fmt: skip
-    best_peer = min(peers, key=lambda r: r["seconds"])
-    return {
-        "block_size": size,
-        "rows": [ours, peer],
-        "speed_vs_best_peer": best_peer["seconds"] / ours["seconds"],
-        "median_speed_vs_best_peer": best_peer["median_seconds"] / ours["median_seconds"],
-        "speed_vs_preconditioned_gmres": peer["seconds"] / ours["seconds"],
-        "residual_vs_best_peer": ours["residual"] / max(best_peer["residual"], 1e-300),
-        "grad_speed_vs_lu_grad": lu_grad / ours["grad_seconds"],
     }
 
 

@@ -23,8 +23,8 @@ _NAMES = {
             "Intervention", "Invertible", "Mechanism", "Root", "Scale", "Shift", "Soft",
             "Solvability", "Solver", "abduct", "counterfactual", "do", "log_prob", "sample",
             "solvability", "solve"),
-    "solvers": ("RESULTS", "Anderson", "Auto", "BlockJacobi", "FixedPointError",
-                "FixedPointReport", "Forward", "Newton", "fixed_point", "linear_fixed_point"),
+    "solvers": ("RESULTS", "Anderson", "Auto", "FixedPointError", "FixedPointReport", "Forward",
+                "Newton", "fixed_point", "linear_fixed_point"),
     "train": ("History", "buffer", "fit", "frozen", "unfreeze"),
 }  # fmt: skip
 _WHERE = {name: module for module, names in _NAMES.items() for name in names}
@@ -92,7 +92,6 @@ __all__ = [
     "Amortized",
     "Anderson",
     "Auto",
-    "BlockJacobi",
     "Box",
     "CycleError",
     "DiffusionImage",

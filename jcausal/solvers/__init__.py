@@ -11,10 +11,8 @@ Modules: ``anderson`` (the solver objects), ``iteration`` (the Anderson step as 
 solver and the stopping rule), ``batched`` (the single and the batched ``vmap`` loop),
 ``implicit`` (``fixed_point``: implicit gradients, reports, errors), ``results`` (result
 codes and messages), ``newton`` (Newton's method with a direct or Krylov linear solve),
-``linear`` (``linear_fixed_point``: ``x = A x + b`` with the matrix given),
-``block_jacobi`` (its preconditioned Anderson for block-regional tables), ``products``
-(``A @ x``), ``auto`` (``Auto``, the measured choice of solver), ``affine`` (is a map
-affine? from its jaxpr).
+``linear`` (``linear_fixed_point``: ``x = A x + b`` with the matrix given), ``auto``
+(``Auto``, the measured choice of solver), ``affine`` (is a map affine? from its jaxpr).
 jaxopt's Anderson, measured against ours, is a peer in ``benchmarks/`` only.
 """
 
@@ -28,7 +26,6 @@ from .auto import (
     LU_LEVEL_MAX,
     Auto,
 )
-from .block_jacobi import BlockJacobi
 from .implicit import fixed_point, relative_residual
 from .iteration import AndersonIteration
 from .linear import linear_fixed_point
@@ -50,7 +47,6 @@ __all__ = [
     "Anderson",
     "AndersonIteration",
     "Auto",
-    "BlockJacobi",
     "FixedPointError",
     "FixedPointReport",
     "Forward",

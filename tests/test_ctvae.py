@@ -327,3 +327,22 @@ def test_action_heads_pick_the_readout_by_the_mask():
     ident = CTLayer(CODEC.grid, 2, 5, A, action_heads=True, key=jax.random.key(43))
     for a in (0, A):
         np.testing.assert_array_equal(jnp.argmax(ident(codes, a, jax.random.key(44)), -1), codes)
+
+
+def test_skip_sets_the_copy_prior_and_the_identity_still_holds():
+    # skip is the initial weight of the input's one-hot codes: with the identity initialisation
+    # (zero readout) the input code's probability is e^s / (e^s + K - 1) whatever the graph.
+    codes = jax.random.randint(jax.random.key(50), (4, 4, 2), 0, 5)
+    for s in (0.5, 3.0):
+        ct = CTLayer(CODEC.grid, 2, 5, A, action_heads=True, skip=s, key=jax.random.key(51))
+        assert float(ct.skip) == s
+        for a in (0, A):
+            p = jax.nn.softmax(ct(codes, a, jax.random.key(52)), -1)
+            own = np.asarray(jnp.take_along_axis(p, codes[..., None], -1))
+            np.testing.assert_allclose(own, np.exp(s) / (np.exp(s) + 4), rtol=1e-5)
+            np.testing.assert_array_equal(jnp.argmax(p, -1), codes)
+    assert float(CTLayer(CODEC.grid, 2, 5, A, key=jax.random.key(51)).skip) == 8.0
+    assert float(CTLayer(CODEC.grid, 2, 5, A, identity=False, key=jax.random.key(51)).skip) == 1.0
+    for bad in (-1.0, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="skip"):
+            CTLayer(CODEC.grid, 2, 5, A, skip=bad, key=jax.random.key(51))

@@ -130,6 +130,8 @@ class Config:
     # the full config reaches 0.941 / 0.957 action / factor accuracy (baseline 0.930 / 0.950)
     # and the intervened factor reads right in 43.0% (README).
     action_heads: bool = True
+    # Initial weight of the input's codes in the CT layer's logits (``CTLayer(skip=...)``).
+    skip: float = 8.0
     # The CT layer's learning rate decays as a cosine from ``lr`` to ``lr_floor x lr`` over
     # its steps (optax.cosine_decay_schedule); None: constant. Off: with 0.05 the full config
     # fell to 0.807 / 0.820 action / factor accuracy (from 0.866 / 0.877; README).
@@ -304,7 +306,7 @@ def train_ct(cfg: Config, shapes, vae, key, path: Path, progress: bool, ckpt: Pa
     ct = ctvae.CTLayer(
         vae.grid, cfg.codebooks, cfg.codes, shapes.num_actions, cfg.hidden, cfg.layers,
         ffn=cfg.ffn, gate=cfg.gate, neighbours=cfg.neighbours, action_heads=cfg.action_heads,
-        key=jax.random.fold_in(key, 2),
+        skip=cfg.skip, key=jax.random.fold_in(key, 2),
     )  # fmt: skip
     weights = ctvae.Weights(
         action=cfg.action_weight, causal=cfg.causal_weight, mask=cfg.mask_weight,

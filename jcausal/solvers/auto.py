@@ -35,13 +35,17 @@ DIRECT_MAX = 100
 KRYLOV_MIN = None
 
 #: :class:`Auto`'s Anderson on an explicit matrix stops this factor below ``rtol`` (float64),
-#: so that its residual matches a Krylov solver's, which overshoots its tolerance (1-4 more
-#: products with ``A``; measured by ``benchmarks/linear_solvers.py``). 30, not 100 as before:
-#: with history 8 a 3e-12 aim still gave residuals at or below scipy's GMRES's (n = 1,000
-#: dense 1.7e-12 / 1.7e-12, spectral radius 0.95 2.8e-12 / 2.7e-12, block-regional 1.6e-12 /
-#: 7e-12; 2,000 unchanged; 9,800 block-regional 2.9e-12 / 2.2e-11) for one product fewer at
-#: n = 1,000 and two of 14 at 9,800 block-regional.
-AUTO_MARGIN = 30
+#: so that its residual matches a Krylov solver's, which overshoots its tolerance. On a linear
+#: map Anderson with history 8 retraces GMRES's iterates (the same residual at the same
+#: product count in most rows below), so the margin only decides whether to take one product
+#: past GMRES's last. 10 (was 30, 100 before): products and residual against scipy's GMRES
+#: (rtol 1e-10, ``/work/runs/s30/margin.py`` on ``benchmarks/linear_solvers.py``'s matrices,
+#: n = 500-9,800): 30 -> 10 saved a product at n = 500 block-regional (res 0.53x GMRES's),
+#: 2,000 dense (1.00x) and spectral radius 0.95 (35x: GMRES's own 2e-13 there is a 500x
+#: overshoot; ours 7e-12), 4,000 block-regional (two; 0.32x) and 9,800 dense (6 against 7,
+#: 1.00x); every dense and block-regional residual stayed at or below GMRES's. 3 would save 1-2
+#: more on block-regional tables but let residuals reach 2-3x GMRES's and 54x at 4,000, 0.95.
+AUTO_MARGIN = 10
 
 #: Up to this ``n`` (float64), where a dense LU (numpy's) is the fastest alternative and
 #: reaches a residual of 1-2 eps, :class:`Auto`'s Anderson aims that low too: at
@@ -89,11 +93,11 @@ class Auto(AbstractSolver):
       residual an LU reaches (:data:`LU_LEVEL_EPS` eps), judged by ``rtol``;
     - above that: :class:`Anderson` with history :data:`AUTO_HISTORY`, stopping
       :data:`AUTO_MARGIN` times below ``rtol`` in
-      float64 (3.3e-12 for the default 1e-10; never below 100 eps), judged by ``rtol``; the
+      float64 (1e-11 for the default 1e-10; never below 100 eps), judged by ``rtol``; the
       adjoint (gradient) solve aims at ``rtol`` itself. GMRES
       overshoots its tolerance by about that much in its last iteration (its residual estimate
       falls by a large factor per iteration); Anderson needs about as many products with ``A``
-      as GMRES has iterations, so the margin costs 1-4 more products and gives as small a
+      as GMRES has iterations, so the margin costs 0-2 more products and gives as small a
       residual. (JAX's GMRES spends 2-3 products more than Anderson on its start and its
       check; see :data:`KRYLOV_MIN`.)
     - with ``krylov_min`` set, from that many unknowns: GMRES on ``(I - A) x = b``

@@ -77,6 +77,11 @@ def test_slow_convolutions_are_read_from_the_step():
     # jcausal's convolution writes both gradients channel-last (also when nested in a jit).
     assert loop_slow_convolutions(_grad_jaxpr(fast, x, w)) == 0
     assert loop_slow_convolutions(_grad_jaxpr(jax.jit(plain), x, w)) == 2
+    # The rule given the step: bare on CPU only with a slow convolution in it.
+    conv = {"w": w}
+    assert bare_step_is_faster(conv, backend="cpu", step=_grad_jaxpr(plain, x, w))
+    assert not bare_step_is_faster(conv, backend="cpu", step=_grad_jaxpr(fast, x, w))
+    assert not bare_step_is_faster(conv, backend="gpu", step=_grad_jaxpr(plain, x, w))
     # Channel-first (equinox) is slow forward already.
     assert loop_slow_convolutions(jax.make_jaxpr(_conv())(jnp.ones((1, 6, 6)))) == 1
 

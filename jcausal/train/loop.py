@@ -271,7 +271,8 @@ def fit(
     opt_state = optimizer.init(dyn)
     ema_dyn = dyn if ema is not None else None
     names = leaf_names(dyn)
-    fingerprint = optimizer_fingerprint(optimizer, opt_state)
+    # (what a checkpoint records of the optimiser; its treedef's text is slow to build)
+    fingerprint = None if checkpoint_dir is None else optimizer_fingerprint(optimizer, opt_state)
     # Where each piece of the training state lives on a mesh: parameters replicated; the
     # optimiser state and the moving average replicated too, or split (shard_optimizer).
     split = None

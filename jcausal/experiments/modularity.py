@@ -65,10 +65,11 @@ from .modularity_figures import plot_hybrids, plot_influence
 NAME = "modularity"
 LAYERS = ("reshape", "up1")
 ATTRIBUTES = ("thickness", "intensity", "slant", "width")
-# One training step per compiled call: on XLA:CPU these conv nets ran slower inside fit's
-# compiled loop (measured in one run: scene VAE 0.39 vs 0.08 s/step, batch 64; Deep SCM and
-# MCQ-VAE likewise, compilation included).
-STEPS_PER_CALL = 1
+# Steps per compiled call: None lets fit choose. It gives one bare step per call to networks
+# whose convolution gradients XLA:CPU runs slowly inside a compiled loop (the scene VAE's
+# flax layers: 0.39 vs 0.08 s/step, batch 64, measured in one run) and the loop to those
+# built on jcausal.nn's channel-last convolutions (the Deep SCM networks).
+STEPS_PER_CALL = None
 
 
 @dataclasses.dataclass(frozen=True)

@@ -90,7 +90,7 @@ def object_alpha(shapes: Shapes, factors: Int[Array, "n F"]) -> Float[Array, "n 
     return 1.0 - jnp.linalg.norm(a - b, axis=-1) / dbg
 
 
-STEPS_PER_CALL = 1  # a bare compiled step: see jcausal.experiments.modularity.STEPS_PER_CALL
+STEPS_PER_CALL = None  # fit's choice: see jcausal.experiments.modularity.STEPS_PER_CALL
 
 
 def train_scene_vae(

@@ -122,3 +122,35 @@ def test_fast_convolutions_keep_the_loop_on_cpu():
     np.testing.assert_allclose(hist.loss, hist_bare.loss, rtol=1e-6, atol=1e-12)
     for a, b in zip(jax.tree_util.tree_leaves(fast), jax.tree_util.tree_leaves(bare), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-12)
+
+
+def test_one_dimensional_convolutions_are_checked_too():
+    # A 1-D kernel is 3-D: the pre-filter must still read the step's convolutions.
+    from flax import nnx
+
+    from jcausal.nn import conv_general_dilated
+
+    if jax.default_backend() != "cpu":
+        return
+    conv = eqx.filter(eqx.nn.Conv1d(2, 3, 3, key=KEY), eqx.is_inexact_array)
+    assert bare_step_is_faster(conv, backend="cpu")  # (no step given: the pre-filter alone)
+
+    def run(fast):
+        kw = {"conv_general_dilated": conv_general_dilated} if fast else {}
+        graph, params = nnx.split(nnx.Conv(2, 3, (3,), rngs=nnx.Rngs(0), **kw))
+        calls = []
+
+        def loss(p, batch, key):
+            return jnp.mean(nnx.merge(graph, p)(batch) ** 2)
+
+        x = jax.random.normal(KEY, (8, 7, 2))
+        out, _ = fit(loss, params, x, optimizer=optax.sgd(1e-2), steps=12, batch_size=4,
+                     key=KEY, log_every=6, progress=calls.append)  # fmt: skip
+        return out, calls
+
+    slow, calls = run(fast=False)
+    assert calls == [1] * 12  # JAX's gradient of a 1-D nnx.Conv: one bare step per call
+    fast, calls = run(fast=True)
+    assert calls == [6, 6]
+    for a, b in zip(jax.tree_util.tree_leaves(slow), jax.tree_util.tree_leaves(fast), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)

@@ -18,6 +18,7 @@ from jcausal.ctvae import (
     gumbel_bernoulli,
     intervene,
     mask_rate,
+    mask_target_loss,
     repeat_action,
     scm,
 )
@@ -346,3 +347,63 @@ def test_skip_sets_the_copy_prior_and_the_identity_still_holds():
     for bad in (-1.0, float("nan"), float("inf")):
         with pytest.raises(ValueError, match="skip"):
             CTLayer(CODEC.grid, 2, 5, A, skip=bad, key=jax.random.key(51))
+
+
+def test_acted_skip_is_the_copy_prior_of_the_nodes_under_the_mask():
+    # With the identity initialisation (zero readouts) the logits are the copy prior times the
+    # input's one-hot codes: acted_skip on the nodes the mask covers, skip on the others.
+    codes = jax.random.randint(jax.random.key(60), (4, 4, 2), 0, 5)
+    ct = CTLayer(CODEC.grid, 2, 5, A, action_heads=True, skip=3.0, acted_skip=0.5,
+                 key=jax.random.key(61))  # fmt: skip
+    feats = ct.features(codes)
+    mask = (jnp.arange(16) % 4 == 1).astype(jnp.float32)
+    adj = jax.random.bernoulli(jax.random.key(62), 0.5, (16, 16)).astype(jnp.float32)
+    out = np.asarray(ct.propagate(feats, 2, mask, adj)).reshape(16, 2, 5)
+    onehot = np.eye(5)[np.asarray(codes).reshape(16, 2)]
+    prior = np.where(np.asarray(mask)[:, None, None] > 0, 0.5, 3.0)
+    np.testing.assert_allclose(out, prior * onehot, atol=1e-6)
+    # The null action covers no node: standard mode still reproduces the input codes.
+    np.testing.assert_array_equal(jnp.argmax(ct(codes, A, jax.random.key(63)), -1), codes)
+    # acted_skip=None is one prior for every node, as before.
+    plain = CTLayer(CODEC.grid, 2, 5, A, action_heads=True, skip=3.0, key=jax.random.key(61))
+    assert plain.acted_skip is None
+    np.testing.assert_allclose(
+        np.asarray(plain.propagate(feats, 2, mask, adj)).reshape(16, 2, 5), 3.0 * onehot, atol=1e-6
+    )
+    for bad in (-0.1, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="acted_skip"):
+            CTLayer(CODEC.grid, 2, 5, A, acted_skip=bad, key=jax.random.key(61))
+
+
+def test_mask_target_is_the_cross_entropy_of_the_mask_against_the_changed_cells():
+    # Closed form: a cell is a target 1 if any codebook changed.
+    cx = jnp.zeros((2, 2, 2), jnp.int32)
+    cy = cx.at[0, 0, 1].set(3).at[1, 1].set(2)  # cells 0 and 3 changed
+    rho = jnp.array([np.log(3.0), 0.0, 2.0, -1.0])
+    p = 1 / (1 + np.exp(-np.asarray(rho, np.float64)))
+    t = np.array([1.0, 0.0, 0.0, 1.0])
+    want = -np.mean(t * np.log(p) + (1 - t) * np.log(1 - p))
+    assert float(mask_target_loss(rho, cx, cy)) == pytest.approx(want, rel=1e-5)
+    # In ct_loss: the true action's mask logits (the mask network's output, no noise) against
+    # the cells of each unit that changed, averaged over the batch, times its weight.
+    ct = CTLayer(CODEC.grid, 2, 5, A, identity=False, key=jax.random.key(64))
+    idx = jax.random.randint(jax.random.key(65), (3, 4, 4, 2), 0, 5)
+    idy = idx.at[:, 1:3, 2, 0].set((idx[:, 1:3, 2, 0] + 2) % 5).at[1, 0, 0, 1].add(1) % 5
+    a = jnp.array([1, 4, 0])
+    batch = {"x": jax.vmap(CODEC.decode_codes)(idx), "y": jax.vmap(CODEC.decode_codes)(idy), "a": a}
+    params = {"vae": CODEC, "ct": ct}
+    base, aux = eqx.filter_jit(ct_loss(2))(params, batch, jax.random.key(66))
+    each = []
+    for u in range(3):
+        r = np.asarray(ct.mask_logits(ct.features(idx[u]))[a[u]], np.float64)
+        t = np.asarray(jnp.any(idx[u] != idy[u], -1)).reshape(-1).astype(float)
+        assert 0 < t.sum() < 16
+        pu = 1 / (1 + np.exp(-r))
+        each.append(-np.mean(t * np.log(pu) + (1 - t) * np.log(1 - pu)))
+    np.testing.assert_allclose(float(aux["mask_target"]), np.mean(each), rtol=1e-5)
+    more, _ = eqx.filter_jit(ct_loss(2, Weights(mask_target=4.0)))(
+        params, batch, jax.random.key(66)
+    )
+    np.testing.assert_allclose(float(more - base), 4 * np.mean(each), rtol=1e-4)
+    with pytest.raises(ValueError, match="Weights.mask_target"):
+        Weights(mask_target=-1.0)

@@ -17,6 +17,7 @@ from .model import (
     ct_loss,
     intervene,
     mask_rate,
+    mask_target_loss,
     repeat_action,
     scm,
 )
@@ -31,6 +32,7 @@ __all__ = [
     "gumbel_bernoulli",
     "intervene",
     "mask_rate",
+    "mask_target_loss",
     "position_encoding",
     "repeat_action",
     "scm",

@@ -168,6 +168,9 @@ class CTLayer(eqx.Module):
             initialisation still makes standard mode's most likely codes the input's. Adam
             moves it by about ``lr`` per step, so it also bounds how fast the layer can stop
             copying (module docstring, item 7).
+        acted_skip: initial copy prior of the nodes under the mask (``None``: one ``skip``
+            for every node). The nodes outside it and the null action keep ``skip``, so the
+            identity of standard mode is unchanged.
         key: initialisation key.
     """
 
@@ -184,6 +187,7 @@ class CTLayer(eqx.Module):
     gnn: tuple[_Attention, ...]
     head: Array
     skip: Array
+    acted_skip: Array | None
     gate_w: Array | None
     gate_b: Array | None
     pos_dims: int = eqx.field(static=True)
@@ -208,6 +212,7 @@ class CTLayer(eqx.Module):
         neighbours: bool = False,
         action_heads: bool = False,
         skip: float | None = None,
+        acted_skip: float | None = None,
         *,
         key: PRNGKeyArray,
     ):
@@ -246,6 +251,11 @@ class CTLayer(eqx.Module):
         if skip is not None and not (np.isfinite(skip) and skip >= 0):
             raise ValueError(f"CTLayer: skip must be a finite number >= 0 or None, got {skip!r}")
         self.skip = jnp.asarray((8.0 if identity else 1.0) if skip is None else float(skip))
+        if acted_skip is not None and not (np.isfinite(acted_skip) and acted_skip >= 0):
+            raise ValueError(
+                f"CTLayer: acted_skip must be a finite number >= 0 or None, got {acted_skip!r}"
+            )
+        self.acted_skip = None if acted_skip is None else jnp.asarray(float(acted_skip))
         c = self.num_codebooks
         # Identity: keep with probability sigmoid(8) = 0.9997 whatever the state (zero weights);
         # otherwise a random gate around 1/2.
@@ -348,7 +358,10 @@ class CTLayer(eqx.Module):
         else:
             out = h @ self.head
         if self.gate_w is None:
-            return (out + self.skip * feats[:, :ck]).reshape(shape)
+            skip = self.skip
+            if self.acted_skip is not None:
+                skip = (self.acted_skip * mask + self.skip * (1 - mask))[:, None]
+            return (out + skip * feats[:, :ck]).reshape(shape)
         keep = (h @ self.gate_w + self.gate_b).reshape(*self.grid, self.num_codebooks, 1)
         new = jax.nn.log_softmax(out.reshape(shape), -1) + jax.nn.log_sigmoid(-keep)
         # The input's code also gets the keep branch: log(g + (1 - g) p_new).

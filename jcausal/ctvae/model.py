@@ -35,6 +35,7 @@ import distrax
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import optax
 from jaxtyping import Array, Float, Int, PRNGKeyArray
 
 from ..image.vq_transition import VQTransition
@@ -47,9 +48,10 @@ from .layer import CTLayer
 class Weights:
     """Weights of the CT-VAE loss terms (the seed's defaults are ones; these are tuned here).
 
-    ``mask`` (the intervention mask's expected rate, :func:`mask_rate`) and ``changed`` (the
-    mean negative log-likelihood of the codes the action changed) are ours, not the paper's;
-    both are off by default.
+    ``mask`` (the intervention mask's expected rate, :func:`mask_rate`), ``changed`` (the
+    mean negative log-likelihood of the codes the action changed) and ``mask_target`` (the
+    mask supervised by where the codes changed, :func:`mask_target_loss`) are ours, not the
+    paper's; all are off by default.
     """
 
     standard: float = 1.0
@@ -62,6 +64,7 @@ class Weights:
     dependency: float = 0.1
     mask: float = 0.0
     changed: float = 0.0
+    mask_target: float = 0.0
 
     def __post_init__(self):
         # A negative weight turns a likelihood into a term the optimiser drives to -inf (and
@@ -88,6 +91,21 @@ def mask_rate(mask_logits: Float[Array, " N"]) -> Array:
     the mask sees neither the action nor the action's graph, so it can only keep its code.
     """
     return jnp.mean(jax.nn.sigmoid(mask_logits))
+
+
+def mask_target_loss(
+    mask_logits: Float[Array, " N"], cx: Int[Array, "h w C"], cy: Int[Array, "h w C"]
+) -> Array:
+    """Mean binary cross-entropy of the mask ``sigmoid(rho_i)`` against ``1[cell i changed]``.
+
+    A cell changed if any of its codebooks' codes differs between ``X`` and ``Y``. The mask
+    (eq. 4) is otherwise learned only through the likelihood, and a mask that covers every
+    cell does not tell the readout where the action acts; observed pairs say it, so in
+    training the mask can be taught it (the mask still sees only ``X``'s codes and the
+    action, so at evaluation it predicts where ``a`` would act).
+    """
+    target = jnp.any(cx != cy, axis=-1).reshape(-1).astype(mask_logits.dtype)
+    return jnp.mean(optax.sigmoid_binary_cross_entropy(mask_logits, target))
 
 
 def _unit_terms(ct: CTLayer, cx, cy, a, key, num_negatives: int) -> dict[str, Array]:
@@ -128,6 +146,7 @@ def _unit_terms(ct: CTLayer, cx, cy, a, key, num_negatives: int) -> dict[str, Ar
         # likelihood such a transition weighs less than a move that changes many cells.
         "changed": -code_loglik(out[0], cy, cy != cx) / jnp.maximum(jnp.sum(cy != cx), 1),
         "mask": mask_rate(g["mask_logits"][0]),
+        "mask_target": mask_target_loss(g["mask_logits"][0], cx, cy),
         "causal": -jax.nn.log_softmax(ll)[0],
         "kl": kl,
         "sparsity": jnp.mean(g["adjacency"][0] ** 2),
@@ -324,6 +343,7 @@ __all__ = [
     "ct_loss",
     "intervene",
     "mask_rate",
+    "mask_target_loss",
     "repeat_action",
     "scm",
 ]

@@ -158,3 +158,81 @@ def test_ema_codebooks_train_through_fit_and_resume(tmp_path):
     resumed, _ = fit(lambda p, b, k: vq_loss(p, b, ema_decay=0.9), params, images, steps=30,
                      checkpoint_dir=tmp_path, **kw)  # fmt: skip
     np.testing.assert_array_equal(unfreeze(resumed).quantizer.codebooks, qz.codebooks)
+
+
+def _equinox_reference(vae):
+    """The MCQ-VAE run through its equinox layers themselves (channel-first, one image)."""
+
+    def leaky(x):
+        return jax.nn.leaky_relu(x, 0.2)
+
+    def encode(img):
+        h = jnp.transpose(2.0 * img - 1.0, (2, 0, 1))
+        for conv in vae.down:
+            h = leaky(conv(h))
+        h = vae.enc_mid(h)
+        for block in vae.enc_res:
+            h = block(h)
+        return jnp.transpose(vae.enc_out(jax.nn.relu(h)), (1, 2, 0))
+
+    def decode(z):
+        h = vae.dec_in(jnp.transpose(z, (2, 0, 1)))
+        for block in vae.dec_res:
+            h = block(h)
+        h = jax.nn.relu(h)
+        for i, conv in enumerate(vae.up):
+            h = conv(h)
+            if i < len(vae.up) - 1:
+                h = leaky(h)
+        return 0.5 * (jnp.tanh(jnp.transpose(h, (1, 2, 0))) + 1.0)
+
+    return encode, decode
+
+
+@pytest.mark.parametrize("size,res_blocks", [(16, 1), (32, 2)])
+def test_channel_last_network_equals_the_equinox_layers(size, res_blocks):
+    # The layers hold equinox parameters but run channel-last through jcausal.nn's
+    # convolutions: values and every parameter's gradient equal equinox's own layers.
+    was = jax.config.jax_enable_x64
+    jax.config.update("jax_enable_x64", True)
+    try:
+        _check_channel_last(size, res_blocks)
+    finally:
+        jax.config.update("jax_enable_x64", was)
+
+
+def _check_channel_last(size, res_blocks):
+    vae = MCQVAE(size, 8, 2, 4, width=6, res_blocks=res_blocks, key=jax.random.key(3))
+    vae = jax.tree_util.tree_map(
+        lambda x: x.astype(jnp.float64) if eqx.is_inexact_array(x) else x, vae
+    )
+    x = jax.random.uniform(jax.random.key(4), (3, size, size, 3), jnp.float64)
+    encode, decode = _equinox_reference(vae)
+    z = jax.vmap(encode)(x)
+    np.testing.assert_allclose(vae.encode_batch(x), z, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(jax.vmap(vae.encode)(x), z, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(vae.decode_batch(z), jax.vmap(decode)(z), atol=1e-12)
+    np.testing.assert_allclose(vae.decode(z[0]), decode(z[0]), atol=1e-12)
+
+    def reference_loss(v):
+        enc, dec = _equinox_reference(v)
+        return jnp.mean((jax.vmap(dec)(jax.vmap(enc)(x)) - x) ** 2)
+
+    def loss(v):
+        return jnp.mean((v.decode_batch(v.encode_batch(x)) - x) ** 2)
+
+    want = eqx.filter_grad(reference_loss)(vae)
+    got = eqx.filter_grad(loss)(vae)
+    pairs = zip(jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(want), strict=True)
+    for g, w in pairs:
+        np.testing.assert_allclose(g, w, rtol=1e-9, atol=1e-12)
+
+
+def test_batched_calls_refuse_wrong_shapes():
+    vae = MCQVAE(16, 8, 2, 4, width=6, key=jax.random.key(0))
+    with pytest.raises(ValueError, match="encode_batch"):
+        vae.encode_batch(jnp.zeros((16, 16, 3)))
+    with pytest.raises(ValueError, match="expected one RGB image"):
+        vae.encode_batch(jnp.zeros((2, 16, 16, 1)))
+    with pytest.raises(ValueError, match="decode_batch"):
+        vae.decode_batch(jnp.zeros((2, 2, 2, 8)))

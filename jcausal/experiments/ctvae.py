@@ -217,15 +217,16 @@ CT_FIELDS = tuple(f.name for f in dataclasses.fields(Config) if f.name not in _N
 
 
 def _fit(
-    loss, params, data, steps, key, lr, path: Path, name: str, progress: bool, loop=False,
+    loss, params, data, steps, key, lr, path: Path, name: str, progress: bool,
     ckpt: Path | None = None, schedule=None,
 ):  # fmt: skip
     # With ``ckpt`` (a folder of the run's state), the training is checkpointed there and a
     # rerun resumes it (a finished one is restored without a step); its log goes there too.
-    # Conv nets (the MCQ-VAE, the factor reader, the baseline's frozen encoder) run one bare
-    # compiled step per call: XLA:CPU runs them 3-17x slower inside a compiled loop (measured
-    # per step: VAE 907 vs 278 ms, reader 283 vs 16 ms, baseline 140 vs 34 ms of CPU). The CT
-    # layer's step costs the same either way (298 vs 330 ms), so it keeps the loop (``loop``).
+    # Steps per compiled call: fit's choice. Equinox's channel-first convolutions (the factor
+    # reader, the baseline's classifier) run 3-17x slower inside a compiled loop on XLA:CPU
+    # (reader 283 vs 16 ms, baseline 140 vs 34 ms per step), so fit gives them one bare step
+    # per call; the MCQ-VAE (channel-last through jcausal.nn: 70 ms per step in the loop, 302
+    # ms bare through equinox's layers before) and the CT layer keep the loop.
     return fit(
         loss,
         params,
@@ -238,7 +239,7 @@ def _fit(
         checkpoint_dir=None if ckpt is None else (ckpt / name).resolve(),
         checkpoint_every=max(1, steps // 4),
         progress=progress,
-        steps_per_call=None if loop else 1,
+        steps_per_call=None,
     )
 
 
@@ -354,7 +355,7 @@ def train_ct(cfg: Config, shapes, vae, key, path: Path, progress: bool, ckpt: Pa
     params, hist = _fit(
         ctvae.ct_loss(cfg.negatives, weights, balance), {"vae": frozen(vae), "ct": ct},
         sampler, cfg.ct_steps, jax.random.fold_in(key, 3),
-        cfg.lr, path, "ct", progress, loop=True, ckpt=ckpt, schedule=schedule,
+        cfg.lr, path, "ct", progress, ckpt=ckpt, schedule=schedule,
     )  # fmt: skip
     return params["ct"], hist
 

@@ -236,3 +236,6 @@ def test_batched_calls_refuse_wrong_shapes():
         vae.encode_batch(jnp.zeros((2, 16, 16, 1)))
     with pytest.raises(ValueError, match="decode_batch"):
         vae.decode_batch(jnp.zeros((2, 2, 2, 8)))
+    # an empty batch is a batch
+    assert vae.encode_batch(jnp.zeros((0, 16, 16, 3))).shape == (0, 8, 8, 8)
+    assert vae.decode_batch(jnp.zeros((0, 8, 8, 8))).shape == (0, 16, 16, 3)

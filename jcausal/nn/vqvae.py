@@ -187,7 +187,7 @@ class MCQVAE(eqx.Module):
                 f"MCQVAE.encode_batch: expected a batch of images (B, S, S, 3), got shape "
                 f"{tuple(images.shape)}"
             )
-        self.check_image(images[0])
+        self.check_image(jax.ShapeDtypeStruct(images.shape[1:], images.dtype))  # (B may be 0)
         h = 2.0 * images - 1.0
         for conv in self.down:
             h = _leaky(_conv(conv, h))

@@ -33,6 +33,15 @@ devices on the machine's cores); the workloads are
     updating every parameter (``shard_optimizer=False``; on one device the two are one
     program).
 
+**Weak scaling** (``--weak``): each device keeps the same share of the work, so ``k`` devices
+do ``k`` times the work of one: (a) ``--units / 8`` units per device (10^7 on 8 devices),
+(b) 8 λ per device on the same table (64 on 8), (c) a batch of ``--weak-batch`` (default 64,
+the experiment's batch) per device (512 on 8). On fake CPU devices the figure is CPU time on
+``k`` devices over ``k`` times the CPU time on 1 (1.0: no overhead; target <= 1.3); on GPUs /
+TPUs the efficiency ``t_1 / t_k``. Strong scaling of (c) at batch 64 leaves each of 8 devices
+a batch of 8, whose step costs more per unit than a batch of 64 on any hardware; weak
+scaling is the data-parallel cost itself, at the batch a user gives each accelerator.
+
 Each figure is the best of ``--repeats`` whole calls (a 4-step sweep, a 10-step ``fit``)
 divided by their steps, after a first call that compiles; CPU time (user + sys of the worker
 process) is recorded next to the wall time.
@@ -52,6 +61,7 @@ own. Run it once, with ``nice``: it takes minutes and several GB.
 
     python benchmarks/scaling.py --quick          # tiny sizes, seconds (the test runs this)
     nice -n 10 python benchmarks/scaling.py       # part 1 at 1, 2, 4, 8 devices
+    nice -n 10 python benchmarks/scaling.py --weak  # part 1, weak scaling
     nice -n 10 python benchmarks/scaling.py --big # part 2
 """
 
@@ -94,7 +104,8 @@ SPEEDUP_TARGET = 20.0
 
 
 def worker(devices: int, units: int, sizes: list[tuple[int, int]], lambdas: int, batch: int,
-           repeats: int, only: tuple[str, ...] = WORKLOADS) -> dict:  # fmt: skip
+           repeats: int, only: tuple[str, ...] = WORKLOADS,
+           floor: bool = True) -> dict:  # fmt: skip
     """Part 1 on ``devices`` devices (this process was started with that many).
 
     Keys of the sweeps on the first table size are ``sweep_step_s`` ...; on the others
@@ -245,7 +256,7 @@ def worker(devices: int, units: int, sizes: list[tuple[int, int]], lambdas: int,
         out[f"{key}_s"] = _best(lambda: fit(loss, scm, data, steps=10, **whole), repeats, cpu,
                                 f"{key}_cpu_s") / 10  # fmt: skip
         cpu["train_replicated_step_cpu_s"] /= 10
-        if devices == 1 and batch % 8 == 0:
+        if floor and devices == 1 and batch % 8 == 0:
             # the step each of 8 devices does (batch / 8), here on one device: the floor
             small = dict(kw, batch_size=batch // 8)
             fit(loss, scm, data, steps=10, **small)
@@ -373,6 +384,12 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--units", type=float, default=1e7, help="counterfactual units (a)")
     ap.add_argument("--mrio", default="10x200", help="table sizes RxS of (b), comma-separated")
     ap.add_argument("--train-batch", type=int, default=64, help="Deep SCM batch of (c)")
+    ap.add_argument(
+        "--weak",
+        action="store_true",
+        help="weak scaling: per device --units/8 units, 8 λ and a batch of --weak-batch",
+    )
+    ap.add_argument("--weak-batch", type=int, default=64, help="Deep SCM batch per device (--weak)")
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--lu", type=int, default=2, help="λ measured on the numpy side (part 2)")
     ap.add_argument("--out", default=str(OUT))
@@ -394,7 +411,9 @@ def main(argv: list[str] | None = None) -> dict:
         if kind == "devices":
             only = tuple(args.only.split(","))
             sizes = [tuple(int(v) for v in rs.split("x")) for rs in args.mrio.split(",")]
-            out = worker(vals[0], vals[1], sizes, vals[2], vals[3], vals[4], only)
+            out = worker(
+                vals[0], vals[1], sizes, vals[2], vals[3], vals[4], only, *map(bool, vals[5:])
+            )
         elif kind == "jax":
             out = big_jax(*vals)
         else:
@@ -433,14 +452,23 @@ def main(argv: list[str] | None = None) -> dict:
         L = 8 if args.quick else 64
         batch = 16 if args.quick else args.train_batch
         worker_args = ["--only", args.only, "--mrio", sizes]
+        if args.weak:  # the work per device: a 1/8 share of the strong workload, (c) its batch
+            units, L = max(units // 8, 1), max(L // 8, 1)
+            batch = 4 if args.quick else args.weak_batch
         rows = []
         for k in devs:
-            spec = f"devices:{k}:{units}:{L}:{batch}:{args.repeats}"
-            rows.append(_child(["--worker", spec, *worker_args], k, xla_flags=args.xla_flags))
+            w = k if args.weak else 1  # how many times the one-device work this run does
+            spec = (
+                f"devices:{k}:{units * w}:{L * w}:{batch * w}:{args.repeats}:{int(not args.weak)}"
+            )
+            row = _child(["--worker", spec, *worker_args], k, xla_flags=args.xla_flags)
+            rows.append(dict(row, work=w))
         base = rows[0]
         for row in rows:
+            # strong: t_k / t_1; weak: t_k / (k t_1), the time of k times the work
+            ratio = row["work"] / base["work"]
             for key in [k for k in base if k.endswith("_s") and k in row]:
-                row[key[:-2] + "_vs_1"] = row[key] / base[key]
+                row[key[:-2] + "_vs_1"] = row[key] / (ratio * base[key])
         last = rows[-1]
         overhead = {
             key[: -len("_cpu_vs_1")]: {
@@ -457,15 +485,18 @@ def main(argv: list[str] | None = None) -> dict:
             and not key.startswith("rowmatmul")
         }
         floor = [k for k in base if k.startswith("train_b") and k.endswith("_step_cpu_s")]
-        if floor and "train_replicated_step" in overhead:
+        if floor and "train_replicated_step" in overhead and not args.weak:
             # 8 devices each doing the whole step at batch / 8 (every parameter updated on
             # every device) cannot cost less than this; the split optimiser divides the update
             overhead["train_replicated_step"]["floor_cpu"] = (
                 8 * base[floor[0]] / base["train_step_cpu_s"]
             )
-        report["devices"] = {"xla_flags": args.xla_flags, "units": units, "mrio": sizes,
+        report["devices"] = {"scaling": "weak" if args.weak else "strong",
+                             "xla_flags": args.xla_flags, "units": units, "mrio": sizes,
                              "lambdas": L, "batch": batch, "rows": rows,
                              "overhead": overhead}  # fmt: skip
+        if args.weak:  # sizes per device
+            report["devices"]["per_device"] = True
     report["load_after"] = load_average()
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=2) + "\n")

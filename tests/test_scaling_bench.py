@@ -21,3 +21,23 @@ def test_big_mrio_step_agrees_with_numpy_lu(tmp_path):
     # the whole-table equilibrium and the implicit gradient of eq. 5 against scipy's LU
     assert big["x_rel_diff"] < 1e-8
     assert big["grad_rel_diff"] < 1e-8
+
+
+def test_weak_scaling_divides_by_the_work(tmp_path):
+    """--weak: k devices do k times the one-device work, and the overhead is t_k / (k t_1)."""
+    if str(BENCH) not in sys.path:
+        sys.path.insert(0, str(BENCH))
+    spec = importlib.util.spec_from_file_location("scaling", BENCH / "scaling.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    out = tmp_path / "weak.json"
+    mod.main(["--quick", "--weak", "--devices", "1,2", "--only", "counterfactual",
+              "--repeats", "1", "--out", str(out)])  # fmt: skip
+    dev = json.loads(out.read_text())["devices"]
+    assert dev["scaling"] == "weak" and dev["units"] == 4096 // 8
+    one, two = dev["rows"]
+    assert (one["work"], two["work"]) == (1, 2)
+    for key in ("counterfactual_s", "counterfactual_cpu_s"):
+        ratio = two[key] / (2 * one[key])
+        assert abs(two[key[:-2] + "_vs_1"] - ratio) < 1e-12
+    assert abs(dev["overhead"]["counterfactual"]["cpu"] - two["counterfactual_cpu_vs_1"]) < 1e-12

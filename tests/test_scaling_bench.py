@@ -8,12 +8,18 @@ from pathlib import Path
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
-def test_big_mrio_step_agrees_with_numpy_lu(tmp_path):
+def _bench():
+    """benchmarks/scaling.py as a module (it imports its sibling ``_machine``)."""
     if str(BENCH) not in sys.path:
         sys.path.insert(0, str(BENCH))
     spec = importlib.util.spec_from_file_location("scaling", BENCH / "scaling.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
+    return mod
+
+
+def test_big_mrio_step_agrees_with_numpy_lu(tmp_path):
+    mod = _bench()
     out = tmp_path / "scaling.json"
     mod.main(["--quick", "--big", "--repeats", "1", "--out", str(out)])
     big = json.loads(out.read_text())["big"]
@@ -25,11 +31,7 @@ def test_big_mrio_step_agrees_with_numpy_lu(tmp_path):
 
 def test_weak_scaling_divides_by_the_work(tmp_path):
     """--weak: k devices do k times the one-device work, and the overhead is t_k / (k t_1)."""
-    if str(BENCH) not in sys.path:
-        sys.path.insert(0, str(BENCH))
-    spec = importlib.util.spec_from_file_location("scaling", BENCH / "scaling.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = _bench()
     out = tmp_path / "weak.json"
     mod.main(["--quick", "--weak", "--devices", "1,2", "--only", "counterfactual",
               "--repeats", "1", "--out", str(out)])  # fmt: skip

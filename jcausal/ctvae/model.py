@@ -76,6 +76,14 @@ class Weights:
                 raise ValueError(f"Weights.{f.name} must be a finite number >= 0, got {v!r}")
 
 
+def batch_codes(vae, images: Float[Array, "B S S 3"]) -> Int[Array, "B h w C"]:
+    """``vae.codes`` of a batch of images, through the batched encoder (one convolution per layer).
+
+    ``jax.vmap(vae.codes)`` computes the same codes (tested).
+    """
+    return vae.quantizer.indices(vae.encode_batch(images))
+
+
 def code_loglik(
     logits: Float[Array, "h w C K"], codes: Int[Array, "h w C"], where: Array | None = None
 ) -> Array:
@@ -185,8 +193,8 @@ def ct_loss(
 
     def loss(params, batch, key):
         vae, ct = params["vae"], params["ct"]
-        cx = jax.lax.stop_gradient(jax.vmap(vae.codes)(batch["x"]))
-        cy = jax.lax.stop_gradient(jax.vmap(vae.codes)(batch["y"]))
+        cx = jax.lax.stop_gradient(batch_codes(vae, batch["x"]))
+        cy = jax.lax.stop_gradient(batch_codes(vae, batch["y"]))
         keys = jax.random.split(key, cx.shape[0])
         terms = jax.vmap(lambda x, y, a, k: _unit_terms(ct, x, y, a, k, num_negatives))(
             cx, cy, batch["a"], keys
@@ -339,6 +347,7 @@ __all__ = [
     "Weights",
     "action_logliks",
     "action_posterior",
+    "batch_codes",
     "code_loglik",
     "ct_loss",
     "intervene",

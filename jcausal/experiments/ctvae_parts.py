@@ -18,6 +18,7 @@ import numpy as np
 
 from .. import ctvae
 from ..data.transitions import action_name
+from ..nn import conv_general_dilated
 
 
 class PairClassifier(eqx.Module):
@@ -54,8 +55,8 @@ class PairClassifier(eqx.Module):
 def pair_loss(params, batch, key):
     """Cross-entropy of the discriminative baseline (the VAE frozen)."""
     vae, net = params["vae"], params["net"]
-    cx = jax.vmap(vae.codes)(batch["x"])
-    cy = jax.vmap(vae.codes)(batch["y"])
+    cx = ctvae.batch_codes(vae, batch["x"])
+    cy = ctvae.batch_codes(vae, batch["y"])
     logits = jax.vmap(net)(cx, cy)
     lp = jax.nn.log_softmax(logits, -1)
     nll = -jnp.mean(jnp.take_along_axis(lp, batch["a"][:, None], -1))
@@ -82,18 +83,36 @@ class FactorReader(eqx.Module):
         self.cardinalities = tuple(int(c) for c in cardinalities)
 
     def __call__(self, image):
-        h = jnp.transpose(image, (2, 0, 1))
+        return self.batch(image[None])[0]
+
+    def batch(self, images: jax.Array) -> jax.Array:
+        """Logits ``(B, F, max_card)`` of a batch of images ``(B, S, S, 3)``.
+
+        The convolutions are equinox ``Conv2d`` modules (the parameters, so checkpoints
+        restore) run channel-last through :func:`jcausal.nn.conv_general_dilated`: the same
+        function as equinox's channel-first layers (tested in float64, values and gradients),
+        and fast inside ``fit``'s compiled loop on XLA:CPU, where equinox's layers took 283 ms
+        per step against 16 ms as a bare step.
+        """
+        h = images
         for conv in self.convs:
-            h = jax.nn.relu(conv(h))
+            kernel = jnp.transpose(conv.weight, (2, 3, 1, 0))  # (O, I, kh, kw) -> HWIO
+            pads = [tuple(p) for p in conv.padding]
+            h = conv_general_dilated(
+                h, kernel, conv.stride, pads, dimension_numbers=("NHWC", "HWIO", "NHWC")
+            )
+            h = jax.nn.relu(h + conv.bias[:, 0, 0])
+        # equinox's head saw the channel-first map flattened: (C, h, w) order.
+        flat = jnp.transpose(h, (0, 3, 1, 2)).reshape(h.shape[0], -1)
         card = np.asarray(self.cardinalities)
         valid = np.arange(card.max())[None] < card[:, None]
-        out = self.head(h.reshape(-1)).reshape(valid.shape)
+        out = jax.vmap(self.head)(flat).reshape(-1, *valid.shape)
         return jnp.where(valid, out, -jnp.inf)
 
 
 def factor_loss(reader, batch, key):
     """Summed cross-entropy over the factors (batch from ``Shapes.sample_scenes``)."""
-    logits = jax.vmap(reader)(batch["image"])
+    logits = reader.batch(batch["image"])
     lp = jax.nn.log_softmax(logits, -1)
     lp = jnp.where(jnp.isfinite(lp), lp, 0.0)
     nll = -jnp.take_along_axis(lp, batch["factors"][..., None], -1)

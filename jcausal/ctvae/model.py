@@ -77,11 +77,15 @@ class Weights:
 
 
 def batch_codes(vae, images: Float[Array, "B S S 3"]) -> Int[Array, "B h w C"]:
-    """``vae.codes`` of a batch of images, through the batched encoder (one convolution per layer).
+    """``vae.codes`` of a batch of images.
 
-    ``jax.vmap(vae.codes)`` computes the same codes (tested).
+    An MCQ-VAE (anything with ``encode_batch`` and a ``quantizer``) encodes the batch at once,
+    one convolution per layer, which ``jax.vmap(vae.codes)`` also computes (tested); any other
+    codec with a per-image ``codes`` is vmapped.
     """
-    return vae.quantizer.indices(vae.encode_batch(images))
+    if hasattr(vae, "encode_batch") and hasattr(vae, "quantizer"):
+        return vae.quantizer.indices(vae.encode_batch(images))
+    return jax.vmap(vae.codes)(images)
 
 
 def code_loglik(

@@ -420,6 +420,15 @@ def main(argv: list[str] | None = None) -> dict:
     )
     ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    try:
+        devs = [int(d) for d in args.devices.split(",")]
+    except ValueError:
+        devs = []
+    if not devs or min(devs) < 1:
+        ap.error(f"--devices must be positive whole numbers, comma-separated, got {args.devices!r}")
+    for name in ("units", "train_batch", "weak_batch", "repeats", "lu"):
+        if getattr(args, name) < 1:
+            ap.error(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
     if args.worker is not None:
         kind, *rest = args.worker.split(":")
         vals = [int(v) for v in rest]
@@ -461,7 +470,6 @@ def main(argv: list[str] | None = None) -> dict:
             "grad_rel_diff": float(np.max(np.abs(gj - gn)) / np.max(np.abs(gn))),
         }
     else:
-        devs = [int(d) for d in args.devices.split(",")]
         units = 4096 if args.quick else int(args.units)
         sizes = "2x8" if args.quick else args.mrio
         L = 8 if args.quick else 64

@@ -5,6 +5,8 @@ import json
 import sys
 from pathlib import Path
 
+import pytest
+
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
@@ -43,3 +45,17 @@ def test_weak_scaling_divides_by_the_work(tmp_path):
         ratio = two[key] / (2 * one[key])
         assert abs(two[key[:-2] + "_vs_1"] - ratio) < 1e-12
     assert abs(dev["overhead"]["counterfactual"]["cpu"] - two["counterfactual_cpu_vs_1"]) < 1e-12
+
+
+def test_bad_arguments_are_named(capsys):
+    mod = _bench()
+    bad = [
+        (["--devices", "0"], "--devices"),
+        (["--devices", "1,x"], "--devices"),
+        (["--weak-batch", "0"], "--weak-batch"),
+        (["--repeats", "0"], "--repeats"),
+    ]
+    for argv, name in bad:
+        with pytest.raises(SystemExit):
+            mod.main(["--quick", *argv])
+        assert name in capsys.readouterr().err

@@ -74,3 +74,13 @@ def test_batch_codes_equal_the_per_image_codes():
     assert got.shape == (5, 8, 8, 2)
     assert len(np.unique(np.asarray(want))) > 1
     np.testing.assert_array_equal(got, want)
+
+
+def test_reader_takes_an_empty_batch_and_names_bad_shapes():
+    reader = FactorReader(16, (3, 4, 5), key=jax.random.key(0))
+    assert reader.batch(jnp.zeros((0, 16, 16, 3))).shape == (0, 3, 5)
+    for shape in [(2, 16, 16, 1), (2, 32, 32, 3), (16, 16, 3)]:
+        with pytest.raises(ValueError, match=r"FactorReader reads images of shape \(batch, 16"):
+            reader.batch(jnp.zeros(shape))
+    with pytest.raises(ValueError, match="FactorReader"):
+        reader(jnp.zeros((16, 16, 4)))

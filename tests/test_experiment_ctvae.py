@@ -82,3 +82,12 @@ def test_ema_codebooks_pretrain_in_rounds(tmp_path):
     assert len(info["restarted_codes"]) == 1
     with pytest.raises(ValueError, match="codebook must be"):
         ctvae.train_vae(dataclasses.replace(cfg, codebook="kmeans"), Shapes(16), None, tmp_path, 0)
+
+
+@pytest.mark.parametrize("field, value", [("lr", -1e-3), ("lr", 0.0), ("ct_lr", float("nan")),
+                                          ("ct_lr", -2e-3), ("ct_lr", True)])  # fmt: skip
+def test_bad_learning_rates_are_named_before_training(tmp_path, field, value):
+    cfg = dataclasses.replace(ctvae.SMOKE, **{field: value})
+    with pytest.raises(ValueError, match=f"Config.{field} must be a finite number > 0"):
+        ctvae.run(config=cfg, out=tmp_path / "run", progress=False)
+    assert not (tmp_path / "run" / "checkpoints").exists()

@@ -37,6 +37,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -550,6 +551,12 @@ def run(
         cfg = dataclasses.replace(cfg, codebook=str(codebook))
     if eval_graphs is not None:
         cfg = dataclasses.replace(cfg, eval_graphs=eval_graphs)
+    for name in ("lr", "ct_lr"):  # before any training: a negative rate climbs the loss
+        rate = getattr(cfg, name)
+        if (rate is not None or name == "lr") and not (
+            isinstance(rate, (int, float)) and not isinstance(rate, bool) and 0 < rate < math.inf
+        ):
+            raise ValueError(f"Config.{name} must be a finite number > 0, got {rate!r}")
     if cfg.lr_floor is not None and not 0 <= cfg.lr_floor <= 1:  # before any training
         raise ValueError(f"lr_floor must be in [0, 1] or None, got {cfg.lr_floor}")
     if (

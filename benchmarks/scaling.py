@@ -24,8 +24,10 @@ devices on the machine's cores); the workloads are
     ``shard_map``: the floor of the rows split's products and collectives;
 (c) a data-parallel training step (``fit(..., sharding=mesh)``) of the Morpho-MNIST Deep SCM
     (``jcausal.deepscm.morpho``, the ``full`` graph, the experiment's defaults: width 16, FiLM
-    conditioning, 4 ELBO particles, batch ``--train-batch`` 64) on made-up 28×28 images. On
-    one device the step is also timed at the batch each of 8 devices gets (64 / 8): 8 × that
+    conditioning, 4 ELBO particles) at a batch of ``--train-batch`` (default 128: 16 per
+    device on 8; ``--train-batch 64``, the experiment's batch, leaves each device 8 units,
+    see below) on made-up 28×28 images. On
+    one device the step is also timed at the batch each of 8 devices gets (batch / 8): 8 × that
     step / the whole step is the floor of the 8-device overhead when every device does that
     whole step, optimiser update included (``floor_cpu`` of ``train_replicated_step``).
     ``fit`` splits the optimiser state and update over the devices by default
@@ -39,8 +41,10 @@ do ``k`` times the work of one: (a) ``--units / 8`` units per device (10^7 on 8 
 the experiment's batch) per device (512 on 8). On fake CPU devices the figure is CPU time on
 ``k`` devices over ``k`` times the CPU time on 1 (1.0: no overhead; target <= 1.3); on GPUs /
 TPUs the efficiency ``t_1 / t_k``. Strong scaling of (c) at batch 64 leaves each of 8 devices
-a batch of 8, whose step costs more per unit than a batch of 64 on any hardware; weak
-scaling is the data-parallel cost itself, at the batch a user gives each accelerator.
+a batch of 8, whose step costs more per unit than a batch of 64 on any hardware (on this CPU
+8 such steps cost 1.1-1.4x one batch-64 step with no sharding at all, the ``floor_cpu``), so
+the default strong batch is 128 (16 per device, floor ~0.9); weak scaling is the
+data-parallel cost itself, at the batch a user gives each accelerator.
 
 Each figure is the best of ``--repeats`` whole calls (a 4-step sweep) divided by their steps,
 after a first call that compiles; a training step of (c) is the marginal cost of a step,
@@ -398,7 +402,12 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--devices", default="1,2,4,8", help="device counts of part 1")
     ap.add_argument("--units", type=float, default=1e7, help="counterfactual units (a)")
     ap.add_argument("--mrio", default="10x200", help="table sizes RxS of (b), comma-separated")
-    ap.add_argument("--train-batch", type=int, default=64, help="Deep SCM batch of (c)")
+    ap.add_argument(
+        "--train-batch",
+        type=int,
+        default=128,
+        help="Deep SCM batch of (c), split over the devices (64 is the experiment's batch)",
+    )
     ap.add_argument(
         "--weak",
         action="store_true",
@@ -429,6 +438,12 @@ def main(argv: list[str] | None = None) -> dict:
     for name in ("units", "train_batch", "weak_batch", "repeats", "lu"):
         if getattr(args, name) < 1:
             ap.error(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
+    bad = [d for d in devs if args.train_batch % d]
+    if bad and not (args.quick or args.weak) and "train" in args.only.split(","):
+        ap.error(
+            f"--train-batch {args.train_batch} does not split evenly over {bad[0]} devices; "
+            "give a multiple of every --devices count (e.g. 128 for 1,2,4,8)"
+        )
     if args.worker is not None:
         kind, *rest = args.worker.split(":")
         vals = [int(v) for v in rest]

@@ -59,3 +59,7 @@ def test_bad_arguments_are_named(capsys):
         with pytest.raises(SystemExit):
             mod.main(["--quick", *argv])
         assert name in capsys.readouterr().err
+    # A batch that does not split over a device count fails before any worker starts.
+    with pytest.raises(SystemExit):
+        mod.main(["--train-batch", "100", "--devices", "1,8", "--only", "train"])
+    assert "--train-batch 100" in capsys.readouterr().err

@@ -85,6 +85,8 @@ class Config:
         ("vae", 2000),
         ("ensemble", 1000),
     )
+    # checkpoint the evaluators' trainings (a rerun into the same --out reloads them)
+    evaluator_checkpoints: bool = True
     ddim_steps: int = 50
     fraction: float = 0.75
     # The scale multiplies the guide's input gradient, whose size depends on how sharp the
@@ -100,6 +102,9 @@ class Config:
     compare_units: int = 6
     samples_per_class: int = 8
     recon_units: int = 32
+    # the s = 0 reconstruction is also measured at 2 x ddim_steps (plain and exact inversion:
+    # two more compiled programs, one of them a fixed-point solve per step)
+    recon_double_steps: bool = True
     baseline_steps: int = 300
     # section 5 (Morpho-MNIST): see diffscm_morpho
     morpho_train: int = 20_000
@@ -126,6 +131,9 @@ SMOKE = Config(
         ("vae", 10),
         ("ensemble", 5),
     ),
+    # 14 trainings of 3-20 steps wrote 60 checkpoints (8-9 s of wall time, measured with
+    # train_evaluators alone); their resume is tested in tests/test_cf_metrics.py
+    evaluator_checkpoints=False,
     ddim_steps=6,
     scales=(0.0, 1.0, 3.0),
     eval_units=8,
@@ -134,6 +142,9 @@ SMOKE = Config(
     compare_units=2,
     samples_per_class=1,
     recon_units=4,
+    # the smoke checks the pipeline, not how the error falls with K (a full-run figure): the
+    # 2K pass is two more compiled programs
+    recon_double_steps=False,
     baseline_steps=5,
     morpho_train=256,
     morpho_score_steps=10,
@@ -205,7 +216,9 @@ def train_models(cfg: Config, key, state: Path, progress: bool = True) -> tuple[
         y,
         key=jax.random.fold_in(key, 3),
         steps=dict(cfg.evaluator_steps),
-        checkpoint_dir=(state / "checkpoints" / "evaluators").resolve(),
+        checkpoint_dir=(
+            (state / "checkpoints" / "evaluators").resolve() if cfg.evaluator_checkpoints else None
+        ),
         progress=progress,
     )
     times["evaluators"] = time.time() - t0

@@ -218,13 +218,15 @@ def reconstruction(models, cfg, x, y, chunk: int) -> dict:
 
     Mean absolute pixel error (in [0, 1] units) and the largest one, for the plain DDIM
     inversion of Alg. 1 and for exact inversion (each inversion step solved as a fixed point),
-    at the run's DDIM step count ``K`` and at ``2 K``. Exact inversion needs each step's
-    implicit equation to be a contraction, which a trained network at few, large steps need
-    not give: a solve that fails is recorded (``converged: False`` and the solver's message)
-    rather than ending the run. ``plain_images`` / ``exact_images`` are those at ``K``.
+    at the run's DDIM step count ``K`` and (if ``cfg.recon_double_steps``) at ``2 K``. Exact
+    inversion needs each step's implicit equation to be a contraction, which a trained network
+    at few, large steps need not give: a solve that fails is recorded (``converged: False``
+    and the solver's message) rather than ending the run. ``plain_images`` /
+    ``exact_images`` are those at ``K``.
     """
     out: dict = {"by_steps": {}}
-    for k in (cfg.ddim_steps, 2 * cfg.ddim_steps):
+    counts = (cfg.ddim_steps, 2 * cfg.ddim_steps) if cfg.recon_double_steps else (cfg.ddim_steps,)
+    for k in counts:
         row = {}
         for exact in (False, True):
             name = "exact" if exact else "plain"

@@ -85,7 +85,8 @@ class Config:
         ("vae", 2000),
         ("ensemble", 1000),
     )
-    # checkpoint the evaluators' trainings (a rerun into the same --out reloads them)
+    # checkpoint the evaluators' trainings, the Morpho-MNIST oracle's too (a rerun into the
+    # same --out reloads them)
     evaluator_checkpoints: bool = True
     ddim_steps: int = 50
     fraction: float = 0.75

@@ -229,7 +229,11 @@ def run_morpho(cfg, key, path: Path, state: Path, progress: bool) -> dict:
         train["label"],
         jax.random.fold_in(key, 13),
         steps=dict(cfg.evaluator_steps)["oracle"],
-        checkpoint_dir=str((state / "checkpoints" / "morpho_oracle").resolve()),
+        checkpoint_dir=(
+            str((state / "checkpoints" / "morpho_oracle").resolve())
+            if cfg.evaluator_checkpoints
+            else None
+        ),
     )
     times["oracle"] = time.time() - t0
 

@@ -83,3 +83,30 @@ def test_bad_input():
 def test_factor_values_out_of_range_raise():
     with pytest.raises(Exception, match="out of range"):
         jax.block_until_ready(SHAPES.render(np.array([0, 0, 0, 0, 12])))
+
+
+def test_balanced_sampling_mixes_factor_frequencies_towards_uniform():
+    natural = SHAPES.sampler("train", 1)
+    p = (np.array(CARDINALITIES) - 1) / (np.array(CARDINALITIES) - 1).sum()
+    # balance 0 is the paper's recipe, weight for weight (the same draws as before the option).
+    np.testing.assert_array_equal(SHAPES.sampler("train", 1, balance=0.0).logits, natural.logits)
+    half = SHAPES.sampler("train", 1, balance=0.5)
+    np.testing.assert_allclose(half.factor_probs, 0.5 * natural.factor_probs + 0.1, atol=1e-9)
+    batch = jax.jit(SHAPES.sampler("train", 3000, balance=1.0))(jax.random.key(2))
+    f = np.asarray(batch["a"]) // 2
+    counts = np.bincount(f, minlength=5)
+    assert stats.chisquare(counts).pvalue > 1e-3  # uniform over the five factors
+    assert stats.chisquare(counts, p * len(f)).pvalue < 1e-6  # not the natural frequencies
+    # Within a factor the pair (v, v + 1) stays uniform: x's 11 pairs at 1/11 each.
+    lo = np.minimum(np.asarray(batch["fx"]), np.asarray(batch["fy"]))[f == 4, 4]
+    assert stats.chisquare(np.bincount(lo, minlength=11)).pvalue > 1e-3
+    # Still transitions of the split only, one factor changed.
+    assert np.all(np.count_nonzero(np.asarray(batch["fy"] - batch["fx"]), axis=1) == 1)
+    idx = np.ravel_multi_index(np.minimum(batch["fx"], batch["fy"]).T, CARDINALITIES)
+    assert set(zip(idx, f, strict=True)) <= set(zip(*SHAPES.split("train"), strict=True))
+
+
+@pytest.mark.parametrize("bad", [-0.1, 1.5, float("nan"), True, "1", None])
+def test_balanced_sampling_bad_balance_raises(bad):
+    with pytest.raises(ValueError, match="balance must be a number in"):
+        SHAPES.sampler("train", 4, balance=bad)

@@ -35,14 +35,20 @@ TINY = dataclasses.replace(
 
 
 def test_tiny_run_writes_table_and_figures(tmp_path):
-    m = ctvae.run(out=tmp_path, config=TINY, progress=False)
+    # The CT layer's stream half-way to balanced factors (the option's path end to end).
+    # Then two tuning steps on balanced factors (a stage of its own).
+    cfg = dataclasses.replace(TINY, sample_balance=0.5, ct_tune_steps=2)
+    m = ctvae.run(out=tmp_path, config=cfg, progress=False)
     t = m["table1"]
     assert t["num_actions"] == 10
     assert t["chance"]["action_acc"] == pytest.approx(0.1)
     assert t["chance"]["factor_acc"] == pytest.approx(0.2)
-    # The sampler's factor frequencies are (card - 1) / sum(card - 1): 2:3:4:5:11.
+    # The sampler's factor frequencies are (card - 1) / sum(card - 1): 2:3:4:5:11; the
+    # baseline keeps them, the CT layer's are mixed half-way to 1/5 each.
     probs = np.array(list(m["train_factor_probs"].values()))
     np.testing.assert_allclose(probs, np.array([2, 3, 4, 5, 11]) / 25, atol=1e-6)
+    ct_probs = np.array(list(m["ct_train_factor_probs"].values()))
+    np.testing.assert_allclose(ct_probs, 0.5 * probs + 0.1, atol=1e-6)
     freq = sum(v["frequency"] for v in t["per_factor"].values())
     assert freq == pytest.approx(1.0)
     for model in ("ct_vae", "ct_vae_graph_modes", "discriminative"):
@@ -54,6 +60,9 @@ def test_tiny_run_writes_table_and_figures(tmp_path):
     stages = sorted(p.name.split("-")[0] for p in (tmp_path / "checkpoints").iterdir())
     assert stages == ["ct", "discriminative", "reader", "vae"]
     assert len(list((tmp_path / "checkpoints").glob("vae-*/vae_1"))) == 1
+    (tune,) = (tmp_path / "checkpoints").glob("ct-*/ct_tune")
+    assert sorted(int(p.name) for p in tune.iterdir() if p.name.isdigit())[-1] == 2
+    assert m["ct_last"]["step"] == 2  # the tuning stage's last record
     assert "action_mode_codes" in t and 0 <= t["action_mode_codes"]["unchanged_kept"] <= 1
     codes = t["action_mode_codes"]
     # A changed code predicted right is not X's code: the two shares sum to at most one.
@@ -91,3 +100,39 @@ def test_bad_learning_rates_are_named_before_training(tmp_path, field, value):
     with pytest.raises(ValueError, match=f"Config.{field} must be a finite number > 0"):
         ctvae.run(config=cfg, out=tmp_path / "run", progress=False)
     assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+@pytest.mark.parametrize(
+    "field, value, message",
+    [
+        ("sample_balance", -0.5, "a number in"),
+        ("sample_balance", float("nan"), "a number in"),
+        ("sample_balance", True, "a number in"),
+        ("tune_balance", 1.01, "a number in"),
+        ("tune_balance", "1", "a number in"),
+        ("ct_tune_steps", -1, "an integer >= 0"),
+        ("ct_tune_steps", 2.5, "an integer >= 0"),
+        ("ct_tune_steps", True, "an integer >= 0"),
+    ],
+)
+def test_bad_balance_settings_are_named_before_training(tmp_path, field, value, message):
+    cfg = dataclasses.replace(ctvae.SMOKE, **{field: value})
+    with pytest.raises(ValueError, match=f"Config.{field} must be {message}"):
+        ctvae.run(config=cfg, out=tmp_path / "run", progress=False)
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_sample_balance_is_refused_on_a_real_set(tmp_path, monkeypatch):
+    from jcausal.data.factorial import FactorialSet, FactorialSource
+
+    card = (2, 3)
+    grid = np.stack(np.unravel_index(np.arange(6), card), -1)
+    images = np.zeros((6, 4, 4, 1), np.uint8)
+    source = FactorialSource(lambda i: (images[i], grid[i]), card, ["a", "b"])
+    monkeypatch.setattr(ctvae, "transition_set", lambda *_: FactorialSet(source, 16))
+    for field, over in (("sample_balance", {"sample_balance": 1.0}),
+                        ("tune_balance", {"ct_tune_steps": 5, "tune_balance": 0.5})):  # fmt: skip
+        cfg = dataclasses.replace(TINY, **over)
+        with pytest.raises(ValueError, match=f"{field} is for the embedded set"):
+            ctvae.run(config=cfg, out=tmp_path / "run", progress=False)
+        assert not (tmp_path / "run" / "checkpoints").exists()

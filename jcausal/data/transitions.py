@@ -21,7 +21,11 @@ train/val/test with a fixed seed, so held-out transitions are pairs never traine
 Sampling follows the paper's recipe "for each factor and pair of adjacent values, random
 configurations of the other factors": the pair ``(f, v)`` is uniform over all
 ``sum_f (card_f - 1)`` pairs, the rest of the scene uniform among the split's edges, so the
-frequency of factor ``f`` is proportional to ``card_f - 1`` (2 : 3 : 4 : 5 : 11).
+frequency of factor ``f`` is proportional to ``card_f - 1`` (2 : 3 : 4 : 5 : 11). A sampler
+with ``balance = b`` draws the factor from ``(1 - b) x`` those frequencies ``+ b x`` uniform
+(then the pair uniform within the factor, the context as before): at ``b = 1`` every factor
+has 1/5 of the transitions, a data choice (the rare factors are seen more often) rather than a
+loss weight.
 
 Images are rendered per batch inside the compiled training step (``fit(data=sampler)``)
 rather than stored: 100k pairs at 64x64 RGB would be 2.4 GB. Pixel values are in ``[0, 1]``.
@@ -188,12 +192,15 @@ class Shapes:
         pick = np.sort(perm[lo:hi])
         return scene[pick], factor[pick]
 
-    def sampler(self, split: str, batch_size: int, seed: int = SPLIT_SEED) -> TransitionSampler:
+    def sampler(
+        self, split: str, batch_size: int, seed: int = SPLIT_SEED, balance: float = 0.0
+    ) -> TransitionSampler:
         """A batch function ``sampler(key) -> batch`` of transitions of ``split``.
 
         Pass it as ``fit(..., data=sampler)``; the batch is rendered inside the compiled step.
+        ``balance`` mixes the factors' frequencies towards uniform (:class:`TransitionSampler`).
         """
-        return TransitionSampler(self, split, batch_size, seed)
+        return TransitionSampler(self, split, batch_size, seed, balance)
 
     def sample_scenes(self, key: PRNGKeyArray, n: int) -> dict[str, Array]:
         """``n`` uniformly random scenes: ``{"image": (n, S, S, 3), "factors": (n, F)}``."""
@@ -214,11 +221,32 @@ class TransitionSampler:
         split: ``"train"``, ``"val"`` or ``"test"``.
         batch_size: transitions per call.
         seed: seed of the split permutation.
+        balance: the factor of a transition is drawn from ``(1 - balance) x`` the natural
+            frequencies (proportional to ``card - 1``) ``+ balance x`` uniform over the factors;
+            within a factor the pair ``(v, v + 1)`` stays uniform and the context uniform
+            within the pair. 0 (the default) is the paper's recipe, 1 gives every factor the
+            same share.
+
+    Raises:
+        ValueError: ``batch_size < 1`` or ``balance`` not a number in ``[0, 1]``.
     """
 
-    def __init__(self, shapes: Shapes, split: str, batch_size: int, seed: int = SPLIT_SEED):
+    def __init__(
+        self,
+        shapes: Shapes,
+        split: str,
+        batch_size: int,
+        seed: int = SPLIT_SEED,
+        balance: float = 0.0,
+    ):
         if int(batch_size) < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if (
+            isinstance(balance, bool)
+            or not isinstance(balance, (int, float, np.integer, np.floating))
+            or not 0.0 <= balance <= 1.0  # also refuses NaN
+        ):
+            raise ValueError(f"balance must be a number in [0, 1], got {balance!r}")
         self.shapes = shapes
         self.batch_size = int(batch_size)
         scene, factor = shapes.split(split, seed)
@@ -229,11 +257,19 @@ class TransitionSampler:
         pair = factor * max(shapes.cardinalities) + lower
         counts = np.bincount(pair)
         w = 1.0 / counts[pair]
+        card = np.asarray(shapes.cardinalities)
+        if balance > 0:
+            # Reweight each factor's edges from its natural share to the mixed one (a factor
+            # the split lacks keeps none); balance 0 leaves the weights as they were exactly.
+            natural = np.bincount(factor, weights=w, minlength=len(card)) / w.sum()
+            present = natural > 0
+            target = (1 - balance) * natural + balance * present / present.sum()
+            w = w * (target / np.where(present, natural, 1.0))[factor]
         self.scene = jnp.asarray(scene)
         self.factor = jnp.asarray(factor)
         self.logits = jnp.asarray(np.log(w / w.sum()), jnp.float32)
-        card = np.asarray(shapes.cardinalities)
-        #: probability of each factor under this sampler (prop. to card - 1 up to the split)
+        #: probability of each factor under this sampler (prop. to card - 1 up to the split,
+        #: mixed towards uniform by ``balance``)
         self.factor_probs = np.bincount(factor, weights=w / w.sum(), minlength=len(card))
 
     def __call__(self, key: PRNGKeyArray) -> dict[str, Array]:

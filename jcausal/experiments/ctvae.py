@@ -166,6 +166,22 @@ class Config:
     mask_target_weight: float = 10.0
     # The copy prior of the nodes under the mask (``CTLayer(acted_skip=...)``; None: ``skip``).
     acted_skip: float | None = None
+    # The CT layer's training transitions: the factor drawn from (1 - b) x its natural
+    # frequency (prop. to card - 1: shape 8%, x 44%) + b x uniform (``Shapes.sampler(balance=
+    # b)``; the embedded set only). The baseline keeps the natural stream. Off: at 1, 500
+    # steps (300 test units; 204 held-out shape transitions): intervened factor right 47.0%,
+    # others kept 88.3%, causal mode 0.907 / 0.927, shape 9% (x 29%, colour 68%, scale 30%).
+    sample_balance: float = 0.0
+    # A second stage of the CT layer's training: ``ct_tune_steps`` more steps from a fresh
+    # Adam (a warm restart: the moment estimates of 3,000 steps dropped) at ``ct_lr``, on a
+    # stream mixed towards balanced factors by ``tune_balance`` (0: the natural one),
+    # checkpointed in its own folder (``ct_tune``); the baseline gets the same total steps.
+    # 500 at balance 0: continuing the full run's CT layer (300 test units, 204 shape and 302
+    # scale transitions held out): intervened factor right 82.7% -> 89.7%, others kept 93.3%
+    # -> 94.1%, shape 11.8% -> 18.6%, scale 73.8% -> 83.8%, causal mode unchanged (0.997 /
+    # 1.000); at balance 1: 89.3%, 93.7%, shape 15.2%, scale 86.4% (README).
+    ct_tune_steps: int = 500
+    tune_balance: float = 0.0
     lr: float = 1e-3
     # The CT layer's learning rate (None: ``lr``; the MCQ-VAE, reader and baseline use
     # ``lr``). 2e-3: 500-step probes (300 test units, restored full-config VAE): intervened
@@ -197,6 +213,7 @@ SMOKE = Config(
     vae_rounds=2,
     vae_batch=16,
     ct_steps=30,
+    ct_tune_steps=10,
     ct_batch=8,
     hidden=16,
     reader_steps=30,
@@ -218,7 +235,7 @@ def _fingerprint(cfg: Config, fields: Sequence[str], seed: int, data: str) -> st
 VAE_FIELDS = ("size", "dim", "codebooks", "codes", "width", "vae_steps", "vae_rounds",
               "vae_batch", "lr", "codebook")  # fmt: skip
 READER_FIELDS = ("size", "reader_steps", "vae_batch", "lr")
-BASELINE_FIELDS = (*VAE_FIELDS, "ct_steps", "ct_batch", "hidden")
+BASELINE_FIELDS = (*VAE_FIELDS, "ct_steps", "ct_tune_steps", "ct_batch", "hidden")
 #: Settings that do not change the CT layer's training (evaluation, the factor reader).
 _NOT_CT = ("reader_steps", "eval_units", "chunk", "repeats", "eval_graphs")
 #: The CT layer depends on every other setting (a new field joins it by default).
@@ -332,6 +349,21 @@ def transition_set(data: str, path: str | Path | None, size: int) -> Shapes | Fa
     return FactorialSet(tfds_factorial(data, "train", None if path is None else str(path)), size)
 
 
+def _check_sample_balance(cfg: Config, shapes) -> None:
+    n = cfg.ct_tune_steps
+    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+        raise ValueError(f"Config.ct_tune_steps must be an integer >= 0, got {n!r}")
+    for name in ("sample_balance", "tune_balance"):
+        b = getattr(cfg, name)
+        if isinstance(b, bool) or not isinstance(b, (int, float)) or not 0 <= b <= 1:
+            raise ValueError(f"Config.{name} must be a number in [0, 1], got {b!r}")
+    used = {"sample_balance": cfg.sample_balance, "tune_balance": cfg.tune_balance * (n > 0)}
+    for name, b in used.items():
+        if b and not isinstance(shapes, Shapes):
+            # The real sets' samplers draw on the host from their own tables: no balance.
+            raise ValueError(f"Config.{name} is for the embedded set only (--data embedded)")
+
+
 def train_ct(cfg: Config, shapes, vae, key, path: Path, progress: bool, ckpt: Path | None = None):
     """Train the CT layer on the frozen MCQ-VAE's codes (all three modes every step).
 
@@ -349,7 +381,11 @@ def train_ct(cfg: Config, shapes, vae, key, path: Path, progress: bool, ckpt: Pa
         action=cfg.action_weight, causal=cfg.causal_weight, mask=cfg.mask_weight,
         changed=cfg.changed_weight, mask_target=cfg.mask_target_weight,
     )  # fmt: skip
-    sampler = shapes.sampler("train", cfg.ct_batch)
+    _check_sample_balance(cfg, shapes)
+    if cfg.sample_balance:
+        sampler = shapes.sampler("train", cfg.ct_batch, balance=cfg.sample_balance)
+    else:
+        sampler = shapes.sampler("train", cfg.ct_batch)
     balance = None
     if cfg.balance:
         probs = np.repeat(np.asarray(sampler.factor_probs, np.float64), 2)[: shapes.num_actions]
@@ -361,11 +397,21 @@ def train_ct(cfg: Config, shapes, vae, key, path: Path, progress: bool, ckpt: Pa
         if not 0 <= cfg.lr_floor <= 1:
             raise ValueError(f"lr_floor must be in [0, 1] or None, got {cfg.lr_floor}")
         schedule = optax.cosine_decay_schedule(lr, cfg.ct_steps, alpha=cfg.lr_floor)
+    loss = ctvae.ct_loss(cfg.negatives, weights, balance)
     params, hist = _fit(
-        ctvae.ct_loss(cfg.negatives, weights, balance), {"vae": frozen(vae), "ct": ct},
-        sampler, cfg.ct_steps, jax.random.fold_in(key, 3),
+        loss, {"vae": frozen(vae), "ct": ct}, sampler, cfg.ct_steps, jax.random.fold_in(key, 3),
         lr, path, "ct", progress, ckpt=ckpt, schedule=schedule,
     )  # fmt: skip
+    if cfg.ct_tune_steps:
+        # A second stage, its own checkpoints: the same loss from a fresh Adam at a constant
+        # rate (a warm restart), on the same stream or one where rare factors come more often.
+        tune = sampler
+        if cfg.tune_balance:
+            tune = shapes.sampler("train", cfg.ct_batch, balance=cfg.tune_balance)
+        params, hist = _fit(
+            loss, {"vae": frozen(vae), "ct": params["ct"]}, tune, cfg.ct_tune_steps,
+            jax.random.fold_in(key, 33), lr, path, "ct_tune", progress, ckpt=ckpt,
+        )  # fmt: skip
     return params["ct"], hist
 
 
@@ -566,6 +612,7 @@ def run(
     ):
         raise ValueError(f"eval_graphs must be an integer >= 0, got {cfg.eval_graphs!r}")
     shapes = transition_set(data, data_path, cfg.size)
+    _check_sample_balance(cfg, shapes)  # before any training
     path = output_dir(NAME, out)
     state = (Path(state_dir) if state_dir is not None else path) / "checkpoints"
     key = jax.random.key(seed)
@@ -590,7 +637,7 @@ def run(
     baseline = PairClassifier(vae.grid, cfg.codebooks, cfg.codes, shapes.num_actions,
                               4 * cfg.hidden, key=jax.random.fold_in(key, 4))  # fmt: skip
     bparams, _ = _fit(
-        pair_loss, {"vae": frozen(vae), "net": baseline}, train, cfg.ct_steps,
+        pair_loss, {"vae": frozen(vae), "net": baseline}, train, cfg.ct_steps + cfg.ct_tune_steps,
         jax.random.fold_in(key, 5), cfg.lr, path, "discriminative", progress,
         ckpt=ckpt("discriminative", BASELINE_FIELDS),
     )  # fmt: skip
@@ -610,10 +657,16 @@ def run(
     metrics = {"table1": evaluate(cfg, shapes, vae, ct, baseline, reader, test)}
     metrics["data"] = data
     metrics["vae"] = vae_info
-    metrics["ct_last"] = _last_logged(hist, ct_ckpt, "train_ct.jsonl")
+    log = "train_ct_tune.jsonl" if cfg.ct_tune_steps else "train_ct.jsonl"
+    metrics["ct_last"] = _last_logged(hist, ct_ckpt, log)
     metrics["train_factor_probs"] = dict(
         zip(shapes.names, [float(p) for p in train.factor_probs], strict=True)
     )
+    if cfg.sample_balance:  # the CT layer's stream (the baseline's is the natural one above)
+        probs = shapes.sampler("train", 1, balance=cfg.sample_balance).factor_probs
+        metrics["ct_train_factor_probs"] = dict(
+            zip(shapes.names, [float(p) for p in probs], strict=True)
+        )
     model = ctvae.scm(vae, ct)
     plot_interventions(model, shapes, test, cfg.repeats, path / "interventions.png")
     plot_graphs(ct, vae, shapes, test, path / "graphs.png")

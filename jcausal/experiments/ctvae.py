@@ -10,8 +10,8 @@ Training, all with :func:`jcausal.train.fit`:
 
 1. the MCQ-VAE on random scenes (``vq_loss``), in rounds with dead-code restarts between them;
 2. the CT layer with the VAE frozen (``jc.frozen``): standard, action and causal modes every
-   step (:func:`jcausal.ctvae.ct_loss`; causal mode scores every action, weighted by the inverse
-   frequency of the true action's factor);
+   step (:func:`jcausal.ctvae.ct_loss`; causal mode scores every action), ``ct_steps`` steps,
+   then ``ct_tune_steps`` more from a fresh optimiser (a checkpointed stage of its own);
 3. two baselines the paper lacks: chance, and a discriminative classifier of the action from
    the pair of quantised code grids (an MLP, same steps and batch as the CT layer);
 4. a factor classifier (a small CNN trained on the generator's labels) that reads the factors
@@ -179,7 +179,9 @@ class Config:
     # 500 at balance 0: continuing the full run's CT layer (300 test units, 204 shape and 302
     # scale transitions held out): intervened factor right 82.7% -> 89.7%, others kept 93.3%
     # -> 94.1%, shape 11.8% -> 18.6%, scale 73.8% -> 83.8%, causal mode unchanged (0.997 /
-    # 1.000); at balance 1: 89.3%, 93.7%, shape 15.2%, scale 86.4% (README).
+    # 1.000); at balance 1: 89.3%, 93.7%, shape 15.2%, scale 86.4%. Full config (1,000 units):
+    # 90.0% (from 82.8%), others kept 93.4% (92.5%), causal mode 0.994 / 0.999; shape 14.3%
+    # (18.2%; 77 units), scale / colour / x 89.9 / 96.5 / 96.5% (76.1 / 90.5 / 86.0; README).
     ct_tune_steps: int = 500
     tune_balance: float = 0.0
     lr: float = 1e-3
@@ -370,7 +372,9 @@ def train_ct(cfg: Config, shapes, vae, key, path: Path, progress: bool, ckpt: Pa
     With ``ckpt`` the training is checkpointed there and a rerun resumes (or restores) it.
 
     Returns:
-        ``(ct, history)``: the trained :class:`jcausal.ctvae.CTLayer` and ``fit``'s history.
+        ``(ct, history)``: the trained :class:`jcausal.ctvae.CTLayer` and ``fit``'s history
+        of its last stage (the second one when ``cfg.ct_tune_steps > 0``; its records count
+        the second stage's steps, the first stage's log is ``train_ct.jsonl``).
     """
     ct = ctvae.CTLayer(
         vae.grid, cfg.codebooks, cfg.codes, shapes.num_actions, cfg.hidden, cfg.layers,
@@ -563,7 +567,8 @@ def run(
         seed: seed of initialisation and training (the data split is fixed).
         progress: show progress bars.
         size: image side (overrides the config; a power of two >= 16).
-        steps: CT-layer and baseline steps (overrides the config).
+        steps: the CT layer's first-stage steps (overrides ``ct_steps``; the second stage
+            adds ``ct_tune_steps``, and the baseline trains their sum).
         vae_steps: MCQ-VAE pretraining steps (overrides the config).
         codebook: ``"loss"`` (codebook loss) or ``"ema"`` (EMA codebook updates, van den Oord
             et al. 2017 App. A.1); overrides the config.
@@ -688,7 +693,12 @@ def run(
 
 def _extra(parser) -> None:
     parser.add_argument("--size", type=int, default=None, help="image side (default: config)")
-    parser.add_argument("--steps", type=int, default=None, help="CT-layer training steps")
+    parser.add_argument(
+        "--steps",
+        type=int,
+        default=None,
+        help="CT-layer steps of the first stage (the second adds the config's ct_tune_steps)",
+    )
     parser.add_argument("--vae-steps", type=int, default=None, help="MCQ-VAE training steps")
     parser.add_argument(
         "--codebook",

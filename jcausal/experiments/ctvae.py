@@ -189,7 +189,7 @@ class Config:
     # ``lr``). 2e-3: 500-step probes (300 test units, restored full-config VAE): intervened
     # factor right 57.3% against 52.3% at 1e-3 (shape / scale / colour / x 13 / 8 / 83 / 52%
     # against 13 / 3 / 75 / 45%), others kept 87.6% against 88.2%, causal mode 0.953 / 0.973
-    # against 0.960 / 0.983. Also 2e-3 with hidden 64: 55.3% (1.8x the CPU); with
+    # against 0.960 / 0.983. Also 2e-3 with hidden 64: 55.3% (1.6x the CPU); with
     # changed_weight 2: 56.7% (README).
     ct_lr: float | None = 2e-3
     # Causal mode's log p(y | x, a) at evaluation: 0: under the modes of the mask and graph;

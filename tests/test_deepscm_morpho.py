@@ -123,6 +123,10 @@ def test_log_densities_are_changes_of_variables(models, attrs, perturbed):
 
 def test_smoke_experiment_meets_loose_targets(tmp_path):
     m = experiment.run(smoke=True, out=tmp_path, progress=False)
+    # The smoke compiles unoptimised (SMOKE.fast_compile) and leaves XLA's optimisations as
+    # they were for what runs after it.
+    assert experiment.SMOKE.fast_compile and experiment.SMOKE.parallel_models
+    assert not jax.config.read("jax_disable_most_optimizations")
     assoc, true = m["association"], m["association"]["true"]
     # The true density of eq. (7), from scipy, on the same held-out units.
     assert abs(assoc["full"]["log_p_t"] - true["log_p_t"]) < 0.2
@@ -150,6 +154,10 @@ def test_smoke_experiment_meets_loose_targets(tmp_path):
     assert record["config"]["smoke"] is True
     for fig in ("interventions.png", "conditioning.png", "counterfactuals_full.png", "samples.png"):
         assert (tmp_path / fig).stat().st_size > 10_000
+    # One checkpoint per model (SMOKE.checkpoints): the final state, which a second run resumes.
+    for kind in experiment.SMOKE.kinds:
+        steps = [p.name for p in (tmp_path / "checkpoints" / kind).iterdir() if p.is_dir()]
+        assert steps == [str(experiment.SMOKE.steps)], (kind, steps)
     lines = (tmp_path / "train_full.jsonl").read_text().splitlines()
     evals = [json.loads(x) for x in lines if '"eval"' in x]
     assert evals[-1]["step"] == experiment.SMOKE.steps

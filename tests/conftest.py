@@ -11,7 +11,8 @@ import tempfile
 import jax
 import pytest
 from hypothesis import HealthCheck, settings
-from xla_flags import unoptimised
+
+from jcausal.train import unoptimised
 
 jax.config.update("jax_enable_x64", True)
 

@@ -6,9 +6,9 @@ import math
 
 import numpy as np
 import pytest
-from xla_flags import unoptimised
 
 from jcausal.experiments import ctvae, modularity
+from jcausal.train import unoptimised
 
 pytestmark = pytest.mark.slow
 

@@ -13,7 +13,7 @@ def test_policy_smoke(tmp_path):
     # In a fresh interpreter, as `jcausal experiment policy --smoke` runs. In a pytest-xdist
     # worker after the CT-VAE experiment test, the same smoke once measured excess 0.204 at the
     # last λ against 0.109: programs that module compiled without XLA's optimisations stayed in
-    # jax.jit's caches (not keyed on the flag). tests/xla_flags.py now clears them; the fresh
+    # jax.jit's caches (not keyed on the flag). jcausal.train.unoptimised now clears them; the fresh
     # interpreter stays, so that no earlier test can reach this one.
     code = f"from jcausal.experiments import policy; policy.run(smoke=True, out={str(tmp_path)!r})"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=900)

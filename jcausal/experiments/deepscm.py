@@ -73,8 +73,7 @@ from ..data import (
 )
 from ..data import morphomnist as mm
 from ..deepscm import morpho
-from ..train import cache_clear as train_cache_clear
-from ..train import fit
+from ..train import fit, unoptimised
 from ._common import output_dir, run_cli, write_metrics
 from .deepscm_conditioning import conditioning_vs_intervening
 from .deepscm_eval import (
@@ -134,7 +133,7 @@ class Config:
     classifier_steps: int = 2000
     # Checkpoints written per model over its training (the last one holds the final state).
     checkpoints: int = 10
-    # Compile with XLA's optimisations off (see `_xla_optimisations_off`): for a run that is
+    # Compile with XLA's optimisations off (`jcausal.train.unoptimised`): for a run that is
     # mostly compilation of programs each called a few times.
     fast_compile: bool = False
     # Train and score the models side by side in threads (one per model), and score the
@@ -343,7 +342,7 @@ def run(
         if isinstance(kl_warmup, bool) or int(kl_warmup) != kl_warmup or kl_warmup < 0:
             raise ValueError(f"--kl-warmup must be an integer >= 0, got {kl_warmup!r}")
         cfg = dataclasses.replace(cfg, kl_warmup=int(kl_warmup))
-    with _xla_optimisations_off(cfg.fast_compile):
+    with unoptimised() if cfg.fast_compile else contextlib.nullcontext():
         return _run(cfg, smoke, out, seed, progress, state_dir)
 
 
@@ -483,35 +482,6 @@ def _run(cfg: Config, smoke: bool, out, seed: int, progress: bool, state_dir) ->
     config = dataclasses.asdict(cfg) | {"smoke": smoke, "seed": seed}
     write_metrics(path, metrics, config)
     return metrics
-
-
-@contextlib.contextmanager
-def _xla_optimisations_off(off: bool):
-    """XLA's optimisations off inside (with ``off``), for a run that is mostly compilation.
-
-    ``jax_disable_most_optimizations`` makes XLA:CPU compile about twice as fast and run
-    slower. jax.jit's caches are not keyed on the flag, so programs compiled before would be
-    reused inside and programs compiled inside would stay unoptimised after (other floats for
-    a later caller with the same shapes): every compiled program is forgotten on the way in
-    and out, so the run's results do not depend on what ran before it in the process, and
-    what runs after compiles its own programs.
-    """
-    if not off:
-        yield
-        return
-    before = jax.config.read("jax_disable_most_optimizations")
-    _clear_compiled()
-    jax.config.update("jax_disable_most_optimizations", True)
-    try:
-        yield
-    finally:
-        jax.config.update("jax_disable_most_optimizations", before)
-        _clear_compiled()
-
-
-def _clear_compiled() -> None:
-    jax.clear_caches()
-    train_cache_clear()  # fit's compiled chunks (emptied by jax.clear_caches, dropped here)
 
 
 #: The training state a second run into the same ``--out`` resumes from (not staged).

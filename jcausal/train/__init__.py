@@ -38,11 +38,22 @@ leading axis across the devices (:mod:`jcausal.parallel`); XLA inserts the gradi
 
 Compiled programs are cached: a second ``fit`` with the same loss function, optimiser object,
 data layout and non-trained parameters reuses the first one's program (a loop of short runs
-compiles once); :func:`cache_clear` empties the cache.
+compiles once); :func:`cache_clear` empties the cache; :func:`unoptimised` compiles a block
+with XLA's optimisations off and forgets its programs after (smoke runs and tests).
 """
 
 from .frozen import Buffer, Frozen, buffer, frozen, unfreeze
 from .loop import History, fit
-from .step import cache_clear
+from .step import cache_clear, unoptimised
 
-__all__ = ["Buffer", "Frozen", "History", "buffer", "cache_clear", "fit", "frozen", "unfreeze"]
+__all__ = [
+    "Buffer",
+    "Frozen",
+    "History",
+    "buffer",
+    "cache_clear",
+    "fit",
+    "frozen",
+    "unfreeze",
+    "unoptimised",
+]

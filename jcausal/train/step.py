@@ -8,6 +8,7 @@ last step's auxiliary terms and the fault flags back once per chunk.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 from collections import OrderedDict
@@ -142,6 +143,33 @@ _CACHE_SIZE = 16
 def cache_clear() -> None:
     """Forget every compiled chunk (e.g. to free memory, or in tests)."""
     _CACHE.clear()
+
+
+@contextlib.contextmanager
+def unoptimised():
+    """XLA's optimisations off inside, and every program compiled inside forgotten after.
+
+    ``jax_disable_most_optimizations`` makes XLA:CPU compile about twice as fast and run
+    slower: for work that is mostly compilation of programs called a few times (smoke runs,
+    tests). jax.jit's caches are not keyed on the flag, so a function compiled inside would
+    keep its unoptimised program after, and a later caller with the same shapes would get
+    other floats (this changed the policy smoke's front in a CI worker after the CT-VAE test);
+    so every compiled program (jax's and :func:`fit`'s chunks) is forgotten on the way in and
+    out, and what runs inside does not depend on what ran before it.
+    """
+    before = jax.config.read("jax_disable_most_optimizations")
+    _forget_compiled()
+    jax.config.update("jax_disable_most_optimizations", True)
+    try:
+        yield
+    finally:
+        jax.config.update("jax_disable_most_optimizations", before)
+        _forget_compiled()
+
+
+def _forget_compiled() -> None:
+    jax.clear_caches()
+    cache_clear()  # the chunks' jit objects (emptied by jax.clear_caches, dropped here)
 
 
 def _cache_key(config: tuple) -> Any:

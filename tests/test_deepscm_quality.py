@@ -1,5 +1,7 @@
 """Deep SCM sample quality and conditional figures: Fig. A.3 grid, ex-post prior, fidelity."""
 
+import dataclasses
+
 import jax
 import numpy as np
 import pytest
@@ -90,3 +92,11 @@ def test_fidelity_per_intervention_against_true_counterfactuals(units):
     assert m["mae_vs_true"] == 0.0 and m["model_t"] == pytest.approx(m["true_t"])
     assert m["target_t"] == 3.0 and abs(m["true_t"] - 3.0) < 0.3
     assert m["factual_t"] == pytest.approx(float(np.mean(measure(test["x"])[0])))
+
+
+@pytest.mark.parametrize("bad", [0, -1, 2.5, True])
+def test_checkpoints_must_be_a_positive_integer(bad, tmp_path):
+    # Named before any data is touched (0 divided the steps by zero).
+    cfg = dataclasses.replace(experiment.SMOKE, checkpoints=bad)
+    with pytest.raises(ValueError, match="Config.checkpoints"):
+        experiment.train("full", cfg, {}, {}, jax.random.key(0), tmp_path, progress=False)

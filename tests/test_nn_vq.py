@@ -239,3 +239,25 @@ def test_batched_calls_refuse_wrong_shapes():
     # an empty batch is a batch
     assert vae.encode_batch(jnp.zeros((0, 16, 16, 3))).shape == (0, 8, 8, 8)
     assert vae.decode_batch(jnp.zeros((0, 8, 8, 8))).shape == (0, 16, 16, 3)
+
+
+def _receptive_field(vae, cell=(4, 4)):
+    """Pixels (rows) whose value changes the encoder's output at ``cell``: its side in pixels."""
+    s = vae.image_size
+    image = jax.random.uniform(jax.random.key(1), (s, s, 3))
+    grad = jax.grad(lambda img: jnp.sum(vae.encode(img)[cell] ** 2))(image)
+    rows = np.nonzero(np.abs(np.asarray(grad)).sum((1, 2)) > 0)[0]
+    return rows.min(), rows.max()
+
+
+def test_encoder_kernel_sets_the_receptive_field():
+    # 64x64, three 4x4 stride-2 convolutions: 22 pixels; with the 3x3 middle convolution and
+    # a residual block's 3x3, 22 + 16 + 16 = 54 (cell 4 covers rows 32..39).
+    kw = dict(dim=8, num_codebooks=2, num_codes=4, width=8, key=jax.random.key(0))
+    lo, hi = _receptive_field(MCQVAE(64, encoder_kernel=1, **kw))
+    assert (lo, hi) == (32 - 7, 39 + 7)
+    lo, hi = _receptive_field(MCQVAE(64, **kw))
+    assert (lo, hi) == (32 - 23, min(63, 39 + 23))
+    for bad in (2, 5, True, "1"):
+        with pytest.raises(ValueError, match="encoder_kernel"):
+            MCQVAE(16, encoder_kernel=bad, **kw)

@@ -244,7 +244,13 @@ def train(kind: str, cfg: Config, data: dict, val: dict, key, out: Path, progres
 
     Checkpoints and JSON-lines metrics go to ``out/checkpoints/<kind>`` and
     ``out/train_<kind>.jsonl``.
+
+    Raises:
+        ValueError: ``cfg.checkpoints`` is not an integer >= 1.
     """
+    n = cfg.checkpoints
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"Config.checkpoints must be an integer >= 1, got {n!r}")
     kp, kf = jax.random.split(key)
     scm = morpho.model(
         kind,
@@ -429,53 +435,57 @@ def _run(cfg: Config, smoke: bool, out, seed: int, progress: bool, state_dir) ->
         background = ThreadPoolExecutor(1)
         pending = {kind: background.submit(score_counterfactuals, kind) for kind in cf_kinds}
 
-    t1 = time.time()
-    samples, metrics["intervention"] = interventions(
-        jax.random.fold_in(key, 200), models, cfg.intervention_samples
-    )
-    plot_interventions(samples, path / "interventions.png")
-    figures = ["interventions.png"]
-    if "full" in cfg.kinds:
-        metrics["conditioning"] = conditioning_vs_intervening(
-            jax.random.fold_in(key, 500), models["full"], cfg.intervention_samples,
-            path / "conditioning.png",
-        )  # fmt: skip
-        figures.append("conditioning.png")
-    times["interventions"] = time.time() - t1
-
-    t1 = time.time()
-    metrics["samples"] = plot_samples(
-        jax.random.fold_in(key, 400), models, test, cfg.grid_units * 2, path / "samples.png"
-    )
-    times["samples"] = time.time() - t1
-    figures.append("samples.png")
-
-    t1 = time.time()
-    kq = jax.random.fold_in(key, 700)
-    metrics["sample_quality"], shown = sample_quality(
-        kq, models, train_units, test, cfg.quality_samples, cfg.classifier_steps
-    )
-    plot_sample_sets(shown, test["x"], metrics["sample_quality"], path / "sample_quality.png")
-    plot_conditional_grid(kq, models, path / "conditional_samples.png")
-    figures += ["sample_quality.png", "conditional_samples.png"]
-    if "full" in cfg.kinds:
-        metrics["trajectories"] = plot_trajectories(
-            kq, models["full"], test, path / "trajectories.png", num_samples=cfg.cf_samples
-        )
-        figures.append("trajectories.png")
-    times["sample_quality"] = time.time() - t1
-
-    for kind in cf_kinds:
-        job = pending.get(kind)
-        cfs, m, seconds = job.result() if job is not None else score_counterfactuals(kind)
+    try:
         t1 = time.time()
-        fig = f"counterfactuals_{kind}.png"
-        m |= plot_counterfactuals(test, cfs, cfg.grid_units, path / fig)
-        figures.append(fig)
-        metrics["counterfactual"][kind] = m
-        times[f"counterfactual_{kind}"] = seconds + time.time() - t1
-    if background is not None:
-        background.shutdown()
+        samples, metrics["intervention"] = interventions(
+            jax.random.fold_in(key, 200), models, cfg.intervention_samples
+        )
+        plot_interventions(samples, path / "interventions.png")
+        figures = ["interventions.png"]
+        if "full" in cfg.kinds:
+            metrics["conditioning"] = conditioning_vs_intervening(
+                jax.random.fold_in(key, 500), models["full"], cfg.intervention_samples,
+                path / "conditioning.png",
+            )  # fmt: skip
+            figures.append("conditioning.png")
+        times["interventions"] = time.time() - t1
+
+        t1 = time.time()
+        metrics["samples"] = plot_samples(
+            jax.random.fold_in(key, 400), models, test, cfg.grid_units * 2, path / "samples.png"
+        )
+        times["samples"] = time.time() - t1
+        figures.append("samples.png")
+
+        t1 = time.time()
+        kq = jax.random.fold_in(key, 700)
+        metrics["sample_quality"], shown = sample_quality(
+            kq, models, train_units, test, cfg.quality_samples, cfg.classifier_steps
+        )
+        plot_sample_sets(shown, test["x"], metrics["sample_quality"], path / "sample_quality.png")
+        plot_conditional_grid(kq, models, path / "conditional_samples.png")
+        figures += ["sample_quality.png", "conditional_samples.png"]
+        if "full" in cfg.kinds:
+            metrics["trajectories"] = plot_trajectories(
+                kq, models["full"], test, path / "trajectories.png", num_samples=cfg.cf_samples
+            )
+            figures.append("trajectories.png")
+        times["sample_quality"] = time.time() - t1
+
+        for kind in cf_kinds:
+            job = pending.get(kind)
+            cfs, m, seconds = job.result() if job is not None else score_counterfactuals(kind)
+            t1 = time.time()
+            fig = f"counterfactuals_{kind}.png"
+            m |= plot_counterfactuals(test, cfs, cfg.grid_units, path / fig)
+            figures.append(fig)
+            metrics["counterfactual"][kind] = m
+            times[f"counterfactual_{kind}"] = seconds + time.time() - t1
+    finally:
+        if background is not None:
+            # On an error above, jobs not yet started are dropped (a running one cannot be
+            # stopped: the interpreter still waits for it at exit).
+            background.shutdown(wait=False, cancel_futures=True)
     times["total"] = time.time() - t0
     metrics["seconds"] = times
     metrics["figures"] = figures

@@ -70,9 +70,9 @@ class _Residual(eqx.Module):
     c1: eqx.nn.Conv2d
     c2: eqx.nn.Conv2d
 
-    def __init__(self, ch: int, key: PRNGKeyArray):
+    def __init__(self, ch: int, key: PRNGKeyArray, kernel: int = 3):
         k1, k2 = jax.random.split(key)
-        self.c1 = eqx.nn.Conv2d(ch, ch, 3, padding=1, key=k1)
+        self.c1 = eqx.nn.Conv2d(ch, ch, kernel, padding=kernel // 2, key=k1)
         self.c2 = eqx.nn.Conv2d(ch, ch, 1, key=k2)
 
     def __call__(self, x: Array) -> Array:
@@ -93,6 +93,11 @@ class MCQVAE(eqx.Module):
         num_codes: ``K`` codes per codebook.
         width: channels of the convolutions.
         res_blocks: residual blocks in the encoder and in the decoder.
+        encoder_kernel: side of the encoder's convolutions after the downsampling (its middle
+            convolution and its residual blocks'; 3 or 1). 3 (the paper's): a code sees 54
+            pixels of a 64x64 image, most of it, so one changed object changes codes far
+            from its pixels. 1: a code sees its own 8x8 cell and 7 pixels around it (the
+            downsampling's 22), so a local change changes local codes. The decoder keeps 3.
         ema: EMA codebook updates instead of the codebook loss (train with
             ``vq_loss(..., ema_decay=...)`` on ``ema_buffers(vae)``).
         key: initialisation key.
@@ -122,8 +127,12 @@ class MCQVAE(eqx.Module):
         *,
         key: PRNGKeyArray,
         ema: bool = False,
+        encoder_kernel: int = 3,
     ):
         s = int(image_size)
+        if encoder_kernel not in (1, 3) or isinstance(encoder_kernel, bool):
+            raise ValueError(f"MCQVAE: encoder_kernel must be 3 or 1, got {encoder_kernel!r}")
+        ek = int(encoder_kernel)
         if s < 16 or s & (s - 1):
             raise ValueError(f"MCQVAE: image_size must be a power of two >= 16, got {image_size}")
         n_down = max(1, int(math.log2(s // GRID)))
@@ -133,8 +142,8 @@ class MCQVAE(eqx.Module):
             eqx.nn.Conv2d(chans[i], chans[i + 1], 4, stride=2, padding=1, key=next(keys))
             for i in range(n_down)
         )
-        self.enc_mid = eqx.nn.Conv2d(width, width, 3, padding=1, key=next(keys))
-        self.enc_res = tuple(_Residual(width, next(keys)) for _ in range(res_blocks))
+        self.enc_mid = eqx.nn.Conv2d(width, width, ek, padding=ek // 2, key=next(keys))
+        self.enc_res = tuple(_Residual(width, next(keys), ek) for _ in range(res_blocks))
         self.enc_out = eqx.nn.Conv2d(width, dim, 1, key=next(keys))
         self.quantizer = MultiCodebook(dim, num_codebooks, num_codes, key=next(keys), ema=ema)
         self.dec_in = eqx.nn.Conv2d(dim, width, 3, padding=1, key=next(keys))

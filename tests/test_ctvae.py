@@ -407,3 +407,45 @@ def test_mask_target_is_the_cross_entropy_of_the_mask_against_the_changed_cells(
     np.testing.assert_allclose(float(more - base), 4 * np.mean(each), rtol=1e-4)
     with pytest.raises(ValueError, match="Weights.mask_target"):
         Weights(mask_target=-1.0)
+
+
+def test_local_readout_adds_a_masked_mlp_and_starts_at_zero():
+    kw = dict(neighbours=True, action_heads=True, key=jax.random.key(50))
+    base = CTLayer(CODEC.grid, 2, 5, A, **kw)
+    ct = CTLayer(CODEC.grid, 2, 5, A, local=16, **kw)
+    codes = jax.random.randint(jax.random.key(51), (*CODEC.grid, 2), 0, 5)
+    # Its output layer starts at zero: the same logits as without it, for every action.
+    for a in range(A + 1):
+        np.testing.assert_allclose(ct(codes, a), base(codes, a), atol=1e-5)
+    # With a non-zero output layer: the logits move by relu(f W1 + act W1a + b) W2 exactly
+    # where the mask is on, computed here by hand in numpy.
+    w2 = jax.random.normal(jax.random.key(52), ct.local_w2.shape)
+    ct = eqx.tree_at(lambda c: c.local_w2, ct, w2)
+    feats = np.asarray(ct.features(codes))
+    for a in (0, 3):
+        g = ct.graph(ct.features(codes), a, None)
+        mask = np.asarray(g["mask"])
+        act = mask[:, None] * np.eye(A)[a]
+        h = np.maximum(np.concatenate([feats, act], -1) @ np.asarray(ct.local_w1) + 0.0, 0)
+        want = np.asarray(base(codes, a)).reshape(len(mask), -1)
+        want = want + mask[:, None] * (h @ np.asarray(w2))
+        got = np.asarray(ct(codes, a)).reshape(len(mask), -1)
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+    # The null action has no mask: no local term.
+    np.testing.assert_allclose(ct(codes, A), base(codes, A), atol=1e-5)
+    for bad in (0, -3, 2.5, True):
+        with pytest.raises(ValueError, match="local"):
+            CTLayer(CODEC.grid, 2, 5, A, local=bad, key=jax.random.key(0))
+    with pytest.raises(ValueError, match="local and gate"):
+        CTLayer(CODEC.grid, 2, 5, A, local=8, gate=True, key=jax.random.key(0))
+
+
+def test_local_readout_gets_gradients():
+    ct = CTLayer(VAE.grid, 2, 5, A, neighbours=True, action_heads=True, local=8,
+                 key=jax.random.key(53))  # fmt: skip
+    x, y = _images(4), _images(4, seed=9)
+    batch = {"x": x, "y": y, "a": jnp.arange(4, dtype=jnp.int32) % A}
+    grads = jax.grad(lambda c: ct_loss(None)({"vae": VAE, "ct": c}, batch, jax.random.key(1))[0])(
+        ct
+    )
+    assert float(jnp.abs(grads.local_w2).sum()) > 0

@@ -49,6 +49,14 @@ For an action ``a`` (or the null action ``A``, "no intervention"):
    Adam moves the scalar by at most ``lr`` per step (0.43 in 500 steps of ``lr = 1e-3``
    measured): the codes an action changes were then copied with probability 0.87-0.97.
 
+8. **Local readout** (optional, ``local=W``; ours): a one-hidden-layer MLP of width ``W`` from
+   a node's features (codes, position, with ``neighbours`` its 8 neighbours' codes) and the
+   action to logits, added where the mask is on; its output layer starts at zero, so the
+   identity initialisation is kept. The GNN's node state is ``hidden`` wide and its readouts
+   are linear, while a cell's new code under some actions is a joint function of its colours
+   and its place on the object; the local MLP gives that function a direct path. Its first
+   layer does not depend on the action, so it is computed once per unit.
+
 In evaluation (``key=None``) the mask and the graph are the modes of their Bernoullis
 (``sigmoid > 1/2``), so the transition is a deterministic function of ``(codes, a)``: that is
 what the SCM mechanism :class:`jcausal.image.VQTransition` needs for exact abduction.
@@ -171,6 +179,7 @@ class CTLayer(eqx.Module):
         acted_skip: initial copy prior of the nodes under the mask (``None``: one ``skip``
             for every node). The nodes outside it and the null action keep ``skip``, so the
             identity of standard mode is unchanged.
+        local: width of the local readout (module docstring, item 8); ``None``: none.
         key: initialisation key.
     """
 
@@ -190,6 +199,9 @@ class CTLayer(eqx.Module):
     acted_skip: Array | None
     gate_w: Array | None
     gate_b: Array | None
+    local_w1: Array | None
+    local_b: Array | None
+    local_w2: Array | None
     pos_dims: int = eqx.field(static=True)
     neighbours: bool = eqx.field(static=True)
     grid: tuple[int, int] = eqx.field(static=True)
@@ -213,6 +225,7 @@ class CTLayer(eqx.Module):
         action_heads: bool = False,
         skip: float | None = None,
         acted_skip: float | None = None,
+        local: int | None = None,
         *,
         key: PRNGKeyArray,
     ):
@@ -261,6 +274,17 @@ class CTLayer(eqx.Module):
         # otherwise a random gate around 1/2.
         self.gate_w = (0.0 if identity else 1.0) * init(k[7], (hidden, c), hidden) if gate else None
         self.gate_b = jnp.full(c, 8.0 if identity else 0.0) if gate else None
+        if local is not None and (
+            isinstance(local, bool) or not isinstance(local, int) or local < 1
+        ):
+            raise ValueError(f"CTLayer: local must be an integer >= 1 or None, got {local!r}")
+        if local is not None and gate:
+            raise ValueError("CTLayer: local and gate cannot be combined (gate=True normalises)")
+        fa = fn + a
+        kl = jax.random.split(jax.random.fold_in(key, 99))[0]
+        self.local_w1 = None if local is None else init(kl, (fa, local), fa)
+        self.local_b = None if local is None else jnp.zeros(local)
+        self.local_w2 = None if local is None else jnp.zeros((local, ck))
 
     @property
     def num_nodes(self) -> int:
@@ -357,6 +381,11 @@ class CTLayer(eqx.Module):
             out = mask[:, None] * acted + (1 - mask[:, None]) * null
         else:
             out = h @ self.head
+        if self.local_w1 is not None:
+            f = feats.shape[1]  # feats @ W is the same for every action: vmap computes it once
+            act_in = act @ self.local_w1[f:]
+            hl = jax.nn.relu(feats @ self.local_w1[:f] + act_in + self.local_b)
+            out = out + mask[:, None] * (hl @ self.local_w2)
         if self.gate_w is None:
             skip = self.skip
             if self.acted_skip is not None:

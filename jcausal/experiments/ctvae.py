@@ -166,6 +166,8 @@ class Config:
     mask_target_weight: float = 10.0
     # The copy prior of the nodes under the mask (``CTLayer(acted_skip=...)``; None: ``skip``).
     acted_skip: float | None = None
+    # Width of the CT layer's local readout (``CTLayer(local=W)``; None: none).
+    local: int | None = None
     # The CT layer's training transitions: the factor drawn from (1 - b) x its natural
     # frequency (prop. to card - 1: shape 8%, x 44%) + b x uniform (``Shapes.sampler(balance=
     # b)``; the embedded set only). The baseline keeps the natural stream. Off: at 1, 500
@@ -392,7 +394,7 @@ def train_ct(cfg: Config, shapes, vae, key, path: Path, progress: bool, ckpt: Pa
     ct = ctvae.CTLayer(
         vae.grid, cfg.codebooks, cfg.codes, shapes.num_actions, cfg.hidden, cfg.layers,
         ffn=cfg.ffn, gate=cfg.gate, neighbours=cfg.neighbours, action_heads=cfg.action_heads,
-        skip=cfg.skip, acted_skip=cfg.acted_skip, key=jax.random.fold_in(key, 2),
+        skip=cfg.skip, acted_skip=cfg.acted_skip, local=cfg.local, key=jax.random.fold_in(key, 2),
     )  # fmt: skip
     weights = ctvae.Weights(
         action=cfg.action_weight, causal=cfg.causal_weight, mask=cfg.mask_weight,

@@ -205,3 +205,44 @@ def test_experiment_data_choice_errors(tmp_path):
         transition_set("cars3d", tmp_path, 32)
     with pytest.raises(FileNotFoundError, match="dsprites-dataset"):
         transition_set("dsprites", tmp_path / "missing.npz", 32)
+
+
+def test_factorial_balance_mixes_factor_frequencies_towards_uniform():
+    import jax
+
+    from jcausal.data.factorial import FactorialSet
+
+    card = (3, 1, 4, 9)  # a factor with one value has no transitions at any balance
+    src = _flat_set(card=card)
+    np.testing.assert_allclose(src.factor_probs(0.0), np.array([2, 0, 3, 8]) / 13)
+    np.testing.assert_allclose(src.factor_probs(1.0), [1 / 3, 0, 1 / 3, 1 / 3])
+    half = 0.5 * np.array([2, 0, 3, 8]) / 13 + [1 / 6, 0, 1 / 6, 1 / 6]
+    np.testing.assert_allclose(src.factor_probs(0.5), half)
+    # balance 0 draws exactly what the natural recipe drew (the same seed, the same stream)
+    a0 = src.transitions(300, seed=3, split="train", balance=0.0)
+    np.testing.assert_array_equal(a0["fx"], src.transitions(300, seed=3, split="train")["fx"])
+    n = 6000
+    for b in (1.0, 0.5):
+        # (on all edges: a split of this small grid holds each factor's edges unevenly)
+        t = src.transitions(n, seed=5, balance=b)
+        f = t["a"] // 2
+        freq = np.bincount(f, minlength=4) / n
+        # multinomial: 4 standard errors at n = 6000 is < 0.025
+        np.testing.assert_allclose(freq, src.factor_probs(b), atol=0.025)
+        # the pair is uniform within its factor: factor 3's 8 lower values about even
+        lower = np.minimum(t["fx"], t["fy"])[f == 3, 3]
+        counts = np.bincount(lower, minlength=8)
+        assert counts.min() > 0.6 * counts.mean()
+        np.testing.assert_array_equal(np.count_nonzero(t["fy"] - t["fx"], 1), 1)
+        t = src.transitions(500, seed=6, split="train", balance=b)
+        np.testing.assert_array_equal(src.split_of(np.minimum(t["fx"], t["fy"]), t["a"] // 2), 0)
+    data = FactorialSet(src, size=16)
+    s = data.sampler("train", 500, balance=1.0)
+    np.testing.assert_allclose(s.factor_probs, src.factor_probs(1.0))
+    freq = np.bincount(np.asarray(jax.jit(s)(jax.random.key(0))["a"]) // 2, minlength=4) / 500
+    np.testing.assert_allclose(freq, [1 / 3, 0, 1 / 3, 1 / 3], atol=0.09)
+    for bad in (-0.1, 1.5, float("nan"), True, "1"):
+        with pytest.raises(ValueError, match="balance must be a number in"):
+            src.transitions(4, balance=bad)
+        with pytest.raises(ValueError, match="balance must be a number in"):
+            data.sampler("train", 4, balance=bad)

@@ -122,17 +122,25 @@ def test_bad_balance_settings_are_named_before_training(tmp_path, field, value, 
     assert not (tmp_path / "run" / "checkpoints").exists()
 
 
-def test_sample_balance_is_refused_on_a_real_set(tmp_path, monkeypatch):
+def test_sample_balance_on_a_real_set_balances_its_stream(tmp_path, monkeypatch):
     from jcausal.data.factorial import FactorialSet, FactorialSource
+    from jcausal.nn import MCQVAE
 
-    card = (2, 3)
-    grid = np.stack(np.unravel_index(np.arange(6), card), -1)
-    images = np.zeros((6, 4, 4, 1), np.uint8)
-    source = FactorialSource(lambda i: (images[i], grid[i]), card, ["a", "b"])
-    monkeypatch.setattr(ctvae, "transition_set", lambda *_: FactorialSet(source, 16))
-    for field, over in (("sample_balance", {"sample_balance": 1.0}),
-                        ("tune_balance", {"ct_tune_steps": 5, "tune_balance": 0.5})):  # fmt: skip
-        cfg = dataclasses.replace(TINY, **over)
-        with pytest.raises(ValueError, match=f"{field} is for the embedded set"):
-            ctvae.run(config=cfg, out=tmp_path / "run", progress=False)
-        assert not (tmp_path / "run" / "checkpoints").exists()
+    card = (2, 3, 5)
+    grid = np.stack(np.unravel_index(np.arange(30), card), -1)
+    images = np.zeros((30, 4, 4, 1), np.uint8)
+    data = FactorialSet(FactorialSource(lambda i: (images[i], grid[i]), card, list("abc")), 16)
+    streams = []
+
+    def record(loss, params, stream, steps, *args, **kwargs):  # the stages' data, no training
+        streams.append(stream)
+        return params, None
+
+    monkeypatch.setattr(ctvae, "_fit", record)
+    cfg = dataclasses.replace(TINY, sample_balance=1.0, ct_tune_steps=2, tune_balance=0.5)
+    vae = MCQVAE(16, cfg.dim, cfg.codebooks, cfg.codes, cfg.width, key=jax.random.key(0))
+    ctvae.train_ct(cfg, data, vae, jax.random.key(1), tmp_path, False)
+    natural = np.array([1, 2, 4]) / 7
+    np.testing.assert_allclose(streams[0].factor_probs, [1 / 3] * 3)
+    np.testing.assert_allclose(streams[1].factor_probs, 0.5 * natural + 0.5 / 3)
+    assert streams[1].balance == 0.5 and data.sampler("train", 2).balance == 0.0

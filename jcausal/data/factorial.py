@@ -147,17 +147,37 @@ class FactorialSource:
         bounds = np.cumsum(SPLIT_FRACTIONS)[:-1]
         return np.searchsorted(bounds, u, side="right")
 
-    def transitions(self, n: int, seed: int = 0, split: str | None = None) -> dict[str, np.ndarray]:
+    def factor_probs(self, balance: float = 0.0) -> np.ndarray:
+        """Probability of each factor in :meth:`transitions` ``(F,)``.
+
+        ``balance = 0``: proportional to ``card - 1`` (the pair ``(f, v)`` is uniform);
+        ``balance = b``: ``(1 - b)`` times that plus ``b`` times uniform over the factors with
+        at least two values (a factor with one value, dSprites' colour, has no transitions).
+        """
+        _check_balance(balance)
+        card = np.asarray(self.cardinalities)
+        natural = (card - 1) / np.sum(card - 1)
+        present = natural > 0
+        return (1 - balance) * natural + balance * present / present.sum()
+
+    def transitions(
+        self, n: int, seed: int = 0, split: str | None = None, balance: float = 0.0
+    ) -> dict[str, np.ndarray]:
         """``n`` random transitions (the batch layout of :class:`jcausal.data.TransitionSampler`).
 
-        The pair ``(f, v)`` is uniform over the adjacent value pairs, the other factors
-        uniform, the direction a fair coin; images are returned as float32 in ``[0, 1]``.
+        The pair ``(f, v)`` is uniform over the adjacent value pairs (with ``balance``, the
+        factor is drawn from :meth:`factor_probs` and the pair uniform within it), the other
+        factors uniform, the direction a fair coin; images are returned as float32 in
+        ``[0, 1]``.
 
         Args:
             n: number of transitions.
             seed: seed of the draw.
             split: ``"train"``, ``"val"`` or ``"test"`` (see :meth:`split_of`), or ``None``
                 for all transitions.
+            balance: in ``[0, 1]``, mixes the factors' frequencies towards uniform as
+                :class:`jcausal.data.TransitionSampler` does for the embedded set; 0 draws
+                exactly what it drew before the option.
 
         Raises:
             ValueError: the labels read are not the factors expected (the set is not in
@@ -166,14 +186,20 @@ class FactorialSource:
         """
         if split is not None and split not in SPLITS:
             raise ValueError(f"unknown split {split!r}; choose from {SPLITS} or None")
+        probs = self.factor_probs(balance)
         rng = np.random.default_rng(seed)
         card = np.array(self.cardinalities)
         pairs = np.array([(f, v) for f, c in enumerate(card) for v in range(c - 1)])
+        # Probability of each pair: its factor's, shared evenly among the factor's pairs.
+        pair_p = probs[pairs[:, 0]] / (card - 1)[pairs[:, 0]]
         fv = np.zeros((0, 2), np.int64)
         lo = np.zeros((0, len(card)), np.int64)
         for _ in range(64):  # rejection: a split holds >= 15% of the edges on average
             m = max(n, 16) * (2 if split in (None, "train") else 8)
-            fv_c = pairs[rng.integers(0, len(pairs), m)]
+            if balance:
+                fv_c = pairs[rng.choice(len(pairs), m, p=pair_p / pair_p.sum())]
+            else:  # the draws of the natural recipe, unchanged by the option
+                fv_c = pairs[rng.integers(0, len(pairs), m)]
             lo_c = rng.integers(0, card, (m, len(card)))
             lo_c[np.arange(m), fv_c[:, 0]] = fv_c[:, 1]
             if split is not None:
@@ -443,9 +469,13 @@ class FactorialSet:
         image, factors = jax.pure_callback(host, shapes, _seed(key))
         return {"image": self.images(image), "factors": factors}
 
-    def sampler(self, split: str, batch_size: int) -> FactorialSampler:
-        """A batch function ``sampler(key) -> batch`` of transitions of ``split``."""
-        return FactorialSampler(self, split, batch_size)
+    def sampler(self, split: str, batch_size: int, balance: float = 0.0) -> FactorialSampler:
+        """A batch function ``sampler(key) -> batch`` of transitions of ``split``.
+
+        ``balance`` mixes the factors' frequencies towards uniform
+        (:meth:`FactorialSource.factor_probs`).
+        """
+        return FactorialSampler(self, split, batch_size, balance)
 
 
 class FactorialSampler:
@@ -455,9 +485,11 @@ class FactorialSampler:
         data: the set.
         split: ``"train"``, ``"val"`` or ``"test"``.
         batch_size: transitions per call.
+        balance: in ``[0, 1]``: the factors' frequencies mixed towards uniform
+            (:meth:`FactorialSource.factor_probs`).
     """
 
-    def __init__(self, data: FactorialSet, split: str, batch_size: int):
+    def __init__(self, data: FactorialSet, split: str, batch_size: int, balance: float = 0.0):
         if split not in SPLITS:
             raise ValueError(f"unknown split {split!r}; choose from {SPLITS}")
         if int(batch_size) < 1:
@@ -465,9 +497,10 @@ class FactorialSampler:
         self.data = data
         self.split = split
         self.batch_size = int(batch_size)
-        card = np.asarray(data.cardinalities)
-        #: probability of each factor: the pair (f, v) is uniform, so prop. to card - 1
-        self.factor_probs = (card - 1) / np.sum(card - 1)
+        self.balance = _check_balance(balance)
+        #: probability of each factor: prop. to card - 1 (the pair (f, v) is uniform), mixed
+        #: towards uniform by ``balance``
+        self.factor_probs = data.source.factor_probs(self.balance)
 
     def __call__(self, key: PRNGKeyArray) -> dict[str, Array]:
         return self.draw(key, self.batch_size)
@@ -480,7 +513,9 @@ class FactorialSampler:
         shapes = (img, img, jax.ShapeDtypeStruct((n,), jnp.int32), lab, lab)
 
         def host(seed):
-            t = self.data.source.transitions(n, seed=int(seed), split=self.split)
+            t = self.data.source.transitions(
+                n, seed=int(seed), split=self.split, balance=self.balance
+            )
             return t["x"], t["y"], t["a"], t["fx"], t["fy"]
 
         x, y, a, fx, fy = jax.pure_callback(host, shapes, _seed(key))
@@ -493,6 +528,16 @@ class FactorialSampler:
             "fx": fx,
             "fy": fy,
         }
+
+
+def _check_balance(balance) -> float:
+    if (
+        isinstance(balance, bool)
+        or not isinstance(balance, (int, float, np.integer, np.floating))
+        or not 0.0 <= balance <= 1.0  # also refuses NaN
+    ):
+        raise ValueError(f"balance must be a number in [0, 1], got {balance!r}")
+    return float(balance)
 
 
 def _seed(key: PRNGKeyArray) -> Array:

@@ -199,8 +199,12 @@ def plot_accuracy(table: dict, path: Path) -> None:
         ("discriminative_factor_acc", "discriminative factor acc.", "^"),
     ]:
         ax.scatter(freq, [table["per_factor"][n][key] for n in names], marker=m, label=label)
-    for n, f in zip(names, freq, strict=True):
-        ax.annotate(n, (f, table["per_factor"][n]["ct_vae_factor_acc"]), fontsize=7)
+    # Labels alternate above and below their points in order of frequency: factors of close
+    # frequency and accuracy (background, colour) would otherwise print over each other.
+    for i, j in enumerate(np.argsort(freq)):
+        n = names[j]
+        ax.annotate(n, (freq[j], table["per_factor"][n]["ct_vae_factor_acc"]), fontsize=7,
+                    xytext=(2, 6 if i % 2 == 0 else -12), textcoords="offset points")  # fmt: skip
     ax.set_xlabel("frequency of the factor's transitions")
     ax.set_ylabel("accuracy (held-out transitions)")
     ax.set_ylim(-0.05, 1.05)

@@ -241,6 +241,8 @@ def test_factorial_balance_mixes_factor_frequencies_towards_uniform():
     np.testing.assert_allclose(s.factor_probs, src.factor_probs(1.0))
     freq = np.bincount(np.asarray(jax.jit(s)(jax.random.key(0))["a"]) // 2, minlength=4) / 500
     np.testing.assert_allclose(freq, [1 / 3, 0, 1 / 3, 1 / 3], atol=0.09)
+    with pytest.raises(ValueError, match="no factor of this set has two values"):
+        _flat_set(card=(1, 1)).transitions(4)
     for bad in (-0.1, 1.5, float("nan"), True, "1"):
         with pytest.raises(ValueError, match="balance must be a number in"):
             src.transitions(4, balance=bad)

@@ -156,6 +156,11 @@ class FactorialSource:
         """
         _check_balance(balance)
         card = np.asarray(self.cardinalities)
+        if not np.any(card > 1):
+            raise ValueError(
+                f"no factor of this set has two values (cardinalities {self.cardinalities}): "
+                "it has no one-factor transitions"
+            )
         natural = (card - 1) / np.sum(card - 1)
         present = natural > 0
         return (1 - balance) * natural + balance * present / present.sum()

@@ -23,8 +23,8 @@ TINY = dataclasses.replace(
     search_rank=3,
     scene_pairs=8,
     # 1 round of 4 steps encoded every scene to one code grid; 12 steps give distinct grids
-    # (one round: one compiled training step)
-    mcqvae=dataclasses.replace(ctvae.SMOKE, vae_steps=12, vae_rounds=1),
+    # (one round: one compiled training step); the paper's encoder, as in modularity's config
+    mcqvae=dataclasses.replace(ctvae.SMOKE, vae_steps=12, vae_rounds=1, encoder_kernel=3),
 )
 PARTS = ("digits", "mcqvae")
 

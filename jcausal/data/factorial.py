@@ -40,7 +40,7 @@ import numpy as np
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from .tfds import _import_tfds
-from .transitions import SPLIT_FRACTIONS, SPLIT_SEED, SPLITS
+from .transitions import SPLIT_FRACTIONS, SPLIT_SEED, SPLITS, check_balance, mix_factor_probs
 
 
 def _splitmix64(x: np.ndarray) -> np.ndarray:
@@ -154,16 +154,14 @@ class FactorialSource:
         ``balance = b``: ``(1 - b)`` times that plus ``b`` times uniform over the factors with
         at least two values (a factor with one value, dSprites' colour, has no transitions).
         """
-        _check_balance(balance)
+        balance = check_balance(balance)
         card = np.asarray(self.cardinalities)
         if not np.any(card > 1):
             raise ValueError(
                 f"no factor of this set has two values (cardinalities {self.cardinalities}): "
                 "it has no one-factor transitions"
             )
-        natural = (card - 1) / np.sum(card - 1)
-        present = natural > 0
-        return (1 - balance) * natural + balance * present / present.sum()
+        return mix_factor_probs((card - 1) / np.sum(card - 1), balance)
 
     def transitions(
         self, n: int, seed: int = 0, split: str | None = None, balance: float = 0.0
@@ -502,7 +500,7 @@ class FactorialSampler:
         self.data = data
         self.split = split
         self.batch_size = int(batch_size)
-        self.balance = _check_balance(balance)
+        self.balance = check_balance(balance)
         #: probability of each factor: prop. to card - 1 (the pair (f, v) is uniform), mixed
         #: towards uniform by ``balance``
         self.factor_probs = data.source.factor_probs(self.balance)
@@ -533,16 +531,6 @@ class FactorialSampler:
             "fx": fx,
             "fy": fy,
         }
-
-
-def _check_balance(balance) -> float:
-    if (
-        isinstance(balance, bool)
-        or not isinstance(balance, (int, float, np.integer, np.floating))
-        or not 0.0 <= balance <= 1.0  # also refuses NaN
-    ):
-        raise ValueError(f"balance must be a number in [0, 1], got {balance!r}")
-    return float(balance)
 
 
 def _seed(key: PRNGKeyArray) -> Array:

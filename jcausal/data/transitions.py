@@ -209,6 +209,32 @@ class Shapes:
         return {"image": self.render(f), "factors": f}
 
 
+def check_balance(balance) -> float:
+    """``balance`` as a float, or a named ``ValueError`` unless it is a number in ``[0, 1]``."""
+    if (
+        isinstance(balance, bool)
+        or not isinstance(balance, (int, float, np.integer, np.floating))
+        or not 0.0 <= balance <= 1.0  # also refuses NaN
+    ):
+        raise ValueError(f"balance must be a number in [0, 1], got {balance!r}")
+    return float(balance)
+
+
+def mix_factor_probs(natural: np.ndarray, balance: float) -> np.ndarray:
+    """Factor frequencies mixed towards uniform: ``(1 - b) natural + b uniform``.
+
+    Args:
+        natural: ``(F,)`` frequencies summing to one; a factor at 0 (no transitions) stays 0.
+        balance: ``b`` in ``[0, 1]``.
+
+    Returns:
+        ``(F,)`` frequencies summing to one.
+    """
+    balance = check_balance(balance)
+    present = natural > 0
+    return (1 - balance) * natural + balance * present / present.sum()
+
+
 class TransitionSampler:
     """Random transitions of one split, rendered on the fly (see the module docstring).
 
@@ -241,12 +267,7 @@ class TransitionSampler:
     ):
         if int(batch_size) < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        if (
-            isinstance(balance, bool)
-            or not isinstance(balance, (int, float, np.integer, np.floating))
-            or not 0.0 <= balance <= 1.0  # also refuses NaN
-        ):
-            raise ValueError(f"balance must be a number in [0, 1], got {balance!r}")
+        balance = check_balance(balance)
         self.shapes = shapes
         self.batch_size = int(batch_size)
         scene, factor = shapes.split(split, seed)
@@ -262,9 +283,8 @@ class TransitionSampler:
             # Reweight each factor's edges from its natural share to the mixed one (a factor
             # the split lacks keeps none); balance 0 leaves the weights as they were exactly.
             natural = np.bincount(factor, weights=w, minlength=len(card)) / w.sum()
-            present = natural > 0
-            target = (1 - balance) * natural + balance * present / present.sum()
-            w = w * (target / np.where(present, natural, 1.0))[factor]
+            target = mix_factor_probs(natural, balance)
+            w = w * (target / np.where(natural > 0, natural, 1.0))[factor]
         self.scene = jnp.asarray(scene)
         self.factor = jnp.asarray(factor)
         self.logits = jnp.asarray(np.log(w / w.sum()), jnp.float32)

@@ -433,19 +433,62 @@ def test_local_readout_adds_a_masked_mlp_and_starts_at_zero():
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
     # The null action has no mask: no local term.
     np.testing.assert_allclose(ct(codes, A), base(codes, A), atol=1e-5)
-    for bad in (0, -3, 2.5, True):
+    for bad in (0, -3, 2.5, True, (), (8, 0), (8, 2.5), [True], "8"):
         with pytest.raises(ValueError, match="local"):
             CTLayer(CODEC.grid, 2, 5, A, local=bad, key=jax.random.key(0))
     with pytest.raises(ValueError, match="local and gate"):
         CTLayer(CODEC.grid, 2, 5, A, local=8, gate=True, key=jax.random.key(0))
 
 
+def test_deeper_local_readout_is_the_mlp_of_its_widths():
+    kw = dict(neighbours=True, action_heads=True, key=jax.random.key(50))
+    base = CTLayer(CODEC.grid, 2, 5, A, **kw)
+    one = CTLayer(CODEC.grid, 2, 5, A, local=16, **kw)
+    ct = CTLayer(CODEC.grid, 2, 5, A, local=(16, 12, 8), **kw)
+    # The first layer is the single-layer readout's (same key); two hidden-to-hidden layers.
+    np.testing.assert_array_equal(ct.local_w1, one.local_w1)
+    assert [w.shape for w, _ in ct.local_mid] == [(16, 12), (12, 8)]
+    assert ct.local_w2.shape == (8, 2 * 5) and one.local_mid == ()
+    codes = jax.random.randint(jax.random.key(51), (*CODEC.grid, 2), 0, 5)
+    for a in range(A + 1):  # the output layer starts at zero
+        np.testing.assert_allclose(ct(codes, a), base(codes, a), atol=1e-5)
+    ks = jax.random.split(jax.random.key(54), 3)
+    ct = eqx.tree_at(
+        lambda c: (c.local_w2, c.local_b, c.local_mid[1][1]),
+        ct,
+        (
+            jax.random.normal(ks[0], ct.local_w2.shape),
+            0.1 * jax.random.normal(ks[1], (16,)),
+            0.1 * jax.random.normal(ks[2], (8,)),
+        ),
+    )
+    feats = np.asarray(ct.features(codes))
+    for a in (1, 4):
+        mask = np.asarray(ct.graph(ct.features(codes), a, None)["mask"])
+        act = mask[:, None] * np.eye(A)[a]
+        h = np.concatenate([feats, act], -1) @ np.asarray(ct.local_w1) + np.asarray(ct.local_b)
+        h = np.maximum(h, 0)
+        for w, b in ct.local_mid:
+            h = np.maximum(h @ np.asarray(w) + np.asarray(b), 0)
+        want = np.asarray(base(codes, a)).reshape(len(mask), -1)
+        want = want + mask[:, None] * (h @ np.asarray(ct.local_w2))
+        got = np.asarray(ct(codes, a)).reshape(len(mask), -1)
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+
+
 def test_local_readout_gets_gradients():
-    ct = CTLayer(VAE.grid, 2, 5, A, neighbours=True, action_heads=True, local=8,
+    ct = CTLayer(VAE.grid, 2, 5, A, neighbours=True, action_heads=True, local=(8, 6),
                  key=jax.random.key(53))  # fmt: skip
     x, y = _images(4), _images(4, seed=9)
     batch = {"x": x, "y": y, "a": jnp.arange(4, dtype=jnp.int32) % A}
-    grads = jax.grad(lambda c: ct_loss(None)({"vae": VAE, "ct": c}, batch, jax.random.key(1))[0])(
-        ct
-    )
-    assert float(jnp.abs(grads.local_w2).sum()) > 0
+
+    def grads(c):
+        loss = ct_loss(None)
+        return jax.grad(lambda c: loss({"vae": VAE, "ct": c}, batch, jax.random.key(1))[0])(c)
+
+    assert float(jnp.abs(grads(ct).local_w2).sum()) > 0
+    # Once the output layer is off zero, every hidden layer learns too.
+    w2 = jax.random.normal(jax.random.key(55), ct.local_w2.shape)
+    g = grads(eqx.tree_at(lambda c: c.local_w2, ct, w2))
+    for leaf in (g.local_w1, g.local_b, *g.local_mid[0]):
+        assert float(jnp.abs(leaf).sum()) > 0

@@ -49,13 +49,15 @@ For an action ``a`` (or the null action ``A``, "no intervention"):
    Adam moves the scalar by at most ``lr`` per step (0.43 in 500 steps of ``lr = 1e-3``
    measured): the codes an action changes were then copied with probability 0.87-0.97.
 
-8. **Local readout** (optional, ``local=W``; ours): a one-hidden-layer MLP of width ``W`` from
-   a node's features (codes, position, with ``neighbours`` its 8 neighbours' codes) and the
-   action to logits, added where the mask is on; its output layer starts at zero, so the
-   identity initialisation is kept. The GNN's node state is ``hidden`` wide and its readouts
-   are linear, while a cell's new code under some actions is a joint function of its colours
-   and its place on the object; the local MLP gives that function a direct path. Its first
-   layer does not depend on the action, so it is computed once per unit.
+8. **Local readout** (optional, ``local=W`` or ``local=(W1, W2, ...)``; ours): an MLP with
+   hidden layers of those widths (ReLU) from a node's features (codes, position, with
+   ``neighbours`` its 8 neighbours' codes) and the action to logits, added where the mask is
+   on; its output layer starts at zero, so the identity initialisation is kept. The GNN's
+   node state is ``hidden`` wide and its readouts are linear, while a cell's new code under
+   some actions is a joint function of its colours and its place on the object; the local
+   MLP gives that function a direct path. The part
+   of its first layer that reads the features does not depend on the action, so it is
+   computed once per unit; later layers run once per action scored.
 
 In evaluation (``key=None``) the mask and the graph are the modes of their Bernoullis
 (``sigmoid > 1/2``), so the transition is a deterministic function of ``(codes, a)``: that is
@@ -69,11 +71,30 @@ Sizes (the seed uses 800-unit pair MLPs; ``hidden = 32`` is enough here): cost
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Sequence
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, Int, PRNGKeyArray
+
+
+def _local_widths(local) -> tuple[int, ...]:
+    """The local readout's hidden widths from ``local`` (``()``: none), or a named error."""
+    if local is None:
+        return ()
+    many = isinstance(local, Sequence) and not isinstance(local, str)
+    widths = tuple(local) if many else (local,)
+    if not widths or any(
+        isinstance(w, bool) or not isinstance(w, (int, np.integer)) or w < 1 for w in widths
+    ):
+        raise ValueError(
+            "CTLayer: local must be an integer >= 1, a non-empty sequence of them (one width "
+            f"per hidden layer) or None, got {local!r}"
+        )
+    return tuple(int(w) for w in widths)
 
 
 def position_encoding(h: int, w: int, dims: int = 16) -> np.ndarray:
@@ -179,7 +200,8 @@ class CTLayer(eqx.Module):
         acted_skip: initial copy prior of the nodes under the mask (``None``: one ``skip``
             for every node). The nodes outside it and the null action keep ``skip``, so the
             identity of standard mode is unchanged.
-        local: width of the local readout (module docstring, item 8); ``None``: none.
+        local: width of the local readout's hidden layer, or a sequence of widths, one per
+            hidden layer (module docstring, item 8); ``None``: none.
         key: initialisation key.
     """
 
@@ -201,6 +223,7 @@ class CTLayer(eqx.Module):
     gate_b: Array | None
     local_w1: Array | None
     local_b: Array | None
+    local_mid: tuple[tuple[Array, Array], ...]
     local_w2: Array | None
     pos_dims: int = eqx.field(static=True)
     neighbours: bool = eqx.field(static=True)
@@ -225,7 +248,7 @@ class CTLayer(eqx.Module):
         action_heads: bool = False,
         skip: float | None = None,
         acted_skip: float | None = None,
-        local: int | None = None,
+        local: int | Sequence[int] | None = None,
         *,
         key: PRNGKeyArray,
     ):
@@ -274,17 +297,19 @@ class CTLayer(eqx.Module):
         # otherwise a random gate around 1/2.
         self.gate_w = (0.0 if identity else 1.0) * init(k[7], (hidden, c), hidden) if gate else None
         self.gate_b = jnp.full(c, 8.0 if identity else 0.0) if gate else None
-        if local is not None and (
-            isinstance(local, bool) or not isinstance(local, int) or local < 1
-        ):
-            raise ValueError(f"CTLayer: local must be an integer >= 1 or None, got {local!r}")
-        if local is not None and gate:
+        widths = _local_widths(local)
+        if widths and gate:
             raise ValueError("CTLayer: local and gate cannot be combined (gate=True normalises)")
         fa = fn + a
+        # The first layer's key is the one a single hidden layer always had (same init).
         kl = jax.random.split(jax.random.fold_in(key, 99))[0]
-        self.local_w1 = None if local is None else init(kl, (fa, local), fa)
-        self.local_b = None if local is None else jnp.zeros(local)
-        self.local_w2 = None if local is None else jnp.zeros((local, ck))
+        self.local_w1 = init(kl, (fa, widths[0]), fa) if widths else None
+        self.local_b = jnp.zeros(widths[0]) if widths else None
+        self.local_mid = tuple(
+            (init(jax.random.fold_in(kl, i), (w_in, w_out), w_in), jnp.zeros(w_out))
+            for i, (w_in, w_out) in enumerate(itertools.pairwise(widths), start=1)
+        )
+        self.local_w2 = jnp.zeros((widths[-1], ck)) if widths else None
 
     @property
     def num_nodes(self) -> int:
@@ -369,7 +394,10 @@ class CTLayer(eqx.Module):
     ) -> Float[Array, "h w C K"]:
         """The GNN (eq. 2): output code logits given the graph."""
         act = mask[:, None] * jax.nn.one_hot(a, self.num_actions)
-        h = jnp.concatenate([feats, act], -1) @ self.embed
+        f = feats.shape[1]
+        # feats @ W is the same for every action scored: under vmap over actions it is
+        # computed once (a concatenation before the product would compute it per action).
+        h = feats @ self.embed[:f] + act @ self.embed[f:]
         for layer in self.gnn:
             h = layer(h, adj)
         ck = self.num_codebooks * self.num_codes
@@ -382,9 +410,10 @@ class CTLayer(eqx.Module):
         else:
             out = h @ self.head
         if self.local_w1 is not None:
-            f = feats.shape[1]  # feats @ W is the same for every action: vmap computes it once
-            act_in = act @ self.local_w1[f:]
+            act_in = act @ self.local_w1[f:]  # and feats @ W once, as for the embedding
             hl = jax.nn.relu(feats @ self.local_w1[:f] + act_in + self.local_b)
+            for w, b in self.local_mid:
+                hl = jax.nn.relu(hl @ w + b)
             out = out + mask[:, None] * (hl @ self.local_w2)
         if self.gate_w is None:
             skip = self.skip

@@ -102,6 +102,14 @@ def test_bad_learning_rates_are_named_before_training(tmp_path, field, value):
     assert not (tmp_path / "run" / "checkpoints").exists()
 
 
+@pytest.mark.parametrize("value", [0, (256, 0), (), "256", (128, 2.5), True])
+def test_bad_local_readout_is_named_before_training(tmp_path, value):
+    cfg = dataclasses.replace(ctvae.SMOKE, local=value)
+    with pytest.raises(ValueError, match="Config.local: CTLayer: local must be"):
+        ctvae.run(config=cfg, out=tmp_path / "run", progress=False)
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
 @pytest.mark.parametrize(
     "field, value, message",
     [

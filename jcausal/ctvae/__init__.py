@@ -8,7 +8,7 @@
 The MCQ-VAE is :class:`jcausal.nn.MCQVAE`; the data are :mod:`jcausal.data.transitions`.
 """
 
-from .layer import CTLayer, gumbel_bernoulli, position_encoding
+from .layer import CTLayer, gumbel_bernoulli, local_widths, position_encoding
 from .model import (
     Weights,
     action_logliks,
@@ -33,6 +33,7 @@ __all__ = [
     "ct_loss",
     "gumbel_bernoulli",
     "intervene",
+    "local_widths",
     "mask_rate",
     "mask_target_loss",
     "position_encoding",

@@ -81,8 +81,8 @@ import numpy as np
 from jaxtyping import Array, Float, Int, PRNGKeyArray
 
 
-def _local_widths(local) -> tuple[int, ...]:
-    """The local readout's hidden widths from ``local`` (``()``: none), or a named error."""
+def local_widths(local: int | Sequence[int] | None) -> tuple[int, ...]:
+    """The local readout's hidden widths from ``local`` (``()``: none); bad ones: ``ValueError``."""
     if local is None:
         return ()
     many = isinstance(local, Sequence) and not isinstance(local, str)
@@ -297,7 +297,7 @@ class CTLayer(eqx.Module):
         # otherwise a random gate around 1/2.
         self.gate_w = (0.0 if identity else 1.0) * init(k[7], (hidden, c), hidden) if gate else None
         self.gate_b = jnp.full(c, 8.0 if identity else 0.0) if gate else None
-        widths = _local_widths(local)
+        widths = local_widths(local)
         if widths and gate:
             raise ValueError("CTLayer: local and gate cannot be combined (gate=True normalises)")
         fa = fn + a
@@ -439,4 +439,4 @@ class CTLayer(eqx.Module):
         return self.propagate(feats, a, g["mask"], g["adjacency"])
 
 
-__all__ = ["CTLayer", "gumbel_bernoulli", "position_encoding"]
+__all__ = ["CTLayer", "gumbel_bernoulli", "local_widths", "position_encoding"]

@@ -526,6 +526,10 @@ def run(
         raise ValueError(f"eval_graphs must be an integer >= 0, got {cfg.eval_graphs!r}")
     shapes = transition_set(data, data_path, cfg.size)
     _check_sample_balance(cfg)  # before any training
+    try:  # before any training: the CT layer is built after the MCQ-VAE's minutes
+        ctvae.local_widths(cfg.local)
+    except ValueError as err:
+        raise ValueError(f"Config.local: {err}") from None
     path = output_dir(NAME, out)
     state = (Path(state_dir) if state_dir is not None else path) / "checkpoints"
     key = jax.random.key(seed)

@@ -190,8 +190,10 @@ class Config:
     sample_balance: float = 1.0
     # A second stage of the CT layer's training: ``ct_tune_steps`` more steps from a fresh
     # Adam (a warm restart: the moment estimates of 3,000 steps dropped) at ``ct_lr``, on a
-    # stream mixed towards balanced factors by ``tune_balance`` (0: the natural one),
-    # checkpointed in its own folder (``ct_tune``); the baseline gets the same total steps.
+    # stream mixed towards balanced factors by ``tune_balance`` (0: the first stage's stream,
+    # itself balanced by ``sample_balance``; with both 1 the two draw the very same batches,
+    # checked: a full run's metrics identical), checkpointed in its own folder
+    # (``ct_tune``); the baseline gets the same total steps.
     # 500 at balance 0: continuing the full run's CT layer (300 test units, 204 shape and 302
     # scale transitions held out): intervened factor right 82.7% -> 89.7%, others kept 93.3%
     # -> 94.1%, shape 11.8% -> 18.6%, scale 73.8% -> 83.8%, causal mode unchanged (0.997 /

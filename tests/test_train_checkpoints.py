@@ -221,6 +221,18 @@ def test_resuming_with_another_optimiser_is_refused(tmp_path, other, what):
         **(KW | {"optimizer": optax.adam(0.05)}))  # fmt: skip
 
 
+def test_same_arrays_in_another_tree_is_named(tmp_path):
+    # A model that gained an empty field (CTLayer's local_mid, stop 37) has the same arrays in
+    # another tree: the refusal names the model's structure, not the optimiser.
+    path = tmp_path / "ckpt"
+    fit(_loss, _params(), _data(), steps=10, checkpoint_dir=path, **KW)
+    grown = _params() | {"extra": ()}
+    with pytest.raises(ValueError, match="same parameter arrays in a different tree structure"):
+        fit(_loss, grown, _data(), steps=20, checkpoint_dir=path, **KW)
+    _, hist = fit(_loss, _params(), _data(), steps=20, checkpoint_dir=path, **KW)
+    assert hist.start_step == 10
+
+
 def test_restoring_never_unpickles(tmp_path, monkeypatch):
     import pickle
 

@@ -55,9 +55,9 @@ For an action ``a`` (or the null action ``A``, "no intervention"):
    on; its output layer starts at zero, so the identity initialisation is kept. The GNN's
    node state is ``hidden`` wide and its readouts are linear, while a cell's new code under
    some actions is a joint function of its colours and its place on the object; the local
-   MLP gives that function a direct path. The part
-   of its first layer that reads the features does not depend on the action, so it is
-   computed once per unit; later layers run once per action scored.
+   MLP gives that function a direct path. The part of its first layer that reads the
+   features does not depend on the action, so it is computed once per unit; later layers
+   run once per action scored.
 
 In evaluation (``key=None``) the mask and the graph are the modes of their Bernoullis
 (``sigmoid > 1/2``), so the transition is a deterministic function of ``(codes, a)``: that is

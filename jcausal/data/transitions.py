@@ -209,14 +209,14 @@ class Shapes:
         return {"image": self.render(f), "factors": f}
 
 
-def check_balance(balance) -> float:
-    """``balance`` as a float, or a named ``ValueError`` unless it is a number in ``[0, 1]``."""
+def check_balance(balance, name: str = "balance") -> float:
+    """``balance`` as a float, or a ``ValueError`` naming ``name`` unless it is in ``[0, 1]``."""
     if (
         isinstance(balance, bool)
         or not isinstance(balance, (int, float, np.integer, np.floating))
         or not 0.0 <= balance <= 1.0  # also refuses NaN
     ):
-        raise ValueError(f"balance must be a number in [0, 1], got {balance!r}")
+        raise ValueError(f"{name} must be a number in [0, 1], got {balance!r}")
     return float(balance)
 
 

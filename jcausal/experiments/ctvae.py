@@ -49,7 +49,7 @@ import optax
 
 from .. import ctvae
 from ..data.factorial import FactorialSet, cars3d_mat, dsprites_npz, tfds_factorial
-from ..data.transitions import Shapes
+from ..data.transitions import Shapes, check_balance
 from ..nn import MCQVAE, ema_buffers, restart_dead_codes, vq_loss
 from ..train import fit, frozen, unfreeze
 from ._common import output_dir, run_cli, write_metrics
@@ -388,9 +388,7 @@ def _check_sample_balance(cfg: Config) -> None:
     if isinstance(n, bool) or not isinstance(n, int) or n < 0:
         raise ValueError(f"Config.ct_tune_steps must be an integer >= 0, got {n!r}")
     for name in ("sample_balance", "tune_balance"):
-        b = getattr(cfg, name)
-        if isinstance(b, bool) or not isinstance(b, (int, float)) or not 0 <= b <= 1:
-            raise ValueError(f"Config.{name} must be a number in [0, 1], got {b!r}")
+        check_balance(getattr(cfg, name), f"Config.{name}")
 
 
 def train_ct(cfg: Config, shapes, vae, key, path: Path, progress: bool, ckpt: Path | None = None):

@@ -172,6 +172,13 @@ def _structure(text: str) -> str:
     return re.sub(r" at 0x[0-9a-fA-F]+", "", text)
 
 
+def structure_text(tree: Any) -> str:
+    """The text of ``tree``'s structure (its treedef), the same in every process."""
+    import jax
+
+    return _structure(str(jax.tree_util.tree_structure(tree)))
+
+
 def optimizer_fingerprint(optimizer: Any, opt_state: Any) -> dict[str, Any]:
     """What identifies an optimiser: its state's tree structure and shapes, its settings."""
     import jax
@@ -401,5 +408,6 @@ __all__ = [
     "describe_optimizer_change",
     "from_numpy",
     "optimizer_fingerprint",
+    "structure_text",
     "to_numpy",
 ]

@@ -31,6 +31,7 @@ from .checkpoint import (
     describe_optimizer_change,
     from_numpy,
     optimizer_fingerprint,
+    structure_text,
     to_numpy,
 )
 from .checks import fault, integer, key_data, leaf_names, num_units
@@ -273,6 +274,7 @@ def fit(
     names = leaf_names(dyn)
     # (what a checkpoint records of the optimiser; its treedef's text is slow to build)
     fingerprint = None if checkpoint_dir is None else optimizer_fingerprint(optimizer, opt_state)
+    structure = None if checkpoint_dir is None else structure_text(dyn)
     # Where each piece of the training state lives on a mesh: parameters replicated; the
     # optimiser state and the moving average replicated too, or split (shard_optimizer).
     split = None
@@ -321,6 +323,16 @@ def fit(
                     f"{saved}, the model's has {[list(np.shape(x)), str(x.dtype)]}; the "
                     "checkpoint belongs to a different model. Use a new checkpoint_dir"
                 )
+        # The same arrays in another tree (a module gained, lost or renamed a field): the
+        # optimiser's state, which mirrors the parameters, would differ too, but say why.
+        # (Checkpoints written before this record was kept fall through to that check.)
+        saved_structure = info.get("params_structure")
+        if saved_structure is not None and saved_structure != structure:
+            raise ValueError(
+                f"{where} holds the same parameter arrays in a different tree structure (a "
+                "module of the model gained, lost or renamed a field since it was written): "
+                "it belongs to another version of the model. Use a new checkpoint_dir"
+            )
         change = describe_optimizer_change(info.get("optimizer", {}), fingerprint)
         if change is not None:
             raise ValueError(
@@ -396,6 +408,7 @@ def fit(
         info = {
             "params": [[list(np.shape(x)), str(np.asarray(x).dtype)] for x in dyn_leaves],
             "optimizer": fingerprint,
+            "params_structure": structure,
             "key": key_bytes.tolist(),
             "data_size": n,
             "keep_best": keep_best is not None,

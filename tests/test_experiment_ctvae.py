@@ -102,6 +102,18 @@ def test_bad_learning_rates_are_named_before_training(tmp_path, field, value):
     assert not (tmp_path / "run" / "checkpoints").exists()
 
 
+@pytest.mark.parametrize(
+    "field, value",
+    [("causal_weight", -1.0), ("action_weight", float("nan")), ("mask_target_weight", "10"),
+     ("changed_weight", True)],
+)  # fmt: skip
+def test_bad_loss_weights_are_named_before_training(tmp_path, field, value):
+    cfg = dataclasses.replace(ctvae.SMOKE, **{field: value})
+    with pytest.raises(ValueError, match=f"Config.{field} must be a finite number >= 0"):
+        ctvae.run(config=cfg, out=tmp_path / "run", progress=False)
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
 @pytest.mark.parametrize("value", [0, (256, 0), (), "256", (128, 2.5), True])
 def test_bad_local_readout_is_named_before_training(tmp_path, value):
     cfg = dataclasses.replace(ctvae.SMOKE, local=value)
